@@ -1,0 +1,138 @@
+"""Command line of a simnode: ``python -m simnode`` and ``portal simnode``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from functools import partial
+
+from sanic import Sanic
+from sanic.worker.loader import AppLoader
+
+from simnode.app import create_app
+from simnode.config import SimConfig
+
+__all__ = ["add_arguments", "config_from_args", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the simnode options to ``parser`` (the caller owns the parser and its help)."""
+    parser.add_argument("--model", required=True, help="served model name")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
+    parser.add_argument("--port", type=int, required=True, help="port to bind")
+    parser.add_argument(
+        "--tokens-per-second",
+        type=float,
+        default=0.0,
+        help="generation pace after the first token; 0 = as fast as possible (default)",
+    )
+    parser.add_argument(
+        "--ttft", type=float, default=0.0, help="time to first token, in seconds (default 0)"
+    )
+    parser.add_argument(
+        "--reply-tokens",
+        type=int,
+        default=16,
+        help="natural reply length when max_tokens allows more (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-model-len", type=int, default=8192, help="context window (default %(default)s)"
+    )
+    parser.add_argument(
+        "--max-num-seqs",
+        type=int,
+        default=256,
+        help="sequences generated at once; more wait (default %(default)s)",
+    )
+    parser.add_argument("--api-key", default=None, help="require 'Bearer KEY' on /v1/*")
+    parser.add_argument(
+        "--startup-delay",
+        type=float,
+        default=0.0,
+        help="seconds to wait before binding the port, like a model loading",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default %(default)s)"
+    )
+    parser.add_argument(
+        "--keep-alive-timeout",
+        type=float,
+        default=5.0,
+        help="idle keep-alive timeout in seconds; vLLM's uvicorn uses 5 (default %(default)s)",
+    )
+    faults = parser.add_argument_group("fault injection (changeable at runtime: /sim/faults)")
+    faults.add_argument(
+        "--fail-after",
+        type=int,
+        default=None,
+        metavar="N",
+        help="break streams after N content tokens; longer non-streaming replies answer 500",
+    )
+    faults.add_argument(
+        "--fail-status",
+        type=int,
+        default=None,
+        metavar="CODE",
+        help="answer every completion request with this HTTP status",
+    )
+    faults.add_argument(
+        "--hang", action="store_true", help="accept completion requests and never answer"
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> SimConfig:
+    """Build the :class:`SimConfig` the parsed options describe.
+
+    Raises:
+        ValueError: when an option is out of range.
+    """
+    return SimConfig(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        tokens_per_second=args.tokens_per_second,
+        ttft=args.ttft,
+        reply_tokens=args.reply_tokens,
+        max_model_len=args.max_model_len,
+        max_num_seqs=args.max_num_seqs,
+        api_key=args.api_key,
+        startup_delay=args.startup_delay,
+        workers=args.workers,
+        keep_alive_timeout=args.keep_alive_timeout,
+        fail_after=args.fail_after,
+        fail_status=args.fail_status,
+        hang=args.hang,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted; return the process exit status."""
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"simnode: {exc}", file=sys.stderr)
+        return 2
+    if config.startup_delay > 0:
+        time.sleep(config.startup_delay)
+    loader = AppLoader(factory=partial(create_app, config))
+    app = loader.load()
+    app.prepare(
+        host=config.host,
+        port=config.port,
+        workers=config.workers,
+        single_process=config.workers == 1,
+        access_log=False,
+        motd=False,
+    )
+    print(
+        f"simnode: serving {config.model!r} on http://{config.host}:{config.port} "
+        f"({config.workers} worker{'s' if config.workers > 1 else ''})",
+        file=sys.stderr,
+        flush=True,
+    )
+    if config.workers == 1:
+        Sanic.serve_single(app)
+    else:
+        Sanic.serve(primary=app, app_loader=loader)
+    return 0

@@ -1,0 +1,30 @@
+"""The typed ``app.ctx`` of a simnode: its settings, faults and scheduler."""
+
+from __future__ import annotations
+
+import json
+
+from simnode.config import Faults, SimConfig
+from simnode.render import models_body
+from simnode.scheduler import Scheduler
+
+__all__ = ["SimContext"]
+
+
+class SimContext:
+    """Everything the handlers share within one worker process."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self.faults = Faults(
+            fail_after=config.fail_after,
+            fail_status=config.fail_status,
+            hang=config.hang,
+            tokens_per_second=config.tokens_per_second,
+            ttft=config.ttft,
+        )
+        self.scheduler = Scheduler(config.max_num_seqs)
+        #: The served model name as a JSON string, spliced into every answer.
+        self.model_json = json.dumps(config.model)
+        #: The ``GET /v1/models`` body, built once.
+        self.models_body = models_body(config.model, config.max_model_len)
