@@ -105,7 +105,9 @@ async def test_model_may_be_omitted(client: httpx.AsyncClient) -> None:
 async def test_stream_sends_role_then_one_chunk_per_token_then_done(
     client: httpx.AsyncClient, model: str
 ) -> None:
-    response = await client.post("/v1/chat/completions", json=_chat(model, stream=True, max_tokens=4))
+    response = await client.post(
+        "/v1/chat/completions", json=_chat(model, stream=True, max_tokens=4)
+    )
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
     chunks, done = json_events(response.text)

@@ -46,7 +46,9 @@ async def test_non_streaming_completion_has_vllms_shape(
 async def test_prompt_forms_single_string_list_and_token_ids(
     client: httpx.AsyncClient, model: str
 ) -> None:
-    as_list = (await client.post("/v1/completions", json={"model": model, "prompt": [PROMPT]})).json()
+    as_list = (
+        await client.post("/v1/completions", json={"model": model, "prompt": [PROMPT]})
+    ).json()
     assert as_list["usage"]["prompt_tokens"] == PROMPT_TOKENS
     assert as_list["choices"][0]["text"] == generate_text(PROMPT, 16)
     ids = (await client.post("/v1/completions", json={"model": model, "prompt": [5, 6, 7]})).json()

@@ -1,0 +1,73 @@
+"""/metrics reports running and waiting sequences and token counters like vLLM."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import httpx
+
+from simnode.tokenizer import completion_prompt_tokens
+
+PROMPT = "Count me in, please."
+
+
+def sample(text: str, name: str, model: str) -> float:
+    """Return the value of ``name{model_name="model"}`` in Prometheus text."""
+    match = re.search(rf'^{re.escape(name)}{{model_name="{re.escape(model)}"}} (\S+)$', text, re.M)
+    assert match, f"{name} missing from metrics"
+    return float(match.group(1))
+
+
+async def test_metrics_text_has_vllms_names_and_types(
+    client: httpx.AsyncClient, model: str
+) -> None:
+    response = await client.get("/metrics")
+    assert response.headers["content-type"].startswith("text/plain")
+    text = response.text
+    for name, kind in [
+        ("vllm:num_requests_running", "gauge"),
+        ("vllm:num_requests_waiting", "gauge"),
+        ("vllm:prompt_tokens_total", "counter"),
+        ("vllm:generation_tokens_total", "counter"),
+    ]:
+        assert f"# HELP {name} " in text
+        assert f"# TYPE {name} {kind}\n" in text
+        sample(text, name, model)
+
+
+async def test_in_flight_requests_show_as_running_then_waiting(
+    client: httpx.AsyncClient, model: str
+) -> None:
+    before = (await client.get("/metrics")).text
+    # 10 tokens at 20/s: each request generates for about 0.45 s; the node runs 2 at once.
+    await client.post("/sim/faults", json={"tokens_per_second": 20})
+    request = {"model": model, "prompt": PROMPT, "max_tokens": 10, "stream": True}
+    started = time.monotonic()
+    tasks = [asyncio.create_task(client.post("/v1/completions", json=request)) for _ in range(3)]
+    running = waiting = 0.0
+    for _ in range(100):
+        text = (await client.get("/metrics")).text
+        running = sample(text, "vllm:num_requests_running", model)
+        waiting = sample(text, "vllm:num_requests_waiting", model)
+        if (running, waiting) == (2, 1):
+            break
+        await asyncio.sleep(0.02)
+    assert (running, waiting) == (2, 1)
+    responses = await asyncio.gather(*tasks)
+    elapsed = time.monotonic() - started
+    assert all(r.status_code == 200 and r.text.endswith("data: [DONE]\n\n") for r in responses)
+    # Two batches of ~0.45 s: paced concurrently, not one request after another.
+    assert 0.85 <= elapsed < 1.35
+    after = (await client.get("/metrics")).text
+    assert sample(after, "vllm:num_requests_running", model) == 0
+    assert sample(after, "vllm:num_requests_waiting", model) == 0
+    prompt_delta = sample(after, "vllm:prompt_tokens_total", model) - sample(
+        before, "vllm:prompt_tokens_total", model
+    )
+    generation_delta = sample(after, "vllm:generation_tokens_total", model) - sample(
+        before, "vllm:generation_tokens_total", model
+    )
+    assert prompt_delta == 3 * completion_prompt_tokens(PROMPT)
+    assert generation_delta == 3 * 10
