@@ -78,6 +78,8 @@ def create_app(config: SimConfig) -> SimApp:
             "RESPONSE_TIMEOUT": _RESPONSE_TIMEOUT,
             "REQUEST_TIMEOUT": 60,
             "NOISY_EXCEPTIONS": False,
+            # A simulator should stop at once, even with hung requests in flight.
+            "GRACEFUL_SHUTDOWN_TIMEOUT": 1.0,
         }
     )
     if config.api_key:

@@ -63,6 +63,12 @@ async def openai_client(node: SimnodeProcess, client: httpx.AsyncClient) -> Asyn
 
 
 @pytest.fixture
+def node_url(node: SimnodeProcess) -> str:
+    """Base URL of the shared node."""
+    return node.url
+
+
+@pytest.fixture
 def model() -> str:
     """The served model name of the nodes these tests start."""
     return MODEL

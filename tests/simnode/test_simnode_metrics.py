@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 
@@ -71,3 +72,25 @@ async def test_in_flight_requests_show_as_running_then_waiting(
     )
     assert prompt_delta == 3 * completion_prompt_tokens(PROMPT)
     assert generation_delta == 3 * 10
+
+
+async def _running(client: httpx.AsyncClient, model: str) -> float:
+    return sample((await client.get("/metrics")).text, "vllm:num_requests_running", model)
+
+
+async def test_a_client_that_goes_away_frees_its_slot(
+    node_url: str, client: httpx.AsyncClient, model: str
+) -> None:
+    await client.post("/sim/faults", json={"tokens_per_second": 5})
+    request = {"model": model, "prompt": PROMPT, "max_tokens": 50}
+    async with httpx.AsyncClient(base_url=node_url) as leaving:
+        async with leaving.stream("POST", "/v1/completions", json={**request, "stream": True}) as r:
+            async for _ in r.aiter_bytes():
+                break  # one chunk, then hang up
+        with contextlib.suppress(httpx.ReadTimeout):
+            await leaving.post("/v1/completions", json=request, timeout=0.2)
+    for _ in range(50):
+        if await _running(client, model) == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert await _running(client, model) == 0
