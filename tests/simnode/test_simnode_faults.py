@@ -165,12 +165,12 @@ async def test_runtime_pacing_delays_first_token_and_the_rest(
             if first_token_at is None and '"content":" ' in line:
                 first_token_at = time.monotonic() - started
     total = time.monotonic() - started
-    assert first_token_at is not None and 0.3 <= first_token_at < 0.45
-    assert 0.3 + 5 / 50 <= total < 0.6
+    assert first_token_at is not None and 0.3 <= first_token_at < 0.6
+    assert 0.3 + 5 / 50 <= total < 0.9
     started = time.monotonic()
     plain = await client.post("/v1/chat/completions", json=_chat(model, max_tokens=6))
     assert plain.status_code == 200
-    assert 0.4 <= time.monotonic() - started < 0.6
+    assert 0.4 <= time.monotonic() - started < 0.9
 
 
 def test_command_line_faults_are_the_starting_switches(node_args: tuple[str, ...]) -> None:
