@@ -1,0 +1,1 @@
+"""Small JSON endpoints beside the proxy: catalogue, key status, health, metrics."""

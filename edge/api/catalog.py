@@ -1,0 +1,64 @@
+"""``GET /v1/models``: the OpenAI model list, with prices and node state."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sanic import Blueprint, Request, json
+
+from edge.errors import ModelNotFound
+from edge.money import format_usd
+
+if TYPE_CHECKING:
+    from edge.registry import ModelInfo, Registry
+
+__all__ = ["bp", "model_entry", "model_state"]
+
+bp = Blueprint("catalog", url_prefix="/v1")
+
+
+def model_state(registry: Registry, model: ModelInfo) -> str:
+    """``running`` (a healthy node serves it), ``warming`` (one is booting) or ``stopped``."""
+    states = registry.node_states(model)
+    if registry.pick(model) is not None:
+        return "running"
+    if states.get("pending") or states.get("unhealthy"):
+        return "warming"
+    return "stopped"
+
+
+def model_entry(registry: Registry, model: ModelInfo) -> dict[str, Any]:
+    return {
+        "id": model.name,
+        "object": "model",
+        "created": model.created,
+        "owned_by": "inference-portal",
+        "context_length": model.context_length,
+        "pricing": {
+            "currency": "USD",
+            "unit": "1M tokens",
+            "input": format_usd(model.input_price),
+            "output": format_usd(model.output_price),
+            "input_micros": model.input_price,
+            "output_micros": model.output_price,
+        },
+        "state": model_state(registry, model),
+        "nodes": registry.node_states(model),
+    }
+
+
+@bp.get("/models")
+async def list_models(request: Request):
+    registry = request.app.ctx.portal.registry
+    data = [model_entry(registry, m) for m in registry.models.values() if m.enabled]
+    data.sort(key=lambda entry: entry["id"])
+    return json({"object": "list", "data": data})
+
+
+@bp.get("/models/<name:path>")
+async def get_model(request: Request, name: str):
+    registry = request.app.ctx.portal.registry
+    model = registry.model(name)
+    if model is None:
+        raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
+    return json(model_entry(registry, model))

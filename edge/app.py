@@ -1,0 +1,164 @@
+"""The Sanic application factory and the lifetime of a worker's resources.
+
+``create_app(settings)`` only wires things together. Each worker opens its own
+database connection, Redis pool and HTTP client in ``before_server_start`` and
+closes them in ``after_server_stop`` (in reverse order of opening).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from sanic import HTTPResponse, Request, Sanic
+from sanic.exceptions import SanicException
+from sanic.handlers import ErrorHandler
+from sanic.response import json as json_response
+
+from edge.errors import APIError, api_error_payload, error_payload
+from edge.settings import Settings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIErrorHandler(ErrorHandler):
+    """Every error, ours or Sanic's, answered in OpenAI's shape; never a stack trace."""
+
+    def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, APIError):
+            response = json_response(api_error_payload(exception), status=exception.status,
+                                     headers=exception.headers)
+        elif isinstance(exception, SanicException):
+            status = exception.status_code
+            message = str(exception) or "Request could not be handled."
+            code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+                    408: "request_timeout"}.get(status)
+            kind = "invalid_request_error" if status < 500 else "server_error"
+            response = json_response(error_payload(message, type=kind, code=code),
+                                     status=status, headers=getattr(exception, "headers", None))
+        else:
+            log.exception("unhandled error on %s %s", request.method, request.path,
+                          exc_info=exception)
+            response = json_response(
+                error_payload("The portal failed to handle this request.",
+                              type="server_error", code="internal_error"), status=500)
+        request_id = getattr(request.ctx, "request_id", None) if request else None
+        if request_id:
+            response.headers["x-request-id"] = request_id
+        return response
+
+
+def create_app(settings: Settings | None = None, *, name: str = "portal") -> Sanic:
+    """Build the portal's Sanic application.
+
+    Parameters:
+      settings: configuration; read from the environment when omitted.
+      name: Sanic's registry name (unique per process).
+    """
+    from edge.api import catalog, health, key_status
+    from edge.proxy import views as proxy_views
+
+    settings = settings or Settings.from_env()
+    app = Sanic(name, error_handler=OpenAIErrorHandler())
+    app.config.update({
+        "REQUEST_MAX_SIZE": settings.max_body_bytes,
+        "RESPONSE_TIMEOUT": int(settings.upstream_timeout) + 60,
+        "REQUEST_TIMEOUT": 60,
+        "KEEP_ALIVE_TIMEOUT": 75,
+        "ACCESS_LOG": False,
+        "NOISY_EXCEPTIONS": False,
+        "FALLBACK_ERROR_FORMAT": "json",
+        "MOTD": False,
+        "REAL_IP_HEADER": "x-real-ip",
+    })
+    app.ctx.settings = settings
+    for blueprint in (proxy_views.bp, catalog.bp, key_status.bp, health.bp):
+        app.blueprint(blueprint)
+    app.on_request(_assign_request_id, priority=1000)
+    app.on_response(_add_request_id)
+    app.before_server_start(_open_resources)
+    app.after_server_stop(_close_resources)
+    return app
+
+
+async def _assign_request_id(request: Request) -> None:
+    from edge.proxy.views import new_request_id
+
+    request.ctx.request_id = new_request_id()
+
+
+async def _add_request_id(request: Request, response: HTTPResponse) -> None:
+    if response is not None and "x-request-id" not in response.headers:
+        response.headers["x-request-id"] = request.ctx.request_id
+
+
+async def _open_resources(app: Sanic) -> None:
+    from edge.billing import Billing
+    from edge.db import open_database
+    from edge.events import EventListener
+    from edge.hotstore import HotStore, connect_redis
+    from edge.keys import KeyDirectory, mirror_all_keys
+    from edge.pepper import load_pepper
+    from edge.proxy.upstream import make_client
+    from edge.registry import Registry
+
+    settings: Settings = app.ctx.settings
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    await open_database(settings.effective_database_url)
+    store = HotStore(connect_redis(settings.redis_url), settings.redis_namespace)
+    registry = Registry()
+    await registry.reload()
+    keys = KeyDirectory(store, ttl=settings.key_cache_ttl)
+    from edge.context import PortalContext
+
+    portal = PortalContext(
+        settings=settings,
+        pepper=load_pepper(settings),
+        store=store,
+        keys=keys,
+        billing=Billing(store, reservation_ttl_ms=int(settings.upstream_timeout * 1000)),
+        registry=registry,
+        events=EventListener(store, keys, registry),
+        http=make_client(connect_timeout=settings.upstream_connect_timeout,
+                         timeout=settings.upstream_timeout,
+                         max_connections=settings.upstream_max_connections,
+                         api_key=settings.node_api_key),
+    )
+    app.ctx.portal = portal
+    await mirror_all_keys(store)
+    _start_background(app, portal)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(portal.events.connected.wait(), 5)
+
+
+def _start_background(app: Sanic, portal: Any) -> None:
+    from edge.housekeeping import housekeeping
+    from edge.ledger_writer import LedgerWriter
+
+    writer = LedgerWriter(portal.store)
+    portal.tasks += [
+        asyncio.create_task(portal.events.run(portal.stop), name="events"),
+        asyncio.create_task(writer.run(portal.stop), name="ledger-writer"),
+        asyncio.create_task(housekeeping(portal), name="housekeeping"),
+    ]
+
+
+async def _close_resources(app: Sanic) -> None:
+    from edge.db import close_database
+
+    portal = getattr(app.ctx, "portal", None)
+    if portal is None:
+        return
+    portal.stop.set()
+    for task in portal.tasks:
+        task.cancel()
+    await asyncio.gather(*portal.tasks, return_exceptions=True)
+    await portal.http.aclose()
+    await portal.store.close()
+    await close_database()

@@ -1,0 +1,146 @@
+"""``portal dev``: everything on embedded defaults, for a first look.
+
+Migrates the SQLite database, uses (or starts) Redis, runs one simulated GPU
+node per demo model, makes a fresh demo key with credit, prints how to call the
+portal, and serves until interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+
+from edge.db import close_database, migrate, open_database
+from edge.embedded_redis import resolve_redis
+from edge.money import format_usd, parse_usd
+from edge.settings import Settings
+
+__all__ = ["register"]
+
+#: Demo models: (input, output) USD per 1M tokens, and simulated speed in tokens/s.
+DEMO_PRICES = {"demo-small": ("0.10", "0.30", 80.0), "demo-large": ("0.50", "1.50", 30.0)}
+#: Opening credit of the demo key, USD.
+DEMO_CREDIT = "5.00"
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("dev", help="run the portal on embedded defaults with demo data")
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None)
+    parser.set_defaults(func=run)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                 ("workers", args.workers)) if v is not None}
+    settings = settings.replace(**changes)
+    resolved = resolve_redis(settings, start=True)
+    settings = settings.replace(redis_url=resolved.url)
+    asyncio.run(migrate(settings.effective_database_url))
+    nodes: list[subprocess.Popen[bytes]] = []
+    try:
+        urls = {}
+        for model in _demo_models(settings):
+            port = free_port()
+            speed = DEMO_PRICES.get(model, ("0", "0", 50.0))[2]
+            nodes.append(subprocess.Popen(
+                [sys.executable, "-m", "simnode", "--model", model, "--port", str(port),
+                 "--tokens-per-second", str(speed), "--ttft", "0.15"]))
+            urls[model] = f"http://127.0.0.1:{port}"
+        for url in urls.values():
+            _wait_healthy(url)
+        secret = asyncio.run(_seed(settings, urls))
+        _banner(settings, secret)
+        from edge.cli.serve import serve
+
+        return serve(settings)
+    finally:
+        for node in nodes:
+            node.terminate()
+        for node in nodes:
+            try:
+                node.wait(5)
+            except subprocess.TimeoutExpired:
+                node.kill()
+        resolved.close()
+
+
+def _demo_models(settings: Settings) -> list[str]:
+    return [m.strip() for m in settings.demo_models.split(",") if m.strip()]
+
+
+def _wait_healthy(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url + "/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"simulated node at {url} did not start")
+
+
+async def _seed(settings: Settings, urls: dict[str, str]) -> str:
+    """Demo models pointing at this run's simulated nodes, and a fresh demo key."""
+    from edge.accounts import create_key, revoke_key
+    from edge.db.models import LLM, ApiKey, Node, NodeState
+    from edge.hotstore import HotStore, connect_redis
+    from edge.pepper import load_pepper
+
+    await open_database(settings.effective_database_url)
+    store = HotStore(connect_redis(settings.redis_url), settings.redis_namespace)
+    try:
+        for name, url in urls.items():
+            price_in, price_out, _speed = DEMO_PRICES.get(name, ("0.10", "0.30", 50.0))
+            model, _ = await LLM.get_or_create(
+                name=name, defaults={"served_name": name, "input_price": parse_usd(price_in),
+                                     "output_price": parse_usd(price_out)})
+            await Node.filter(model=model, instance_id=None).exclude(url=url).delete()
+            await Node.get_or_create(model=model, url=url, instance_id=None,
+                                     defaults={"state": NodeState.RUNNING})
+        for old in await ApiKey.filter(name="demo", revoked_at=None):
+            await revoke_key(old, store=store)
+        created = await create_key(name="demo", pepper=load_pepper(settings),
+                                   credit=parse_usd(DEMO_CREDIT), rpm=settings.default_rpm,
+                                   tpm=settings.default_tpm, store=store)
+        await store.publish("models")
+        return created.secret
+    finally:
+        await store.close()
+        await close_database()
+
+
+def _banner(settings: Settings, secret: str) -> None:
+    url = settings.effective_public_url
+    print(f"""
+  Inference Portal is starting at {url}
+
+  Demo API key (${format_usd(parse_usd(DEMO_CREDIT))} of credit; shown once):
+    {secret}
+
+  Try it:
+    curl {url}/v1/chat/completions -H "Authorization: Bearer {secret}" \\
+      -H "Content-Type: application/json" \\
+      -d '{{"model": "demo-small", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  Or with the openai SDK:
+    from openai import OpenAI
+    client = OpenAI(base_url="{url}/v1", api_key="{secret}")
+    client.chat.completions.create(model="demo-small",
+                                   messages=[{{"role": "user", "content": "Hello"}}])
+""", flush=True)

@@ -1,0 +1,82 @@
+"""What one-shot commands share: settings, the database, and Redis when one runs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from edge.db import close_database, open_database
+from edge.embedded_redis import NoRedis, resolve_redis
+from edge.hotstore import HotStore, connect_redis
+from edge.settings import Settings
+
+__all__ = ["CommandContext", "fail", "print_table", "run_command"]
+
+
+class CommandFailed(Exception):
+    """A command cannot do what it was asked; the message says why."""
+
+
+def fail(message: str) -> CommandFailed:
+    return CommandFailed(message)
+
+
+class CommandContext:
+    def __init__(self, settings: Settings, store: HotStore | None) -> None:
+        self.settings = settings
+        self.store = store
+
+    async def publish(self, event: str) -> None:
+        if self.store is not None:
+            await self.store.publish(event)
+
+
+def run_command(body: Callable[[CommandContext], Awaitable[int | None]], *,
+                needs_redis: bool = False) -> int:
+    """Run ``body`` with the database open and Redis connected if one answers.
+
+    Parameters:
+      needs_redis: start an embedded Redis for the command if none answers.
+    """
+    settings = Settings.from_env()
+    try:
+        resolved = resolve_redis(settings, start=needs_redis)
+    except NoRedis as exc:
+        print(f"portal: {exc}", file=sys.stderr)
+        return 1
+
+    async def run() -> int:
+        store = HotStore(connect_redis(resolved.url), settings.redis_namespace) \
+            if resolved.url else None
+        await open_database(settings.effective_database_url)
+        try:
+            return int(await body(CommandContext(settings, store)) or 0)
+        finally:
+            await close_database()
+            if store is not None:
+                await store.close()
+
+    try:
+        return asyncio.run(run())
+    except CommandFailed as exc:
+        print(f"portal: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        resolved.close()
+
+
+def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *,
+                as_json: bool = False) -> None:
+    if as_json:
+        print(json.dumps(list(rows), indent=2, default=str))
+        return
+    if not rows:
+        print("(none)")
+        return
+    widths = {c: max(len(c), *(len(str(r.get(c, ""))) for r in rows)) for c in columns}
+    print("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))

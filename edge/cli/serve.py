@@ -1,0 +1,61 @@
+"""``portal serve``: the edge, as N Sanic worker processes on one port."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from functools import partial
+
+from edge.embedded_redis import NoRedis, resolve_redis
+from edge.settings import Settings
+
+__all__ = ["register", "serve"]
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("serve", help="run the edge (API, chat, pages)")
+    parser.add_argument("--host", help="address to bind (default: PORTAL_HOST)")
+    parser.add_argument("--port", type=int, help="port to bind (default: PORTAL_PORT)")
+    parser.add_argument("--workers", type=int, help="worker processes (default: PORTAL_WORKERS)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    changes = {k: v for k, v in (("host", args.host), ("port", args.port),
+                                 ("workers", args.workers)) if v is not None}
+    return serve(settings.replace(**changes))
+
+
+def serve(settings: Settings) -> int:
+    """Run the edge until interrupted; starts an embedded Redis if none answers."""
+    try:
+        resolved = resolve_redis(settings, start=True)
+    except NoRedis as exc:
+        print(f"portal: {exc}")
+        return 1
+    settings = settings.replace(redis_url=resolved.url)
+    _fresh_metrics_dir(settings)
+    try:
+        from sanic import Sanic
+        from sanic.worker.loader import AppLoader
+
+        from edge.app import create_app
+
+        loader = AppLoader(factory=partial(create_app, settings))
+        app = loader.load()
+        app.prepare(host=settings.host, port=settings.port, workers=settings.workers,
+                    access_log=False, motd=False)
+        Sanic.serve(primary=app, app_loader=loader)
+    finally:
+        resolved.close()
+    return 0
+
+
+def _fresh_metrics_dir(settings: Settings) -> None:
+    """Per-server directory for the workers' Prometheus samples, emptied at start."""
+    directory = settings.data_path / "metrics" / str(settings.port)
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)

@@ -1,0 +1,37 @@
+"""What a worker shares between requests: hung on ``app.ctx.portal`` at start-up."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import httpx
+
+    from edge.billing import Billing
+    from edge.events import EventListener
+    from edge.hotstore import HotStore
+    from edge.keys import KeyDirectory
+    from edge.registry import ModelInfo, Registry
+    from edge.settings import Settings
+
+__all__ = ["PortalContext"]
+
+
+@dataclasses.dataclass(slots=True)
+class PortalContext:
+    settings: Settings
+    pepper: bytes
+    store: HotStore
+    keys: KeyDirectory
+    billing: Billing
+    registry: Registry
+    events: EventListener
+    http: httpx.AsyncClient
+    stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[Any]] = dataclasses.field(default_factory=list)
+    #: Called when a request finds no running node of a model (the node
+    #: lifecycle plugs its boot request in here); returns seconds to wait.
+    on_cold_model: Callable[[ModelInfo], Any] | None = None

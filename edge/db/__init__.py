@@ -1,0 +1,71 @@
+"""Database set-up: one Tortoise configuration, opened and closed by its owner.
+
+SQLite is the default (WAL, with a busy timeout so that several edge workers can
+write); PostgreSQL is used when ``PORTAL_DATABASE_URL`` says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.connection import get_connection
+
+__all__ = ["close_database", "dialect", "migrate", "open_database", "tortoise_config"]
+
+#: Tortoise app label of every model.
+APP_LABEL = "portal"
+
+#: Milliseconds a SQLite writer waits for another process's lock before failing.
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+
+
+def tortoise_config(database_url: str) -> dict[str, Any]:
+    """The Tortoise configuration dictionary for a database URL."""
+    url = database_url
+    if url.startswith("sqlite://") and "busy_timeout" not in url:
+        url += ("&" if "?" in url else "?") + f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}"
+    return {
+        "connections": {"default": url},
+        "apps": {
+            APP_LABEL: {
+                "models": ["edge.db.models"],
+                "default_connection": "default",
+                "migrations": "edge.db.migrations",
+            }
+        },
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+async def open_database(database_url: str) -> None:
+    """Connect Tortoise for this process, reachable from every task."""
+    _ensure_sqlite_dir(database_url)
+    await Tortoise.init(config=tortoise_config(database_url), _enable_global_fallback=True)
+
+
+async def close_database() -> None:
+    await Tortoise.close_connections()
+
+
+async def migrate(database_url: str) -> None:
+    """Apply every pending migration (idempotent; safe to run on each start)."""
+    from tortoise.migrations.api import migrate as run_migrations
+
+    _ensure_sqlite_dir(database_url)
+    await run_migrations(config=tortoise_config(database_url))
+    await Tortoise.close_connections()
+
+
+def dialect() -> str:
+    """``"sqlite"`` or ``"postgres"``: the few raw SQL statements differ in placeholders."""
+    return get_connection("default").capabilities.dialect
+
+
+def _ensure_sqlite_dir(database_url: str) -> None:
+    if database_url.startswith("sqlite://") and ":memory:" not in database_url:
+        from pathlib import Path
+
+        path = database_url.removeprefix("sqlite://").split("?", 1)[0]
+        Path(path).parent.mkdir(parents=True, exist_ok=True)

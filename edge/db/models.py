@@ -1,0 +1,143 @@
+"""SQL tables (Tortoise ORM). SQL is the durable record; Redis holds the hot copies.
+
+Money columns are integer micro-dollars; prices are micro-dollars per 1M tokens.
+Descriptions become SQL comments: Tortoise's SQLite schema editor splits on
+semicolons and breaks on quotes, so they use neither.
+The ledger is append-only: code inserts rows and never updates or deletes them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from tortoise import fields
+from tortoise.models import Model
+
+__all__ = ["LLM", "ApiKey", "LedgerEntry", "LedgerKind", "Node", "NodeState", "UsageRecord"]
+
+
+class NodeState(StrEnum):
+    """Life of a GPU node; only ``running`` nodes receive requests."""
+
+    STOPPED = "stopped"
+    PENDING = "pending"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    DRAINING = "draining"
+    TERMINATED = "terminated"
+
+
+class LedgerKind(StrEnum):
+    """Why a balance changed."""
+
+    TOPUP = "topup"
+    USAGE = "usage"
+    REFUND = "refund"
+    ADJUSTMENT = "adjustment"
+
+
+class LLM(Model):
+    """A model offered to users, with its prices."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=128, unique=True, description="public name clients ask for")
+    served_name = fields.CharField(max_length=256, description="name vLLM serves it under")
+    input_price = fields.BigIntField(description="micro-dollars per 1M prompt tokens")
+    output_price = fields.BigIntField(description="micro-dollars per 1M completion tokens")
+    context_length = fields.IntField(default=8192)
+    enabled = fields.BooleanField(default=True)
+    idle_ttl = fields.IntField(
+        null=True, description="seconds idle before its nodes stop (null: the default, 0: never)")
+    min_warm = fields.IntField(default=0, description="running nodes kept however idle")
+    boot_seconds = fields.FloatField(null=True, description="measured time a node takes to boot")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "llm_models"
+
+
+class Node(Model):
+    """One vLLM server for one model: an EC2 instance or a static URL."""
+
+    id = fields.IntField(primary_key=True)
+    model = fields.ForeignKeyField("portal.LLM", related_name="nodes", on_delete=fields.CASCADE)
+    url = fields.CharField(max_length=512, default="")
+    instance_id = fields.CharField(max_length=64, null=True, unique=True)
+    region = fields.CharField(max_length=32, default="")
+    instance_type = fields.CharField(max_length=64, default="")
+    state = fields.CharEnumField(NodeState, max_length=16, default=NodeState.RUNNING)
+    healthy = fields.BooleanField(default=True)
+    private_ip = fields.CharField(max_length=64, default="")
+    public_ip = fields.CharField(max_length=64, default="")
+    queue_depth = fields.IntField(default=0, description="vllm:num_requests_waiting, last read")
+    last_used_at = fields.DatetimeField(null=True)
+    last_health_at = fields.DatetimeField(null=True)
+    state_changed_at = fields.DatetimeField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "nodes"
+
+    @property
+    def static(self) -> bool:
+        """A static node has no EC2 instance behind it; the portal never boots or stops it."""
+        return not self.instance_id
+
+
+class ApiKey(Model):
+    """A customer API key. Only its HMAC is stored, the secret is shown once."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=128)
+    prefix = fields.CharField(max_length=32, unique=True, description="public part, shown in lists")
+    key_hash = fields.CharField(max_length=64, unique=True, description="HMAC-SHA256, hex")
+    balance = fields.BigIntField(default=0, description="micro-dollars, always the sum of its ledger")
+    spent = fields.BigIntField(default=0, description="micro-dollars charged for usage")
+    rpm = fields.IntField(description="requests per minute")
+    tpm = fields.IntField(description="tokens per minute")
+    frozen = fields.BooleanField(default=False, description="set by a payment dispute")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    revoked_at = fields.DatetimeField(null=True)
+    expires_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "api_keys"
+
+
+class LedgerEntry(Model):
+    """An append-only change of the balance of a key, unique by ``reference``."""
+
+    id = fields.BigIntField(primary_key=True)
+    key = fields.ForeignKeyField("portal.ApiKey", related_name="ledger",
+                                 on_delete=fields.RESTRICT)
+    kind = fields.CharEnumField(LedgerKind, max_length=16)
+    amount = fields.BigIntField(description="micro-dollars, negative for charges")
+    reference = fields.CharField(max_length=200, unique=True)
+    note = fields.CharField(max_length=500, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "ledger"
+
+
+class UsageRecord(Model):
+    """One served request, as billed."""
+
+    id = fields.BigIntField(primary_key=True)
+    request_id = fields.CharField(max_length=64, unique=True)
+    key = fields.ForeignKeyField("portal.ApiKey", related_name="usage", on_delete=fields.RESTRICT)
+    model = fields.CharField(max_length=128)
+    node_id = fields.IntField(null=True)
+    endpoint = fields.CharField(max_length=32, default="chat")
+    prompt_tokens = fields.IntField(default=0)
+    completion_tokens = fields.IntField(default=0)
+    cost = fields.BigIntField(default=0, description="micro-dollars charged")
+    latency_ms = fields.IntField(default=0)
+    status = fields.IntField(default=200)
+    streamed = fields.BooleanField(default=False)
+    cancelled = fields.BooleanField(default=False)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "usage_log"
+        indexes = (("key_id", "created_at"),)

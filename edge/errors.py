@@ -1,0 +1,145 @@
+"""The portal's exceptions, and the one place they become OpenAI-shaped responses.
+
+Exception tree::
+
+    PortalError
+     ├── APIError                 an answer to an API client, in OpenAI's shape
+     │    ├── InvalidRequest          400 invalid_request_error
+     │    │    └── BodyTooLarge         413
+     │    ├── InvalidAPIKey           401 invalid_api_key
+     │    ├── InsufficientCredit      402 insufficient_quota
+     │    ├── PermissionDenied        403
+     │    ├── ModelNotFound           404 model_not_found
+     │    ├── NotFound                404
+     │    ├── RateLimited             429 rate_limit_exceeded (Retry-After)
+     │    ├── NodeFailed              502 upstream_error
+     │    ├── ModelWarming            503 model_warming (Retry-After)
+     │    └── ServiceUnavailable      503
+     └── StoreUnavailable         Redis or SQL cannot be reached
+
+Views raise these; :func:`error_payload` renders them. Nothing else in the
+code base builds an error body.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "APIError",
+    "BodyTooLarge",
+    "InsufficientCredit",
+    "InvalidAPIKey",
+    "InvalidRequest",
+    "ModelNotFound",
+    "ModelWarming",
+    "NodeFailed",
+    "NotFound",
+    "PermissionDenied",
+    "PortalError",
+    "RateLimited",
+    "ServiceUnavailable",
+    "StoreUnavailable",
+    "error_payload",
+]
+
+
+class PortalError(Exception):
+    """Root of every exception the portal raises on purpose."""
+
+
+class StoreUnavailable(PortalError):
+    """Redis or the SQL database did not answer."""
+
+
+class APIError(PortalError):
+    """An error answered to an API client as ``{"error": {...}}``."""
+
+    status: ClassVar[int] = 400
+    type: ClassVar[str] = "invalid_request_error"
+    code: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, param: str | None = None,
+                 retry_after: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.retry_after = retry_after
+        if code is not None:
+            self.code = code
+
+    @property
+    def headers(self) -> dict[str, str]:
+        if self.retry_after is None:
+            return {}
+        return {"retry-after": str(max(1, int(self.retry_after)))}
+
+
+class InvalidRequest(APIError):
+    status = 400
+
+
+class BodyTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class InvalidAPIKey(APIError):
+    status = 401
+    code = "invalid_api_key"
+
+
+class InsufficientCredit(APIError):
+    status = 402
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+
+
+class PermissionDenied(APIError):
+    status = 403
+    type = "permission_error"
+    code = "permission_denied"
+
+
+class ModelNotFound(APIError):
+    status = 404
+    code = "model_not_found"
+
+
+class NotFound(APIError):
+    status = 404
+    code = "not_found"
+
+
+class RateLimited(APIError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class NodeFailed(APIError):
+    status = 502
+    type = "upstream_error"
+    code = "upstream_error"
+
+
+class ModelWarming(APIError):
+    status = 503
+    type = "service_unavailable"
+    code = "model_warming"
+
+
+class ServiceUnavailable(APIError):
+    status = 503
+    type = "service_unavailable"
+    code = "service_unavailable"
+
+
+def error_payload(message: str, *, type: str = "invalid_request_error",
+                  code: str | None = None, param: str | None = None) -> dict[str, Any]:
+    """The body OpenAI's API and SDKs use for errors."""
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def api_error_payload(exc: APIError) -> dict[str, Any]:
+    return error_payload(exc.message, type=exc.type, code=exc.code, param=exc.param)

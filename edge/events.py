@@ -1,0 +1,105 @@
+"""Keeps a worker's caches fresh from the ``$ns:events`` pub/sub channel.
+
+Events are short strings: ``key:<prefix>`` (a key changed), ``keys`` (all keys),
+``models`` and ``nodes`` (the routing table changed). Pub/sub loses messages
+while disconnected, so after every (re)connection the listener drops all cached
+keys and reloads the routing table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from edge.hotstore import RedisUnavailable
+
+if TYPE_CHECKING:
+    from edge.hotstore import HotStore
+    from edge.keys import KeyDirectory
+    from edge.registry import Registry
+
+__all__ = ["EventListener"]
+
+log = logging.getLogger(__name__)
+
+
+class EventListener:
+    """Applies cache invalidations to one worker's key directory and registry.
+
+    Parameters:
+      store: where the channel lives.
+      keys: the worker's key cache.
+      registry: the worker's routing table.
+      extra: more handlers, by event prefix (chat rooms and jobs add theirs).
+    """
+
+    def __init__(self, store: HotStore, keys: KeyDirectory, registry: Registry) -> None:
+        self.store = store
+        self.keys = keys
+        self.registry = registry
+        self.handlers: dict[str, Callable[[str], Awaitable[None] | None]] = {}
+        self.connected = asyncio.Event()
+        self._reload_pending = False
+
+    def on(self, prefix: str, handler: Callable[[str], Awaitable[None] | None]) -> None:
+        """Call ``handler(event)`` for events starting with ``prefix``."""
+        self.handlers[prefix] = handler
+
+    async def run(self, stop: asyncio.Event) -> None:
+        delay = 0.1
+        while not stop.is_set():
+            pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.store.events_channel)
+                self.keys.invalidate()
+                await self.reload_registry()
+                self.connected.set()
+                delay = 0.1
+                while not stop.is_set():
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        await self.dispatch(message["data"].decode())
+            except asyncio.CancelledError:
+                raise
+            except RedisUnavailable as exc:
+                self.connected.clear()
+                log.warning("events: Redis unavailable (%s); reconnecting", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                self.connected.clear()
+                log.exception("events: listener failed; restarting it")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:  # the connection may already be gone
+                    pass
+
+    async def dispatch(self, event: str) -> None:
+        if event.startswith("key:"):
+            self.keys.invalidate(event[4:])
+        elif event == "keys":
+            self.keys.invalidate()
+        elif event in ("models", "nodes"):
+            await self.reload_registry()
+        for prefix, handler in self.handlers.items():
+            if event.startswith(prefix):
+                result = handler(event)
+                if result is not None:
+                    await result
+
+    async def reload_registry(self) -> None:
+        """Reload the routing table; a burst of events causes at most one more reload."""
+        if self._reload_pending:
+            return
+        self._reload_pending = True
+        try:
+            await asyncio.sleep(0)  # let a burst of events coalesce
+            self._reload_pending = False
+            await self.registry.reload()
+        finally:
+            self._reload_pending = False

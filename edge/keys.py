@@ -1,0 +1,183 @@
+"""API keys: making them, hashing them, and finding them fast.
+
+A key looks like ``sk-ip-<8 chars>_<43 chars>``. The first 14 characters are its
+public prefix, stored in clear to find the record; the whole key is stored only
+as HMAC-SHA256 with a server-side pepper and compared in constant time.
+
+Lookups go: this worker's memory → the Redis mirror → SQL (only while the mirror
+is incomplete, e.g. right after Redis restarted). Revocations and changes are
+pushed to every worker over pub/sub; entries also expire after a TTL.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import secrets
+import string
+import time
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge.db.models import ApiKey
+    from edge.hotstore import HotStore
+
+__all__ = ["KEY_PREFIX", "KeyDirectory", "KeyRecord", "generate_key", "hash_key", "key_prefix"]
+
+#: Every key starts with this.
+KEY_PREFIX = "sk-ip-"
+#: Length of the public part of a key (``sk-ip-`` and 8 characters).
+PREFIX_LENGTH = len(KEY_PREFIX) + 8
+_ALPHABET = string.ascii_lowercase + string.digits
+
+
+def generate_key() -> tuple[str, str]:
+    """A new secret key and its public prefix."""
+    prefix = KEY_PREFIX + "".join(secrets.choice(_ALPHABET) for _ in range(8))
+    return f"{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+def key_prefix(key: str) -> str | None:
+    """The public prefix of a well-formed key, or None."""
+    if len(key) < PREFIX_LENGTH + 20 or len(key) > 128 or not key.startswith(KEY_PREFIX):
+        return None
+    return key[:PREFIX_LENGTH]
+
+
+def hash_key(key: str, pepper: bytes) -> str:
+    return hmac.new(pepper, key.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class KeyRecord:
+    """What the hot path needs to know about a key (never its secret)."""
+
+    id: int
+    prefix: str
+    key_hash: str
+    name: str
+    rpm: int
+    tpm: int
+    revoked: bool
+    frozen: bool
+    expires_at: float | None  # Unix seconds
+
+    def usable(self, now: float) -> bool:
+        return not self.revoked and (self.expires_at is None or self.expires_at > now)
+
+    def to_redis(self) -> dict[str, str | int]:
+        return {
+            "id": self.id, "hash": self.key_hash, "name": self.name, "rpm": self.rpm,
+            "tpm": self.tpm, "revoked": int(self.revoked), "frozen": int(self.frozen),
+            "expires": "" if self.expires_at is None else repr(self.expires_at),
+        }
+
+    @classmethod
+    def from_redis(cls, prefix: str, raw: dict[bytes, bytes]) -> KeyRecord:
+        expires = raw.get(b"expires", b"")
+        return cls(
+            id=int(raw[b"id"]), prefix=prefix, key_hash=raw[b"hash"].decode(),
+            name=raw[b"name"].decode(), rpm=int(raw[b"rpm"]), tpm=int(raw[b"tpm"]),
+            revoked=raw[b"revoked"] == b"1", frozen=raw.get(b"frozen") == b"1",
+            expires_at=float(expires) if expires else None,
+        )
+
+    @classmethod
+    def from_row(cls, row: ApiKey) -> KeyRecord:
+        return cls(
+            id=row.id, prefix=row.prefix, key_hash=row.key_hash, name=row.name, rpm=row.rpm,
+            tpm=row.tpm, revoked=row.revoked_at is not None, frozen=row.frozen,
+            expires_at=row.expires_at.timestamp() if row.expires_at else None,
+        )
+
+
+class KeyDirectory:
+    """Finds key records by prefix for one worker, caching them in memory.
+
+    Parameters:
+      store: the Redis store whose mirror backs this cache.
+      ttl: seconds a cached record (or a cached "no such key") is trusted.
+    """
+
+    #: Seconds a miss is remembered, so random keys do not hammer Redis.
+    NEGATIVE_TTL = 5.0
+    #: Entries kept in memory at most; the cache is cleared when full.
+    MAX_ENTRIES = 100_000
+
+    def __init__(self, store: HotStore, ttl: float) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+
+    def cached(self, prefix: str) -> tuple[bool, KeyRecord | None]:
+        """``(hit, record)`` from memory only; the synchronous fast path."""
+        entry = self._cache.get(prefix)
+        if entry is None or entry[0] < time.monotonic():
+            return False, None
+        return True, entry[1]
+
+    async def lookup(self, prefix: str) -> KeyRecord | None:
+        hit, record = self.cached(prefix)
+        if hit:
+            return record
+        record = await self._load(prefix)
+        if len(self._cache) >= self.MAX_ENTRIES:
+            self._cache.clear()
+        ttl = self.ttl if record is not None else self.NEGATIVE_TTL
+        self._cache[prefix] = (time.monotonic() + ttl, record)
+        return record
+
+    def invalidate(self, prefix: str | None = None) -> None:
+        """Forget one prefix, or everything (after missing pub/sub messages)."""
+        if prefix is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(prefix, None)
+
+    async def _load(self, prefix: str) -> KeyRecord | None:
+        client = self.store.client
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.store.key_record(prefix))
+            pipe.exists(self.store.keys_mirrored)
+            raw, mirrored = await pipe.execute()
+        if raw:
+            return KeyRecord.from_redis(prefix, raw)
+        if mirrored:
+            return None
+        record = await load_key_from_sql(prefix)
+        if record is not None:
+            await client.hset(self.store.key_record(prefix), mapping=record.to_redis())
+        return record
+
+
+async def load_key_from_sql(prefix: str) -> KeyRecord | None:
+    from edge.db.models import ApiKey
+
+    row = await ApiKey.get_or_none(prefix=prefix)
+    return KeyRecord.from_row(row) if row else None
+
+
+async def mirror_all_keys(store: HotStore) -> int:
+    """Copy every key's record to Redis, then mark the mirror complete.
+
+    Run at start-up by each worker; idempotent. Returns the number of keys.
+    """
+    from edge.db.models import ApiKey
+
+    count = 0
+    async with store.client.pipeline(transaction=False) as pipe:
+        for row in await ApiKey.all():
+            pipe.hset(store.key_record(row.prefix), mapping=KeyRecord.from_row(row).to_redis())
+            count += 1
+        pipe.set(store.keys_mirrored, datetime.now(UTC).isoformat())
+        await pipe.execute()
+    return count
+
+
+async def publish_key(store: HotStore, row: ApiKey) -> None:
+    """Write one key's record to the mirror and tell every worker to reload it."""
+    record = KeyRecord.from_row(row)
+    await store.client.hset(store.key_record(row.prefix), mapping=record.to_redis())
+    await store.publish(f"key:{row.prefix}")

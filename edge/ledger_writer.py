@@ -1,0 +1,222 @@
+"""Copies the Redis ledger stream into SQL, in batches, exactly once per reference.
+
+Every balance change is first an entry of the stream ``$ns:ledger`` (appended by
+the settle and credit scripts). Writers read it through one consumer group, so
+each entry goes to one writer at a time; entries of a writer that died are
+claimed by another after :data:`CLAIM_IDLE_MS`. A batch is one SQL transaction:
+``INSERT … ON CONFLICT DO NOTHING RETURNING`` tells which ledger rows are new, and
+only those move the key balances, so replaying an entry changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from redis.exceptions import ResponseError
+from tortoise.connection import get_connection
+from tortoise.transactions import in_transaction
+
+from edge.hotstore import RedisUnavailable
+
+if TYPE_CHECKING:
+    from edge.hotstore import HotStore
+
+__all__ = ["LedgerWriter", "persist_entries"]
+
+log = logging.getLogger(__name__)
+
+#: Consumer group shared by every writer.
+GROUP = "ledger-writers"
+#: Entries read per batch.
+BATCH_SIZE = 500
+#: Milliseconds an entry may stay unacknowledged before another writer claims it.
+CLAIM_IDLE_MS = 30_000
+
+
+Entry = tuple[str, dict[str, str]]
+
+
+class LedgerWriter:
+    """Drains the ledger stream into SQL; one per process that runs it.
+
+    Parameters:
+      store: the Redis store.
+      consumer: this writer's name in the group (default: host and pid).
+    """
+
+    def __init__(self, store: HotStore, consumer: str | None = None) -> None:
+        self.store = store
+        self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
+        self._group_ready = False
+
+    async def ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            # "0": a group made after entries were written still sees all of them.
+            await self.store.client.xgroup_create(self.store.ledger_stream, GROUP, id="0",
+                                                  mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+        self._group_ready = True
+
+    async def drain_once(self, *, block_ms: int | None = None) -> int:
+        """Persist one batch of new entries (and stale ones of dead writers).
+
+        Returns the number of entries handled.
+        """
+        await self.ensure_group()
+        client = self.store.client
+        stream = self.store.ledger_stream
+        entries: list[Entry] = []
+        claimed = await client.xautoclaim(stream, GROUP, self.consumer, CLAIM_IDLE_MS,
+                                          start_id="0-0", count=BATCH_SIZE)
+        entries += _decode(claimed[1])
+        if len(entries) < BATCH_SIZE:
+            fresh = await client.xreadgroup(GROUP, self.consumer, {stream: ">"},
+                                            count=BATCH_SIZE - len(entries),
+                                            block=None if entries else block_ms)
+            for _name, items in fresh or ():
+                entries += _decode(items)
+        if not entries:
+            return 0
+        await persist_entries([fields for _id, fields in entries if fields],
+                              [_entry_time(entry_id) for entry_id, fields in entries if fields])
+        ids = [entry_id for entry_id, _ in entries]
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.xack(stream, GROUP, *ids)
+            pipe.xdel(stream, *ids)
+            await pipe.execute()
+        return len(entries)
+
+    async def run(self, stop: asyncio.Event, *, block_ms: int = 1000) -> None:
+        """Drain until ``stop`` is set, backing off while Redis or SQL is away."""
+        delay = 0.1
+        while not stop.is_set():
+            try:
+                await self.drain_once(block_ms=block_ms)
+                delay = 0.1
+            except asyncio.CancelledError:
+                raise
+            except RedisUnavailable as exc:
+                self._group_ready = False
+                log.warning("ledger writer: Redis unavailable (%s); retrying", exc)
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, 5.0)
+            except Exception:
+                log.exception("ledger writer: batch failed; it will be retried")
+                await _sleep_or_stop(stop, delay)
+                delay = min(delay * 2, 5.0)
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        pass
+
+
+def _decode(items: list[Any]) -> list[Entry]:
+    out: list[Entry] = []
+    for entry_id, fields in items:
+        key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+        if fields is None:  # deleted while pending
+            out.append((key, {}))
+            continue
+        out.append((key, {k.decode(): v.decode() for k, v in fields.items()}))
+    return out
+
+
+def _entry_time(entry_id: str) -> datetime:
+    return datetime.fromtimestamp(int(entry_id.split("-", 1)[0]) / 1000, UTC)
+
+
+async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) -> None:
+    """Write ledger and usage rows for stream entries in one transaction, idempotently."""
+    usage_rows: list[tuple[Any, ...]] = []
+    ledger_rows: list[tuple[Any, ...]] = []
+    for fields, at in zip(entries, times, strict=True):
+        key_id = int(fields["key"])
+        if fields.get("t") == "usage":
+            charged = int(fields["charged"])
+            usage_rows.append((
+                fields["rid"], key_id, fields.get("model", ""), _int_or_none(fields.get("node")),
+                fields.get("ep", "chat"), int(fields.get("pt", 0)), int(fields.get("ct", 0)),
+                charged, int(fields.get("lat", 0)), int(fields.get("status", 200)),
+                fields.get("st") == "1", fields.get("cx") == "1", at))
+            if charged:
+                ledger_rows.append((key_id, "usage", -charged, f"usage:{fields['rid']}",
+                                    fields.get("model", "")[:500], at))
+        elif fields.get("t") == "credit":
+            note = fields.get("note", "")
+            requested = int(fields.get("requested", fields["amount"]))
+            if requested != int(fields["amount"]):
+                note = f"{note} (asked {requested}, balance allowed {fields['amount']})".strip()
+            ledger_rows.append((key_id, fields["kind"], int(fields["amount"]), fields["ref"],
+                                note[:500], at))
+        else:
+            log.error("ledger writer: skipping an entry of unknown type: %r", fields)
+    async with in_transaction() as conn:
+        sql = _Sql(conn.capabilities.dialect)
+        if usage_rows:
+            await conn.execute_query(sql.insert_usage(len(usage_rows)),
+                                     [v for row in usage_rows for v in row])
+        if not ledger_rows:
+            return
+        _count, inserted = await conn.execute_query(sql.insert_ledger(len(ledger_rows)),
+                                                    [v for row in ledger_rows for v in row])
+        deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        for row in inserted:
+            delta = deltas[int(row["key_id"])]
+            delta[0] += int(row["amount"])
+            if row["kind"] == "usage":
+                delta[1] -= int(row["amount"])
+        for key_id, (balance, spent) in deltas.items():
+            await conn.execute_query(sql.update_key(), [balance, spent, key_id])
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None
+
+
+class _Sql:
+    """The three statements, in the placeholder style of the connection's driver."""
+
+    def __init__(self, dialect: str) -> None:
+        self.postgres = dialect == "postgres"
+
+    def _values(self, rows: int, width: int) -> str:
+        if not self.postgres:
+            one = "(" + ",".join("?" * width) + ")"
+            return ",".join([one] * rows)
+        return ",".join(
+            "(" + ",".join(f"${r * width + c + 1}" for c in range(width)) + ")"
+            for r in range(rows))
+
+    def insert_usage(self, rows: int) -> str:
+        return (
+            "INSERT INTO usage_log (request_id, key_id, model, node_id, endpoint, "
+            "prompt_tokens, completion_tokens, cost, latency_ms, status, streamed, cancelled, "
+            f"created_at) VALUES {self._values(rows, 13)} ON CONFLICT (request_id) DO NOTHING")
+
+    def insert_ledger(self, rows: int) -> str:
+        return (
+            "INSERT INTO ledger (key_id, kind, amount, reference, note, created_at) "
+            f"VALUES {self._values(rows, 6)} ON CONFLICT (reference) DO NOTHING "
+            "RETURNING key_id, amount, kind")
+
+    def update_key(self) -> str:
+        if self.postgres:
+            return "UPDATE api_keys SET balance = balance + $1, spent = spent + $2 WHERE id = $3"
+        return "UPDATE api_keys SET balance = balance + ?, spent = spent + ? WHERE id = ?"
+
+
+async def sql_dialect() -> str:
+    return get_connection("default").capabilities.dialect

@@ -1,0 +1,72 @@
+-- reserve.lua: admit one request for a key, or say why not. Atomic.
+--
+-- Applies the key's rate limits (two token buckets that refill continuously)
+-- and reserves the request's worst-case cost from its balance, so that no number
+-- of concurrent requests, on any number of workers, can spend more than the
+-- balance holds.
+--
+-- KEYS[1]  $ns:bal:<key_id>       balance in micro-dollars (string integer)
+-- KEYS[2]  $ns:rl:<key_id>        hash: rq (request tokens), tk (token tokens), ts (ms)
+-- KEYS[3]  $ns:resv:<request_id>  hash: the reservation (created here)
+-- KEYS[4]  $ns:resv:open          zset: request_id -> deadline in ms (for the reaper)
+--
+-- ARGV[1]  amount to reserve, micro-dollars
+-- ARGV[2]  tokens to take from the tokens-per-minute bucket
+-- ARGV[3]  requests per minute allowed
+-- ARGV[4]  tokens per minute allowed
+-- ARGV[5]  milliseconds until the reservation's deadline
+-- ARGV[6]  request id
+-- ARGV[7…] field, value pairs stored in the reservation hash
+--
+-- Returns {code, value}:
+--   { 1, balance after}        reserved
+--   { 0, 0}                    balance not loaded: load it from SQL and call again
+--   {-1, balance}              insufficient credit
+--   {-2, retry after ms}       requests-per-minute limit
+--   {-3, retry after ms}       tokens-per-minute limit
+--   {-4, 0}                    this request id is already reserved
+
+local balance = redis.call('GET', KEYS[1])
+if not balance then
+  return {0, 0}
+end
+balance = tonumber(balance)
+if redis.call('EXISTS', KEYS[3]) == 1 then
+  return {-4, 0}
+end
+
+local amount = tonumber(ARGV[1])
+local tokens = tonumber(ARGV[2])
+local rpm = tonumber(ARGV[3])
+local tpm = tonumber(ARGV[4])
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local state = redis.call('HMGET', KEYS[2], 'rq', 'tk', 'ts')
+local rq, tk = rpm, tpm
+if state[3] then
+  local elapsed = math.max(0, now - tonumber(state[3]))
+  rq = math.min(rpm, tonumber(state[1]) + elapsed * rpm / 60000)
+  tk = math.min(tpm, tonumber(state[2]) + elapsed * tpm / 60000)
+end
+
+if rq < 1 then
+  return {-2, math.ceil((1 - rq) * 60000 / rpm)}
+end
+-- The token bucket may go into debt: a large request is admitted when the
+-- bucket is positive, and later ones wait until the debt is paid back.
+if tk <= 0 then
+  return {-3, math.ceil((1 - tk) * 60000 / tpm)}
+end
+if balance < amount then
+  return {-1, balance}
+end
+
+redis.call('DECRBY', KEYS[1], amount)
+redis.call('HSET', KEYS[2], 'rq', tostring(rq - 1), 'tk', tostring(tk - tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[2], 120000)
+redis.call('HSET', KEYS[3], 'amount', amount, 'tokens', tokens, 'created', now,
+           unpack(ARGV, 7))
+redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), ARGV[6])
+return {1, balance - amount}

@@ -1,0 +1,55 @@
+"""Money as integers: micro-dollars everywhere, rounding only in one place.
+
+1 USD = 1,000,000 micro-dollars (µ$). Prices are micro-dollars per one million
+tokens, so a request's exact cost is ``(tokens × price) / 1e6`` µ$; the only
+rounding is :func:`token_cost`'s ceiling, which never undercharges by a fraction.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+
+__all__ = ["MICROS_PER_USD", "format_usd", "parse_usd", "token_cost"]
+
+#: Micro-dollars in one US dollar.
+MICROS_PER_USD = 1_000_000
+
+#: Tokens a price is quoted for.
+PRICE_UNIT_TOKENS = 1_000_000
+
+
+def parse_usd(text: str | int | float | Decimal) -> int:
+    """Turn a dollar amount such as ``"0.15"`` into micro-dollars, exactly.
+
+    Raises:
+      ValueError: not a finite number, or finer than a micro-dollar.
+    """
+    try:
+        amount = Decimal(str(text).strip())
+    except InvalidOperation:
+        raise ValueError(f"not an amount of dollars: {text!r}") from None
+    if not amount.is_finite():
+        raise ValueError(f"not an amount of dollars: {text!r}")
+    micros = amount * MICROS_PER_USD
+    if micros != micros.to_integral_value():
+        raise ValueError(f"{text!r} is finer than one micro-dollar")
+    return int(micros)
+
+
+def format_usd(micros: int) -> str:
+    """Micro-dollars as a dollar string with six decimals, e.g. ``"1.250000"``."""
+    return str((Decimal(micros) / MICROS_PER_USD).quantize(Decimal("0.000001"), ROUND_HALF_EVEN))
+
+
+def token_cost(prompt_tokens: int, completion_tokens: int,
+               input_price: int, output_price: int) -> int:
+    """Cost in micro-dollars of a request, rounded up to the next micro-dollar.
+
+    Parameters:
+      prompt_tokens: input tokens.
+      completion_tokens: output tokens.
+      input_price: micro-dollars per 1M input tokens.
+      output_price: micro-dollars per 1M output tokens.
+    """
+    numerator = prompt_tokens * input_price + completion_tokens * output_price
+    return -(-numerator // PRICE_UNIT_TOKENS)

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible proxy: validate, route, reserve, forward, settle."""

@@ -1,0 +1,86 @@
+"""Relays a vLLM event stream to the client, event by event, counting tokens.
+
+The edge asks the node for usage on every chunk (vLLM's
+``stream_options.continuous_usage_stats``), so it always knows how many tokens
+the client has received, even when the client or the node breaks the stream.
+What the client did not ask for is taken back out: the per-chunk usage, and the
+final usage chunk unless ``include_usage`` was set. vLLM serialises ``usage`` as
+the last field of a chunk, which lets this work on bytes without re-encoding.
+"""
+
+from __future__ import annotations
+
+import json
+
+__all__ = ["StreamRelay"]
+
+_USAGE = b',"usage":'
+_DONE = b"data: [DONE]"
+
+
+class StreamRelay:
+    """Splits upstream bytes into SSE events and rewrites them for the client.
+
+    Parameters:
+      include_usage: the client wants the final usage chunk.
+      continuous: the client wants usage on every chunk.
+      rename: ``(served name, public name)`` when they differ.
+    """
+
+    def __init__(self, *, include_usage: bool, continuous: bool,
+                 rename: tuple[str, str] | None = None) -> None:
+        self.include_usage = include_usage
+        self.continuous = continuous
+        self._rename = None
+        if rename is not None:
+            self._rename = (json.dumps({"model": rename[0]})[1:-1].encode(),
+                            json.dumps({"model": rename[1]})[1:-1].encode())
+        self._buffer = b""
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.done = False  # the node sent [DONE]
+
+    def feed(self, data: bytes) -> bytes:
+        """Take bytes from the node; return the complete events to send on (maybe empty)."""
+        self._buffer += data
+        if b"\n\n" not in self._buffer:
+            return b""
+        *events, self._buffer = self._buffer.split(b"\n\n")
+        out = []
+        for event in events:
+            event = event.strip(b"\r\n")
+            if not event:
+                continue
+            if event == _DONE:
+                self.done = True
+                continue
+            if event.startswith(b"data: {"):
+                event = self._rewrite(event)
+                if event is None:
+                    continue
+            out.append(event)
+            out.append(b"\n\n")
+        return b"".join(out)
+
+    def _rewrite(self, event: bytes) -> bytes | None:
+        at = event.rfind(_USAGE)
+        if at != -1 and event.endswith(b"}"):
+            usage = event[at + len(_USAGE):-1]
+            if usage != b"null":
+                self._count(usage)
+            if b'"choices":[]' in event:
+                if not self.include_usage:
+                    return None
+            elif not self.continuous:
+                event = event[:at] + (b',"usage":null}' if self.include_usage else b"}")
+        if self._rename is not None:
+            event = event.replace(self._rename[0], self._rename[1], 1)
+        return event
+
+    def _count(self, usage: bytes) -> None:
+        try:
+            counts = json.loads(usage)
+            self.prompt_tokens = int(counts.get("prompt_tokens") or self.prompt_tokens)
+            self.completion_tokens = int(counts.get("completion_tokens") or 0)
+        except (ValueError, TypeError, AttributeError):
+            pass

@@ -1,0 +1,111 @@
+"""Models and their nodes, held in each worker's memory for routing.
+
+Loaded from SQL at start-up, reloaded when a ``models`` or ``nodes`` event
+arrives over pub/sub and, as a safety net, every few seconds. Choosing a node
+is a loop over a short list: no I/O on the request path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable
+
+__all__ = ["ModelInfo", "NodeInfo", "Registry"]
+
+#: Seconds a node that refused a connection is skipped by this worker.
+PASSIVE_DOWN_SECONDS = 5.0
+
+
+@dataclasses.dataclass(slots=True)
+class ModelInfo:
+    id: int
+    name: str
+    served_name: str
+    input_price: int  # micro-dollars per 1M tokens
+    output_price: int
+    context_length: int
+    enabled: bool
+    boot_seconds: float | None
+    created: int  # Unix seconds
+
+
+@dataclasses.dataclass(slots=True)
+class NodeInfo:
+    id: int
+    model_id: int
+    url: str
+    state: str
+    healthy: bool
+    queue_depth: int = 0
+    in_flight: int = 0  # requests this worker has open on the node
+    down_until: float = 0.0  # monotonic time until which this worker skips it
+
+    @property
+    def routable(self) -> bool:
+        return self.state == "running" and self.healthy and self.down_until <= time.monotonic()
+
+
+class Registry:
+    """The routing table of one worker."""
+
+    def __init__(self) -> None:
+        self.models: dict[str, ModelInfo] = {}
+        self.nodes: dict[int, list[NodeInfo]] = {}
+
+    def model(self, name: str) -> ModelInfo | None:
+        info = self.models.get(name)
+        return info if info is not None and info.enabled else None
+
+    def pick(self, model: ModelInfo, exclude: Iterable[int] = ()) -> NodeInfo | None:
+        """The routable node of ``model`` with the least work, or None."""
+        best: NodeInfo | None = None
+        best_load = 0
+        for node in self.nodes.get(model.id, ()):
+            if not node.routable or node.id in exclude:
+                continue
+            load = node.in_flight + node.queue_depth
+            if best is None or load < best_load:
+                best, best_load = node, load
+        return best
+
+    def node_states(self, model: ModelInfo) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for node in self.nodes.get(model.id, ()):
+            state = node.state
+            if state == "running" and not node.healthy:
+                state = "unhealthy"
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    def mark_down(self, node: NodeInfo) -> None:
+        node.down_until = time.monotonic() + PASSIVE_DOWN_SECONDS
+
+    async def reload(self) -> None:
+        """Replace the table with SQL's, keeping this worker's in-flight counters."""
+        from edge.db.models import LLM, Node
+
+        models = {
+            row.name: ModelInfo(
+                id=row.id, name=row.name, served_name=row.served_name,
+                input_price=row.input_price, output_price=row.output_price,
+                context_length=row.context_length, enabled=row.enabled,
+                boot_seconds=row.boot_seconds, created=int(row.created_at.timestamp()))
+            for row in await LLM.all()
+        }
+        previous = {node.id: node for nodes in self.nodes.values() for node in nodes}
+        nodes: dict[int, list[NodeInfo]] = {}
+        for row in await Node.all():
+            old = previous.get(row.id)
+            info = NodeInfo(id=row.id, model_id=row.model_id, url=row.url.rstrip("/"),
+                            state=str(row.state), healthy=row.healthy,
+                            queue_depth=row.queue_depth,
+                            in_flight=old.in_flight if old else 0,
+                            down_until=old.down_until if old else 0.0)
+            if old is not None:
+                old.url, old.state, old.healthy = info.url, info.state, info.healthy
+                old.queue_depth = info.queue_depth
+                info = old  # keep the object: open requests hold a reference to it
+            nodes.setdefault(row.model_id, []).append(info)
+        self.models = models
+        self.nodes = nodes

@@ -1,0 +1,169 @@
+"""One settings object, read once from ``PORTAL_*`` environment variables and ``.env``.
+
+Every field documents itself, so ``portal --help`` can list the settings and the
+Ansible role can template them. Values are validated when the object is built:
+a typo in production fails at start-up, not on the first request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_type_hints
+
+__all__ = ["ConfigError", "Settings", "load_dotenv", "settings_help"]
+
+#: Prefix of every environment variable the portal reads (Stripe's keep their own names).
+ENV_PREFIX = "PORTAL_"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the portal cannot use."""
+
+
+def _setting(default: Any, doc: str, *, env: str | None = None) -> Any:
+    return dataclasses.field(default=default, metadata={"doc": doc, "env": env})
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Runtime configuration. Build it with :meth:`Settings.from_env`."""
+
+    data_dir: str = _setting(".portal", "Directory for the SQLite file, the embedded Redis "
+                             "and metrics files.")
+    database_url: str = _setting("", "Tortoise database URL; empty means "
+                                 "sqlite://<data_dir>/portal.sqlite3. PostgreSQL: "
+                                 "postgres://user:pass@host:5432/db.")
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", "Redis URL. If nothing answers "
+                              "there, `portal dev` and `portal serve` start an embedded server.")
+    redis_namespace: str = _setting("portal", "Prefix of every Redis key and channel.")
+    embedded_redis: str = _setting("auto", "auto: embedded Redis only when redis_url does not "
+                                   "answer; never: fail instead; always: always embedded.")
+    key_pepper: str = _setting("", "Server-side secret mixed into API-key hashes (HMAC-SHA256). "
+                               "Empty: a random one is made once and kept in data_dir.")
+    host: str = _setting("127.0.0.1", "Address `portal serve` binds.")
+    port: int = _setting(8000, "Port `portal serve` binds.")
+    workers: int = _setting(1, "Edge worker processes for `portal serve`.")
+    public_url: str = _setting("", "Public base URL of the portal (for links); empty: "
+                               "http://<host>:<port>.")
+    max_body_bytes: int = _setting(4 * 1024 * 1024, "Largest request body accepted, in bytes.")
+    default_rpm: int = _setting(600, "Requests per minute for new keys.")
+    default_tpm: int = _setting(2_000_000, "Tokens per minute for new keys.")
+    upstream_connect_timeout: float = _setting(3.0, "Seconds to connect to a GPU node.")
+    upstream_timeout: float = _setting(600.0, "Seconds a node may take to answer (and between "
+                                       "two stream chunks).")
+    upstream_max_connections: int = _setting(1000, "Keep-alive pool size per edge worker.")
+    node_api_key: str = _setting("", "Bearer token the edge sends to vLLM nodes "
+                                 "(vLLM's --api-key); empty: none.")
+    warming_retry_after: int = _setting(90, "Retry-After seconds when a model has no running "
+                                        "node and its boot time is not yet measured.")
+    reservation_grace: float = _setting(60.0, "Seconds after a reservation's deadline before "
+                                        "the reaper settles it (edge died mid-request).")
+    key_cache_ttl: float = _setting(30.0, "Seconds an API key stays in a worker's memory "
+                                    "(revocations are pushed at once over Redis).")
+    admin_token: str = _setting("", "Bearer token for /admin; empty disables the admin API.")
+    log_level: str = _setting("INFO", "Logging level.")
+    demo_models: str = _setting("demo-small,demo-large", "Models `portal dev` creates, each "
+                                "with a simulated node.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None,
+                 dotenv: str | Path | None = ".env") -> Settings:
+        """Read settings from the environment, falling back to a ``.env`` file.
+
+        Parameters:
+          environ: variables to read (default: ``os.environ``).
+          dotenv: path of a ``KEY=VALUE`` file whose entries apply where the
+            environment has none; ``None`` skips it.
+
+        Raises:
+          ConfigError: when a value does not parse or is out of range.
+        """
+        env = dict(load_dotenv(dotenv)) if dotenv else {}
+        env.update(os.environ if environ is None else environ)
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            name = field.metadata.get("env") or ENV_PREFIX + field.name.upper()
+            if name in env:
+                values[field.name] = _parse(name, env[name], hints[field.name])
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        if self.embedded_redis not in ("auto", "never", "always"):
+            raise ConfigError("PORTAL_EMBEDDED_REDIS must be auto, never or always")
+        for name in ("port", "workers", "max_body_bytes", "default_rpm", "default_tpm"):
+            if getattr(self, name) < (0 if name == "port" else 1):
+                raise ConfigError(f"PORTAL_{name.upper()} is out of range")
+        if not self.redis_namespace.replace("-", "").replace("_", "").isalnum():
+            raise ConfigError("PORTAL_REDIS_NAMESPACE must be letters, digits, - or _")
+
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir).expanduser().resolve()
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite://{self.data_path / 'portal.sqlite3'}"
+
+    @property
+    def effective_public_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def __repr__(self) -> str:
+        secret = {"key_pepper", "admin_token", "node_api_key"}
+        shown = ", ".join(
+            f"{f.name}='***'" if f.name in secret and getattr(self, f.name)
+            else f"{f.name}={getattr(self, f.name)!r}"
+            for f in dataclasses.fields(self))
+        return f"Settings({shown})"
+
+
+def _parse(name: str, raw: str, kind: Any) -> Any:
+    try:
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+        if kind is int:
+            return int(raw.replace("_", ""))
+        if kind is float:
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+
+
+def load_dotenv(path: str | Path | None) -> dict[str, str]:
+    """Parse a ``.env`` file: ``KEY=VALUE`` lines, ``#`` comments, optional quotes."""
+    if path is None:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        return {}
+    values: dict[str, str] = {}
+    for line in file.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def settings_help() -> str:
+    """A table of every setting, its variable, default and meaning, for ``--help``."""
+    lines = ["settings (environment variables, or a .env file in the working directory):"]
+    for field in dataclasses.fields(Settings):
+        name = field.metadata.get("env") or ENV_PREFIX + field.name.upper()
+        lines.append(f"  {name} (default {field.default!r})")
+        lines.append(f"      {field.metadata['doc']}")
+    return "\n".join(lines)
