@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from typing import Any
 
 from sanic import HTTPResponse, Request, Sanic
@@ -23,6 +24,9 @@ from edge.settings import Settings
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+#: Names the worker process in every response, to tell workers apart when debugging.
+_WORKER = str(os.getpid())
 
 
 class OpenAIErrorHandler(ErrorHandler):
@@ -92,8 +96,11 @@ async def _assign_request_id(request: Request) -> None:
 
 
 async def _add_request_id(request: Request, response: HTTPResponse) -> None:
-    if response is not None and "x-request-id" not in response.headers:
-        response.headers["x-request-id"] = request.ctx.request_id
+    if response is not None:
+        headers = response.headers
+        if "x-request-id" not in headers:
+            headers["x-request-id"] = request.ctx.request_id
+        headers["x-portal-worker"] = _WORKER
 
 
 async def _open_resources(app: Sanic) -> None:

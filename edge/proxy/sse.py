@@ -33,8 +33,8 @@ class StreamRelay:
         self.continuous = continuous
         self._rename = None
         if rename is not None:
-            self._rename = (json.dumps({"model": rename[0]})[1:-1].encode(),
-                            json.dumps({"model": rename[1]})[1:-1].encode())
+            self._rename = (json.dumps({"model": rename[0]}, separators=(",", ":"))[1:-1].encode(),
+                            json.dumps({"model": rename[1]}, separators=(",", ":"))[1:-1].encode())
         self._buffer = b""
         self.prompt_tokens = 0
         self.completion_tokens = 0

@@ -1,0 +1,55 @@
+"""Fixtures shared by every suite: real Redis, PostgreSQL, simnodes and portals."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from simnode.testing import SimnodeProcess, start_simnode
+from tests.support.portal import PortalServer
+from tests.support.services import postgres_database, redis_service
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    with redis_service() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for the session (skipped locally if none answers)."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def simnode() -> Iterator[Callable[..., SimnodeProcess]]:
+    """Start simnodes for one test: ``simnode("--model", "m1", ...)``; all stopped after."""
+    started: list[SimnodeProcess] = []
+
+    def start(*args: str) -> SimnodeProcess:
+        node = start_simnode(*args)
+        started.append(node)
+        return node
+
+    yield start
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture
+def portal_factory(tmp_path: Path, redis_url: str) -> Iterator[Callable[..., PortalServer]]:
+    """Make portals for one test; each is stopped after it."""
+    made: list[PortalServer] = []
+
+    def make(**options) -> PortalServer:
+        server = PortalServer(tmp_path / f"portal{len(made)}", redis_url, **options)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        server.stop()

