@@ -18,7 +18,11 @@ from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import json as json_response
 
+from redis.exceptions import RedisError
+from tortoise.exceptions import BaseORMException
+
 from edge.errors import APIError, api_error_payload, error_payload
+from edge.hotstore import RedisUnavailable
 from edge.settings import Settings
 
 __all__ = ["create_app"]
@@ -36,6 +40,12 @@ class OpenAIErrorHandler(ErrorHandler):
         if isinstance(exception, APIError):
             response = json_response(api_error_payload(exception), status=exception.status,
                                      headers=exception.headers)
+        elif isinstance(exception, (*RedisUnavailable, RedisError, BaseORMException)):
+            log.error("store unavailable on %s %s: %r", request.method, request.path, exception)
+            response = json_response(
+                error_payload("The portal's storage is unavailable; try again shortly.",
+                              type="service_unavailable", code="service_unavailable"),
+                status=503, headers={"retry-after": "5"})
         elif isinstance(exception, SanicException):
             status = exception.status_code
             message = str(exception) or "Request could not be handled."

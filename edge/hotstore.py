@@ -30,11 +30,22 @@ __all__ = ["HotStore", "RedisUnavailable", "connect_redis"]
 RedisUnavailable = (RedisConnectionError, RedisTimeoutError, OSError)
 
 
-def connect_redis(url: str, **options: Any) -> aioredis.Redis:
-    """A pooled asyncio client; replies stay bytes, decoding is the caller's choice."""
-    options.setdefault("health_check_interval", 30)
-    options.setdefault("socket_keepalive", True)
-    return aioredis.Redis.from_url(url, **options)
+#: Connections per process; callers beyond it wait (up to POOL_TIMEOUT) instead of failing.
+POOL_SIZE = 64
+#: Seconds a caller waits for a free pooled connection.
+POOL_TIMEOUT = 10
+
+
+def connect_redis(url: str, *, pool_size: int = POOL_SIZE) -> aioredis.Redis:
+    """A pooled asyncio client; replies stay bytes, decoding is the caller's choice.
+
+    The pool blocks when every connection is busy, so a burst of requests queues
+    for Redis rather than failing with "too many connections".
+    """
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=pool_size, timeout=POOL_TIMEOUT, health_check_interval=30,
+        socket_keepalive=True)
+    return aioredis.Redis(connection_pool=pool)
 
 
 def _script(name: str) -> str:

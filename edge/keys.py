@@ -11,6 +11,7 @@ pushed to every worker over pub/sub; entries also expire after a TTL.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import hmac
@@ -110,6 +111,7 @@ class KeyDirectory:
         self.store = store
         self.ttl = ttl
         self._cache: dict[str, tuple[float, KeyRecord | None]] = {}
+        self._loading: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     def cached(self, prefix: str) -> tuple[bool, KeyRecord | None]:
         """``(hit, record)`` from memory only; the synchronous fast path."""
@@ -119,10 +121,24 @@ class KeyDirectory:
         return True, entry[1]
 
     async def lookup(self, prefix: str) -> KeyRecord | None:
+        """The record for ``prefix``; concurrent misses share one load."""
         hit, record = self.cached(prefix)
         if hit:
             return record
-        record = await self._load(prefix)
+        pending = self._loading.get(prefix)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[KeyRecord | None] = asyncio.get_running_loop().create_future()
+        self._loading[prefix] = future
+        try:
+            record = await self._load(prefix)
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        finally:
+            self._loading.pop(prefix, None)
+        future.set_result(record)
         if len(self._cache) >= self.MAX_ENTRIES:
             self._cache.clear()
         ttl = self.ttl if record is not None else self.NEGATIVE_TTL

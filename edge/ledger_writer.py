@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
-from tortoise.connection import get_connection
 from tortoise.transactions import in_transaction
 
 from edge.hotstore import RedisUnavailable
@@ -170,8 +169,10 @@ async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) 
                                      [v for row in usage_rows for v in row])
         if not ledger_rows:
             return
-        _count, inserted = await conn.execute_query(sql.insert_ledger(len(ledger_rows)),
-                                                    [v for row in ledger_rows for v in row])
+        # execute_query_dict fetches rows on every driver (asyncpg's execute_query
+        # does not return them for an INSERT).
+        inserted = await conn.execute_query_dict(sql.insert_ledger(len(ledger_rows)),
+                                                 [v for row in ledger_rows for v in row])
         deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0])
         for row in inserted:
             delta = deltas[int(row["key_id"])]
@@ -216,7 +217,3 @@ class _Sql:
         if self.postgres:
             return "UPDATE api_keys SET balance = balance + $1, spent = spent + $2 WHERE id = $3"
         return "UPDATE api_keys SET balance = balance + ?, spent = spent + ? WHERE id = ?"
-
-
-async def sql_dialect() -> str:
-    return get_connection("default").capabilities.dialect

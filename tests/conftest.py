@@ -18,9 +18,16 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for the session (skipped locally if none answers)."""
+    """A fresh PostgreSQL database for one test (skipped locally if none answers)."""
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test module."""
     with postgres_database() as url:
         yield url
 

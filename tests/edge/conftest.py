@@ -7,7 +7,7 @@ test also proves the edge rewrites model names both ways.
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
+from contextlib import contextmanager
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +17,7 @@ import pytest
 from edge.money import parse_usd, token_cost
 from simnode.testing import SimnodeProcess, start_simnode
 from tests.support.portal import PortalServer
+from tests.support.services import sql_query
 
 MODEL = "m1"
 SERVED = "sim-m1"
@@ -49,9 +50,10 @@ class Deployment:
         return response.json()["data"]["balance_micros"]
 
     def sql(self, query: str, *params: object) -> list[tuple]:
-        """Run a query on the portal's SQLite database."""
-        with sqlite3.connect(self.portal.root / "data" / "portal.sqlite3") as db:
-            return db.execute(query, params).fetchall()
+        """Run a query on the portal's database (``?`` placeholders)."""
+        url = self.portal.env["PORTAL_DATABASE_URL"] or \
+            f"sqlite://{self.portal.root / 'data' / 'portal.sqlite3'}"
+        return sql_query(url, query, *params)
 
     def wait_ledger(self, key_id: int, usage_rows: int, timeout: float = 10.0) -> None:
         """Wait until the writer has put ``usage_rows`` usage records in SQL."""
@@ -75,15 +77,23 @@ class Deployment:
         return balance
 
 
-@pytest.fixture(scope="module")
-def deployment(tmp_path_factory: pytest.TempPathFactory,
-               redis_url: str) -> Iterator[Deployment]:
-    root: Path = tmp_path_factory.mktemp("deployment")
-    with start_simnode("--model", SERVED, "--reply-tokens", str(REPLY_TOKENS)) as node:
-        portal = PortalServer(root, redis_url, workers=2)
+@contextmanager
+def deploy(root: Path, redis_url: str, database_url: str = "",
+           *node_args: str) -> Iterator[Deployment]:
+    """A portal with 2 workers serving ``m1`` from one simnode."""
+    with start_simnode("--model", SERVED, "--reply-tokens", str(REPLY_TOKENS),
+                       *node_args) as node:
+        portal = PortalServer(root, redis_url, workers=2, database_url=database_url)
         portal.cli("migrate")
         portal.add_model(MODEL, served_name=SERVED, input_price=INPUT_PRICE,
                          output_price=OUTPUT_PRICE)
         portal.add_node(MODEL, node.url)
         with portal:
             yield Deployment(portal, node)
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory: pytest.TempPathFactory,
+               redis_url: str) -> Iterator[Deployment]:
+    with deploy(tmp_path_factory.mktemp("deployment"), redis_url) as made:
+        yield made

@@ -19,7 +19,7 @@ import pytest
 
 from edge.embedded_redis import redis_answers
 
-__all__ = ["postgres_database", "redis_service", "strict"]
+__all__ = ["postgres_database", "redis_service", "sql_query", "strict"]
 
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
 DEFAULT_POSTGRES = "postgres://root@127.0.0.1:5432/test"
@@ -76,3 +76,26 @@ def postgres_database() -> Iterator[str]:
         yield f"{base}/{name}"
     finally:
         asyncio.run(_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def sql_query(database_url: str, query: str, *params: object) -> list[tuple]:
+    """Run one query on SQLite or PostgreSQL; ``?`` placeholders for both."""
+    if database_url.startswith("sqlite://"):
+        import sqlite3
+
+        with sqlite3.connect(database_url.removeprefix("sqlite://").split("?")[0]) as db:
+            return db.execute(query, params).fetchall()
+    import asyncpg
+
+    parts = query.split("?")
+    numbered = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+
+    async def run() -> list[tuple]:
+        connection = await asyncpg.connect(database_url.replace("postgres://", "postgresql://",
+                                                                1))
+        try:
+            return [tuple(row) for row in await connection.fetch(numbered, *params)]
+        finally:
+            await connection.close()
+
+    return asyncio.run(run())
