@@ -24,6 +24,7 @@ from tortoise.exceptions import BaseORMException
 from edge.errors import APIError, api_error_payload, error_payload
 from edge.hotstore import RedisUnavailable
 from edge.settings import Settings
+from edge.supervision import watch_workers
 
 __all__ = ["create_app"]
 
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
         app.blueprint(blueprint)
     app.on_request(_assign_request_id, priority=1000)
     app.on_response(_add_request_id)
+    app.main_process_ready(watch_workers)
     app.before_server_start(_open_resources)
     app.after_server_stop(_close_resources)
     return app

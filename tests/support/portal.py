@@ -35,6 +35,7 @@ class PortalServer:
     def __init__(self, root: Path, redis_url: str, *, database_url: str = "",
                  workers: int = 2, env: dict[str, str] | None = None) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.namespace = f"t{uuid.uuid4().hex[:10]}"
