@@ -49,6 +49,14 @@ def _admin_url() -> str:
     return os.environ.get("PORTAL_TEST_POSTGRES_URL", DEFAULT_POSTGRES)
 
 
+def _run(coroutine_factory) -> object:
+    """Run a coroutine to completion from sync code, even inside a running event loop."""
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(coroutine_factory())).result()
+
+
 async def _execute(url: str, statement: str) -> None:
     import asyncpg
 
@@ -65,7 +73,7 @@ def postgres_database() -> Iterator[str]:
     admin = _admin_url()
     name = f"portal_test_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(_execute(admin, f'CREATE DATABASE "{name}"'))
+        _run(lambda: _execute(admin, f'CREATE DATABASE "{name}"'))
     except Exception as exc:  # not running, refused, no asyncpg
         message = f"PostgreSQL at {admin} is not usable: {exc}"
         if strict():
@@ -75,7 +83,7 @@ def postgres_database() -> Iterator[str]:
     try:
         yield f"{base}/{name}"
     finally:
-        asyncio.run(_execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        _run(lambda: _execute(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 def sql_query(database_url: str, query: str, *params: object) -> list[tuple]:
@@ -98,4 +106,4 @@ def sql_query(database_url: str, query: str, *params: object) -> list[tuple]:
         finally:
             await connection.close()
 
-    return asyncio.run(run())
+    return _run(run)

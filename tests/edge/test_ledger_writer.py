@@ -1,0 +1,131 @@
+"""The ledger writer on SQLite and PostgreSQL: every entry once, balances = ledger sums."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import pytest
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+from tortoise.connection import get_connection
+
+from edge import ledger_writer
+from edge.billing import Billing
+from edge.db import close_database, migrate, open_database
+from edge.db.models import ApiKey, LedgerEntry, UsageRecord
+from edge.hotstore import HotStore, connect_redis
+from edge.keys import KeyRecord
+from edge.ledger_writer import LedgerWriter, persist_entries
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'ledger.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    await migrate(url)
+    await open_database(url)
+    yield url
+    await close_database()
+    # Tortoise caches compiled INSERTs by table, not by dialect: one process, one database.
+    EXECUTOR_CACHE.clear()
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[HotStore]:
+    hot = HotStore(connect_redis(redis_url), f"lw{uuid.uuid4().hex[:8]}")
+    yield hot
+    keys = [k async for k in hot.client.scan_iter(f"{hot.ns}:*")]
+    if keys:
+        await hot.client.delete(*keys)
+    await hot.close()
+
+
+async def make_key(balance: int) -> ApiKey:
+    key = await ApiKey.create(name="t", prefix=f"sk-ip-{uuid.uuid4().hex[:8]}",
+                              key_hash=uuid.uuid4().hex, balance=0, rpm=10**6, tpm=10**9)
+    if balance:
+        await persist_entries([{"t": "credit", "ref": f"open:{key.id}", "key": str(key.id),
+                                "kind": "topup", "amount": str(balance)}], [datetime.now(UTC)])
+    return key
+
+
+async def books(key: ApiKey) -> tuple[int, int]:
+    await key.refresh_from_db()
+    total = sum(e.amount for e in await LedgerEntry.filter(key_id=key.id))
+    return key.balance, total
+
+
+def usage(rid: str, key: ApiKey, charged: int) -> dict[str, str]:
+    return {"t": "usage", "rid": rid, "key": str(key.id), "pt": "3", "ct": "4",
+            "charged": str(charged), "cost": str(charged), "model": "m", "node": "1",
+            "ep": "chat", "lat": "5", "status": "200", "st": "0", "cx": "0"}
+
+
+async def test_replayed_entries_change_nothing(database: str) -> None:
+    key = await make_key(1000)
+    now = datetime.now(UTC)
+    batch = [usage("a", key, 10), usage("b", key, 20),
+             {"t": "credit", "ref": "evt_1", "key": str(key.id), "kind": "topup",
+              "amount": "500"}]
+    for _ in range(3):
+        await persist_entries(batch, [now] * 3)
+    assert await books(key) == (1470, 1470)
+    assert await UsageRecord.filter(key_id=key.id).count() == 2
+    await key.refresh_from_db()
+    assert key.spent == 30
+
+
+async def test_zero_cost_usage_is_recorded_without_a_ledger_row(database: str) -> None:
+    key = await make_key(100)
+    await persist_entries([usage("z", key, 0)], [datetime.now(UTC)])
+    assert await UsageRecord.filter(request_id="z").exists()
+    assert not await LedgerEntry.filter(reference="usage:z").exists()
+
+
+async def test_two_writers_drain_a_stream_exactly_once(database: str, store: HotStore) -> None:
+    key = await make_key(0)
+    await store.client.set(store.balance(key.id), 1_000_000)
+    billing = Billing(store, reservation_ttl_ms=60_000)
+    record = KeyRecord(id=key.id, prefix=key.prefix, key_hash="", name="t", rpm=10**6,
+                       tpm=10**9, revoked=False, frozen=False, expires_at=None)
+    for i in range(300):
+        held = await billing.reserve(record, f"r{i}", prompt_tokens=1, completion_tokens=1,
+                                     input_price=1_000_000, output_price=1_000_000, meta={})
+        await billing.settle(held, prompt_tokens=1, completion_tokens=1, fields={})
+    await persist_entries([{"t": "credit", "ref": "opening", "key": str(key.id),
+                            "kind": "topup", "amount": "1000000"}], [datetime.now(UTC)])
+
+    writers = [LedgerWriter(store, consumer=f"w{i}") for i in range(2)]
+    while await store.client.xlen(store.ledger_stream):
+        await asyncio.gather(*(w.drain_once() for w in writers))
+    assert await UsageRecord.filter(key_id=key.id).count() == 300
+    assert await books(key) == (1_000_000 - 600, 1_000_000 - 600)
+    assert int(await store.client.get(store.balance(key.id))) == 1_000_000 - 600
+
+
+async def test_entries_of_a_dead_writer_are_claimed(database: str, store: HotStore,
+                                                    monkeypatch) -> None:
+    key = await make_key(0)
+    await store.client.set(store.balance(key.id), 0)
+    billing = Billing(store, reservation_ttl_ms=1)
+    for i in range(5):
+        await billing.credit(key.id, 100, reference=f"c{i}", kind="topup")
+    dead = LedgerWriter(store, consumer="dead")
+    await dead.ensure_group()
+    # The dead writer read the entries but never wrote or acknowledged them.
+    await store.client.xreadgroup(ledger_writer.GROUP, "dead", {store.ledger_stream: ">"})
+    monkeypatch.setattr(ledger_writer, "CLAIM_IDLE_MS", 1)
+    await asyncio.sleep(0.01)
+    assert await LedgerWriter(store, consumer="alive").drain_once() == 5
+    assert await books(key) == (500, 500)
+    pending = await store.client.xpending(store.ledger_stream, ledger_writer.GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_sql_dialect_is_what_we_think(database: str) -> None:
+    dialect = get_connection("default").capabilities.dialect
+    assert dialect == ("sqlite" if database.startswith("sqlite") else "postgres")
