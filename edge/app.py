@@ -13,12 +13,11 @@ import logging
 import os
 from typing import Any
 
+from redis.exceptions import RedisError
 from sanic import HTTPResponse, Request, Sanic
 from sanic.exceptions import SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import json as json_response
-
-from redis.exceptions import RedisError
 from tortoise.exceptions import BaseORMException
 
 from edge.errors import APIError, api_error_payload, error_payload

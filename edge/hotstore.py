@@ -18,7 +18,6 @@ The scripts in ``edge/lua/`` document their own KEYS and ARGV.
 from __future__ import annotations
 
 from importlib import resources
-from typing import Any
 
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError

@@ -91,7 +91,8 @@ class ApiKey(Model):
     name = fields.CharField(max_length=128)
     prefix = fields.CharField(max_length=32, unique=True, description="public part, shown in lists")
     key_hash = fields.CharField(max_length=64, unique=True, description="HMAC-SHA256, hex")
-    balance = fields.BigIntField(default=0, description="micro-dollars, always the sum of its ledger")
+    balance = fields.BigIntField(default=0,
+                                 description="micro-dollars, always the sum of its ledger")
     spent = fields.BigIntField(default=0, description="micro-dollars charged for usage")
     rpm = fields.IntField(description="requests per minute")
     tpm = fields.IntField(description="tokens per minute")

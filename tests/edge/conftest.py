@@ -7,8 +7,8 @@ test also proves the edge rewrites model names both ways.
 from __future__ import annotations
 
 import dataclasses
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx

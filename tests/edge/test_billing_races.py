@@ -62,7 +62,7 @@ def test_200_concurrent_requests_never_overspend(racing: Deployment) -> None:
 
 
 def test_requests_per_minute_hold_across_both_workers(racing: Deployment) -> None:
-    key_id, key = racing.portal.create_key("5", rpm=7)
+    _key_id, key = racing.portal.create_key("5", rpm=7)
     statuses = asyncio.run(fire(racing.url, key, 40, new_connections=True))
     assert statuses.count(200) == 7
     assert statuses.count(429) == 33

@@ -44,7 +44,7 @@ def test_key_cache_survives_redis_mirror_loss(deployment: Deployment) -> None:
     """With the Redis mirror gone (a restarted Redis), keys are found in SQL again."""
     import redis
 
-    key_id, key = deployment.key("1")
+    _key_id, key = deployment.key("1")
     client = redis.Redis.from_url(deployment.portal.redis_url)
     ns = deployment.portal.namespace
     client.delete(f"{ns}:keys:mirrored", f"{ns}:key:{key[:14]}")
