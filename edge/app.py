@@ -20,6 +20,7 @@ from sanic.handlers import ErrorHandler
 from sanic.response import json as json_response
 from tortoise.exceptions import BaseORMException
 
+from edge.bookkeeper import start_bookkeeper
 from edge.errors import APIError, api_error_payload, error_payload
 from edge.hotstore import RedisUnavailable
 from edge.settings import Settings
@@ -95,6 +96,7 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
     app.on_request(_assign_request_id, priority=1000)
     app.on_response(_add_request_id)
     app.main_process_ready(watch_workers)
+    app.main_process_ready(start_bookkeeper)
     app.before_server_start(_open_resources)
     app.after_server_stop(_close_resources)
     return app
@@ -157,12 +159,9 @@ async def _open_resources(app: Sanic) -> None:
 
 def _start_background(app: Sanic, portal: Any) -> None:
     from edge.housekeeping import housekeeping
-    from edge.ledger_writer import LedgerWriter
 
-    writer = LedgerWriter(portal.store)
     portal.tasks += [
         asyncio.create_task(portal.events.run(portal.stop), name="events"),
-        asyncio.create_task(writer.run(portal.stop), name="ledger-writer"),
         asyncio.create_task(housekeeping(portal), name="housekeeping"),
     ]
 

@@ -8,12 +8,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import httpx
-
     from edge.billing import Billing
     from edge.events import EventListener
     from edge.hotstore import HotStore
     from edge.keys import KeyDirectory
+    from edge.proxy.upstream import Upstream
     from edge.registry import ModelInfo, Registry
     from edge.settings import Settings
 
@@ -29,7 +28,7 @@ class PortalContext:
     billing: Billing
     registry: Registry
     events: EventListener
-    http: httpx.AsyncClient
+    http: Upstream
     stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = dataclasses.field(default_factory=list)
     #: Called when a request finds no running node of a model (the node

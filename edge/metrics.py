@@ -7,7 +7,10 @@ the workers start, so each worker writes its samples to shared files and
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -27,6 +30,7 @@ __all__ = [
     "TOKENS",
     "UPSTREAM_ERRORS",
     "render",
+    "request_series",
 ]
 
 REQUESTS = Counter("portal_requests_total", "API requests answered.",
@@ -41,6 +45,28 @@ INFLIGHT = Gauge("portal_node_inflight_requests", "Requests open on a node.", ["
                  multiprocess_mode="livesum")
 UPSTREAM_ERRORS = Counter("portal_upstream_errors_total", "Failed calls to GPU nodes.",
                           ["node", "kind"])
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class RequestSeries:
+    """The labelled children one kind of request updates (looked up once, not per call)."""
+
+    requests: Any
+    seconds: Any
+    prompt_tokens: Any
+    completion_tokens: Any
+    spend: Any
+
+
+@functools.cache
+def request_series(endpoint: str, model: str, status: int) -> RequestSeries:
+    return RequestSeries(
+        requests=REQUESTS.labels(endpoint, model, str(status)),
+        seconds=REQUEST_SECONDS.labels(endpoint, model),
+        prompt_tokens=TOKENS.labels(model, "prompt"),
+        completion_tokens=TOKENS.labels(model, "completion"),
+        spend=SPEND.labels(model),
+    )
 
 
 def render() -> bytes:

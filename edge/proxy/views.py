@@ -133,9 +133,11 @@ class ProxyCall:
             node.in_flight += 1
             metrics.INFLIGHT.labels(str(node.id)).inc()
             try:
-                request = self.portal.http.build_request(
-                    "POST", node.url + self.spec.endpoint.path, content=payload)
-                return await self.portal.http.send(request, stream=stream)
+                response = await self.portal.http.post(node.url + self.spec.endpoint.path,
+                                                       payload)
+                if not stream:
+                    await response.aread()
+                return response
             except httpx.ConnectError:
                 self._release_node()
                 registry.mark_down(node)
@@ -188,16 +190,15 @@ class ProxyCall:
                           self.reservation.request_id)
 
     def _observe(self, status: int, prompt: int, completion: int, charged: int) -> None:
-        endpoint, model = self.spec.endpoint.value, self.model.name
-        metrics.REQUESTS.labels(endpoint, model, str(status)).inc()
-        metrics.REQUEST_SECONDS.labels(endpoint, model).observe(
-            time.perf_counter() - self.started)
+        series = metrics.request_series(self.spec.endpoint.value, self.model.name, status)
+        series.requests.inc()
+        series.seconds.observe(time.perf_counter() - self.started)
         if prompt:
-            metrics.TOKENS.labels(model, "prompt").inc(prompt)
+            series.prompt_tokens.inc(prompt)
         if completion:
-            metrics.TOKENS.labels(model, "completion").inc(completion)
+            series.completion_tokens.inc(completion)
         if charged:
-            metrics.SPEND.labels(model).inc(charged)
+            series.spend.inc(charged)
 
     def cost_headers(self, settlement: Settlement) -> dict[str, str]:
         return {"x-portal-cost-micros": str(settlement.charged),

@@ -1,0 +1,73 @@
+"""The bookkeeper: one process beside the edge workers that writes the ledger.
+
+It drains the Redis ledger stream into SQL and settles reservations abandoned by
+dead workers. Keeping this out of the edge workers keeps SQL (and SQLite's
+writer lock) off the processes that answer requests. ``portal serve`` starts it
+through Sanic's worker manager, which stops it with the server; several hosts
+may each run one: the stream's consumer group shares the work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from edge.settings import Settings
+
+__all__ = ["run_bookkeeper", "start_bookkeeper"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two rounds of the reaper.
+REAP_INTERVAL = 2.0
+
+
+def start_bookkeeper(app) -> None:
+    """``main_process_ready`` listener: have Sanic's manager run the bookkeeper."""
+    app.manager.manage("Bookkeeper", run_bookkeeper, {"settings": app.ctx.settings},
+                       transient=True)
+
+
+def run_bookkeeper(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_main(settings))
+
+
+async def _main(settings: Settings) -> None:
+    from edge.billing import Billing
+    from edge.db import close_database, open_database
+    from edge.hotstore import HotStore, connect_redis
+    from edge.ledger_writer import LedgerWriter
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await open_database(settings.effective_database_url)
+    store = HotStore(connect_redis(settings.redis_url, pool_size=4), settings.redis_namespace)
+    billing = Billing(store, reservation_ttl_ms=int(settings.upstream_timeout * 1000))
+    try:
+        await asyncio.gather(
+            LedgerWriter(store).run(stop),
+            _reap(billing, stop, int(settings.reservation_grace * 1000)),
+        )
+    finally:
+        await store.close()
+        await close_database()
+
+
+async def _reap(billing, stop: asyncio.Event, grace_ms: int) -> None:
+    from edge.reaper import reap_stale_reservations
+
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), REAP_INTERVAL)
+        if stop.is_set():
+            return
+        try:
+            await reap_stale_reservations(billing, grace_ms)
+        except Exception:
+            log.exception("reaper round failed; trying again")
