@@ -34,10 +34,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.proxy.upstream import Upstream  # noqa: E402
-from simnode.testing import start_simnode  # noqa: E402
-from tests.support.portal import PortalServer  # noqa: E402
-from tests.support.services import redis_service  # noqa: E402
+from edge.proxy.upstream import Upstream
+from simnode.testing import start_simnode
+from tests.support.portal import PortalServer
+from tests.support.services import redis_service
 
 CHAT = {"model": "bench", "messages": [{"role": "user", "content": "Hello there, how are you?"}],
         "max_tokens": 16}
