@@ -1,0 +1,14 @@
+"""Background actors: GPU node lifecycle on EC2, health, idle auto-stop, queued jobs.
+
+Importing this package builds the Redis broker from the environment and
+declares every actor, which is what ``portal worker`` (Dramatiq's worker) does.
+"""
+
+from dramatiq_actors.broker import make_broker
+from edge.settings import Settings
+
+broker = make_broker(Settings.from_env())
+
+from dramatiq_actors import jobs, lifecycle, maintenance  # noqa: E402
+
+__all__ = ["broker", "jobs", "lifecycle", "maintenance"]

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from functools import partial
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -74,7 +75,9 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
       settings: configuration; read from the environment when omitted.
       name: Sanic's registry name (unique per process).
     """
+    from edge import admin
     from edge.api import catalog, health, key_status
+    from edge.jobs import api as jobs_api
     from edge.proxy import views as proxy_views
 
     settings = settings or Settings.from_env()
@@ -91,7 +94,8 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
         "REAL_IP_HEADER": "x-real-ip",
     })
     app.ctx.settings = settings
-    for blueprint in (proxy_views.bp, catalog.bp, key_status.bp, health.bp):
+    for blueprint in (proxy_views.bp, catalog.bp, key_status.bp, jobs_api.bp, admin.bp,
+                      health.bp):
         app.blueprint(blueprint)
     app.on_request(_assign_request_id, priority=1000)
     app.on_response(_add_request_id)
@@ -150,11 +154,24 @@ async def _open_resources(app: Sanic) -> None:
                          max_connections=settings.upstream_max_connections,
                          api_key=settings.node_api_key),
     )
+    portal.on_cold_model = partial(request_boot, portal)
+    portal.events.on("job:", portal.job_waiters.on_event)
     app.ctx.portal = portal
     await mirror_all_keys(store)
     _start_background(app, portal)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(portal.events.connected.wait(), 5)
+
+
+async def request_boot(portal: Any, model: Any) -> float | None:
+    """Ask the workers to boot a node of a cold model, once per boot, whoever asks."""
+    from edge.tasks import enqueue
+
+    settings = portal.settings
+    lock = f"{settings.redis_namespace}:boot:{model.name}"
+    if await portal.store.client.set(lock, "edge", nx=True, ex=settings.boot_timeout):
+        await enqueue(settings, "boot_model", model.name)
+    return model.boot_seconds
 
 
 def _start_background(app: Sanic, portal: Any) -> None:

@@ -72,8 +72,11 @@ class Billing:
 
     async def reserve(self, key: KeyRecord, request_id: str, *, prompt_tokens: int,
                       completion_tokens: int, input_price: int, output_price: int,
-                      meta: dict[str, str | int]) -> Reservation:
+                      meta: dict[str, str | int], ttl_ms: int | None = None) -> Reservation:
         """Hold the worst-case cost of a request.
+
+        ``ttl_ms`` is how long it may stay open before the reaper settles it
+        (default: the upstream timeout; a queued job holds it until its deadline).
 
         Raises:
           RateLimited: a per-minute limit is reached (``retry_after`` in seconds).
@@ -84,7 +87,8 @@ class Billing:
         store = self.store
         keys = [store.balance(key.id), store.limiter(key.id), store.reservation(request_id),
                 store.open_reservations]
-        args: list[str | int] = [amount, tokens, key.rpm, key.tpm, self.reservation_ttl_ms,
+        args: list[str | int] = [amount, tokens, key.rpm, key.tpm,
+                                 ttl_ms or self.reservation_ttl_ms,
                                  request_id, "key", key.id, "pin", input_price,
                                  "pout", output_price]
         for field, value in meta.items():

@@ -7,6 +7,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from edge.jobs.waiters import JobWaiters
+
 if TYPE_CHECKING:
     from edge.billing import Billing
     from edge.events import EventListener
@@ -29,6 +31,7 @@ class PortalContext:
     registry: Registry
     events: EventListener
     http: Upstream
+    job_waiters: JobWaiters = dataclasses.field(default_factory=lambda: JobWaiters())
     stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = dataclasses.field(default_factory=list)
     #: Called when a request finds no running node of a model (the node

@@ -141,6 +141,7 @@ async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) 
     """Write ledger and usage rows for stream entries in one transaction, idempotently."""
     usage_rows: list[tuple[Any, ...]] = []
     ledger_rows: list[tuple[Any, ...]] = []
+    node_used: dict[int, datetime] = {}
     for fields, at in zip(entries, times, strict=True):
         key_id = int(fields["key"])
         if fields.get("t") == "usage":
@@ -153,6 +154,9 @@ async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) 
             if charged:
                 ledger_rows.append((key_id, "usage", -charged, f"usage:{fields['rid']}",
                                     fields.get("model", "")[:500], at))
+            node = _int_or_none(fields.get("node"))
+            if node is not None and at > node_used.get(node, at.min.replace(tzinfo=UTC)):
+                node_used[node] = at
         elif fields.get("t") == "credit":
             note = fields.get("note", "")
             requested = int(fields.get("requested", fields["amount"]))
@@ -164,9 +168,14 @@ async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) 
             log.error("ledger writer: skipping an entry of unknown type: %r", fields)
     async with in_transaction() as conn:
         sql = _Sql(conn.capabilities.dialect)
+        usage_rows = [(*row[:-1], sql.time(row[-1])) for row in usage_rows]
+        ledger_rows = [(*row[:-1], sql.time(row[-1])) for row in ledger_rows]
         if usage_rows:
             await conn.execute_query(sql.insert_usage(len(usage_rows)),
                                      [v for row in usage_rows for v in row])
+        for node, at in node_used.items():
+            # What idle nodes are judged by; the hot path never touches SQL for it.
+            await conn.execute_query(sql.touch_node(), [sql.time(at), node, sql.time(at)])
         if not ledger_rows:
             return
         # execute_query_dict fetches rows on every driver (asyncpg's execute_query
@@ -193,6 +202,10 @@ class _Sql:
     def __init__(self, dialect: str) -> None:
         self.postgres = dialect == "postgres"
 
+    def time(self, at: datetime) -> datetime | str:
+        """asyncpg takes datetimes; SQLite gets the text Tortoise itself writes."""
+        return at if self.postgres else at.isoformat(sep=" ")
+
     def _values(self, rows: int, width: int) -> str:
         if not self.postgres:
             one = "(" + ",".join("?" * width) + ")"
@@ -212,6 +225,13 @@ class _Sql:
             "INSERT INTO ledger (key_id, kind, amount, reference, note, created_at) "
             f"VALUES {self._values(rows, 6)} ON CONFLICT (reference) DO NOTHING "
             "RETURNING key_id, amount, kind")
+
+    def touch_node(self) -> str:
+        if self.postgres:
+            return ("UPDATE nodes SET last_used_at = $1 WHERE id = $2 "
+                    "AND (last_used_at IS NULL OR last_used_at < $3)")
+        return ("UPDATE nodes SET last_used_at = ? WHERE id = ? "
+                "AND (last_used_at IS NULL OR last_used_at < ?)")
 
     def update_key(self) -> str:
         if self.postgres:

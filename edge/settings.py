@@ -65,6 +65,28 @@ class Settings:
                                     "(revocations are pushed at once over Redis).")
     admin_token: str = _setting("", "Bearer token for /admin; empty disables the admin API.")
     log_level: str = _setting("INFO", "Logging level.")
+    aws_regions: str = _setting("", "Comma-separated AWS regions with GPU nodes; empty: "
+                                "AWS_DEFAULT_REGION (or us-east-1). AWS credentials and "
+                                "AWS_ENDPOINT_URL come from the standard AWS variables.")
+    node_port: int = _setting(8000, "Port vLLM listens on, for nodes found in EC2.")
+    node_name_prefix: str = _setting("vllm", "Prefix of the Name tag of launched nodes.")
+    idle_ttl: int = _setting(1800, "Seconds a model may go without requests before its nodes "
+                             "stop (a model's own idle_ttl wins; 0: never).")
+    boot_timeout: int = _setting(900, "Seconds a booting node may take to answer /health "
+                                 "before it is given up on.")
+    health_fail_threshold: int = _setting(2, "Failed health checks in a row before a "
+                                          "running node leaves routing.")
+    sync_interval: int = _setting(60, "Seconds between two EC2 state syncs (scheduler).")
+    health_interval: int = _setting(10, "Seconds between two health checks (scheduler).")
+    autostop_interval: int = _setting(60, "Seconds between two idle checks (scheduler).")
+    jobs_sweep_interval: int = _setting(15, "Seconds between two sweeps for stuck jobs "
+                                        "(scheduler).")
+    job_deadline: int = _setting(900, "Seconds a queued job may wait and run, by default.")
+    job_max_deadline: int = _setting(86400, "Largest deadline a job may ask for, in seconds.")
+    job_lease: int = _setting(60, "Seconds a worker owns a running job before another may "
+                              "take it over (renewed while it works).")
+    worker_processes: int = _setting(2, "Processes of `portal worker`.")
+    worker_threads: int = _setting(8, "Threads per process of `portal worker`.")
     demo_models: str = _setting("demo-small,demo-large", "Models `portal dev` creates, each "
                                 "with a simulated node.")
 
@@ -94,7 +116,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.embedded_redis not in ("auto", "never", "always"):
             raise ConfigError("PORTAL_EMBEDDED_REDIS must be auto, never or always")
-        for name in ("port", "workers", "max_body_bytes", "default_rpm", "default_tpm"):
+        for name in ("port", "workers", "max_body_bytes", "default_rpm", "default_tpm",
+                     "worker_processes", "worker_threads", "job_deadline", "job_lease"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"PORTAL_{name.upper()} is out of range")
         if not self.redis_namespace.replace("-", "").replace("_", "").isalnum():
@@ -113,6 +136,14 @@ class Settings:
     @property
     def effective_public_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    @property
+    def regions(self) -> list[str]:
+        import os
+
+        listed = [r.strip() for r in self.aws_regions.split(",") if r.strip()]
+        return listed or [os.environ.get("AWS_DEFAULT_REGION")
+                          or os.environ.get("AWS_REGION") or "us-east-1"]
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -57,6 +57,30 @@ def register(commands: argparse._SubParsersAction) -> None:
     remove.add_argument("node_id", type=int)
     remove.set_defaults(func=lambda a: run_command(lambda c: remove_node(c, a)))
 
+    for action, text in NODE_ACTIONS.items():
+        command = nodes.add_parser(action, help=text)
+        command.add_argument("node_id", type=int)
+        command.add_argument("--wait", type=float, default=0, metavar="SECONDS",
+                             help="wait until the node gets there")
+        command.set_defaults(func=lambda a, action=action: run_command(
+            lambda c: node_action(c, a, action)))
+    launch = nodes.add_parser("launch", help="run new EC2 instances for a model")
+    launch.add_argument("--model", required=True)
+    launch.add_argument("--instance-type", required=True)
+    launch.add_argument("--image-id", default="")
+    launch.add_argument("--launch-template", default="")
+    launch.add_argument("--region", default="")
+    launch.add_argument("--subnet-id", default="")
+    launch.add_argument("--security-group-id", action="append", default=[])
+    launch.add_argument("--key-name", default="")
+    launch.add_argument("--disk-gb", type=int, default=0)
+    launch.add_argument("--count", type=int, default=1)
+    launch.set_defaults(func=lambda a: run_command(lambda c: launch_nodes(c, a)))
+    sync = nodes.add_parser("sync", help="bring node rows in line with EC2 now")
+    sync.set_defaults(func=lambda a: run_command(lambda c: enqueue_only(c, "sync_nodes")))
+    health = nodes.add_parser("health", help="check the health of running nodes now")
+    health.set_defaults(func=lambda a: run_command(lambda c: enqueue_only(c, "check_health")))
+
 
 def _usd(text: str) -> int:
     try:
@@ -121,10 +145,15 @@ async def add_node(ctx: CommandContext, args: argparse.Namespace) -> int:
         row = await Node.get_or_none(url=url, instance_id=None)
     state = NodeState(args.state) if args.state else (
         NodeState.STOPPED if args.instance_id else NodeState.RUNNING)
-    wanted = {"model_id": model.id, "url": url, "region": args.region,
+    region = args.region or (ctx.settings.regions[0] if args.instance_id else "")
+    wanted = {"model_id": model.id, "url": url, "region": region,
               "instance_type": args.instance_type}
     if row is None:
-        row = await Node.create(instance_id=args.instance_id or None, state=state, **wanted)
+        from dramatiq_actors.fleet import hourly_price
+
+        row = await Node.create(instance_id=args.instance_id or None, state=state,
+                                healthy=state is NodeState.RUNNING and not args.instance_id,
+                                hourly_cost=hourly_price(args.instance_type), **wanted)
         outcome = "created"
     elif any(getattr(row, f) != v for f, v in wanted.items() if v or f == "url") or (
             args.state and row.state != state):
@@ -170,3 +199,65 @@ def _report(args: argparse.Namespace, outcome: str, what: str, data: dict) -> No
         print(json.dumps({**data, "outcome": outcome}))
     else:
         print(f"{what}: {outcome}")
+
+
+#: Node actions and what each one does.
+NODE_ACTIONS = {
+    "boot": "start a stopped node and wait until it serves",
+    "stop": "stop a node (it leaves routing at once)",
+    "reboot": "reboot a node's instance",
+    "terminate": "terminate a node's instance for good",
+    "drain": "take a node out of routing, let its requests finish, then stop it",
+}
+#: The state a node reaches when each action is done.
+_ACTION_GOAL = {"boot": "running", "stop": "stopped", "reboot": "running",
+                "terminate": "terminated", "drain": "stopped"}
+
+
+def _enqueue(ctx: CommandContext, actor: str, *args: object, **kwargs: object) -> str:
+    from edge.tasks import enqueue_now
+
+    if ctx.store is None:
+        raise fail("no Redis answers: start the portal (or set PORTAL_REDIS_URL) first")
+    return enqueue_now(ctx.settings, actor, *args, **kwargs)
+
+
+async def enqueue_only(ctx: CommandContext, actor: str) -> int:
+    _enqueue(ctx, actor)
+    print(f"{actor} enqueued")
+    return 0
+
+
+async def node_action(ctx: CommandContext, args: argparse.Namespace, action: str) -> int:
+    import asyncio
+    import time
+
+    node = await Node.get_or_none(id=args.node_id)
+    if node is None:
+        raise fail(f"no node {args.node_id}")
+    _enqueue(ctx, f"{action}_node", node.id)
+    print(f"{action} of node {node.id} enqueued")
+    if not args.wait:
+        return 0
+    goal = _ACTION_GOAL[action]
+    deadline = time.monotonic() + args.wait
+    while time.monotonic() < deadline:
+        await node.refresh_from_db()
+        if str(node.state) == goal and (goal != "running" or node.healthy):
+            print(f"node {node.id} is {goal}")
+            return 0
+        await asyncio.sleep(0.5)
+    raise fail(f"node {node.id} is {node.state} after {args.wait:.0f}s, not {goal}")
+
+
+async def launch_nodes(ctx: CommandContext, args: argparse.Namespace) -> int:
+    if not await LLM.exists(name=args.model):
+        raise fail(f"no model named {args.model!r}")
+    if not (args.image_id or args.launch_template):
+        raise fail("give --image-id or --launch-template")
+    _enqueue(ctx, "launch_node", args.model, args.instance_type, region=args.region,
+             image_id=args.image_id, launch_template=args.launch_template,
+             subnet_id=args.subnet_id, security_group_ids=args.security_group_id,
+             key_name=args.key_name, disk_gb=args.disk_gb, count=args.count)
+    print(f"launch of {args.count} {args.instance_type} for {args.model} enqueued")
+    return 0

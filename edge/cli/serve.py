@@ -36,6 +36,7 @@ def serve(settings: Settings) -> int:
         print(f"portal: {exc}")
         return 1
     settings = settings.replace(redis_url=resolved.url)
+    os.environ["PORTAL_REDIS_URL"] = resolved.url  # what every child process must use
     _fresh_metrics_dir(settings)
     try:
         from sanic import Sanic

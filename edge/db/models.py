@@ -70,6 +70,11 @@ class Node(Model):
     private_ip = fields.CharField(max_length=64, default="")
     public_ip = fields.CharField(max_length=64, default="")
     queue_depth = fields.IntField(default=0, description="vllm:num_requests_waiting, last read")
+    running_requests = fields.IntField(default=0,
+                                       description="vllm:num_requests_running, last read")
+    health_failures = fields.IntField(default=0, description="failed health checks in a row")
+    hourly_cost = fields.BigIntField(default=0, description="micro-dollars per hour it runs")
+    boot_requested_at = fields.DatetimeField(null=True, description="when a boot was asked")
     last_used_at = fields.DatetimeField(null=True)
     last_health_at = fields.DatetimeField(null=True)
     state_changed_at = fields.DatetimeField(null=True)
@@ -142,3 +147,44 @@ class UsageRecord(Model):
     class Meta:
         table = "usage_log"
         indexes = (("key_id", "created_at"),)
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED)
+
+
+class Job(Model):
+    """A queued inference request, answered when a node of its model is up."""
+
+    id = fields.CharField(max_length=40, primary_key=True)
+    key = fields.ForeignKeyField("portal.ApiKey", related_name="jobs", on_delete=fields.RESTRICT)
+    model = fields.CharField(max_length=128)
+    endpoint = fields.CharField(max_length=32, default="chat")
+    body = fields.JSONField()
+    status = fields.CharEnumField(JobStatus, max_length=16, default=JobStatus.QUEUED)
+    request_id = fields.CharField(max_length=64, unique=True, description="its credit reservation")
+    result = fields.JSONField(null=True)
+    error = fields.JSONField(null=True)
+    prompt_tokens = fields.IntField(default=0)
+    completion_tokens = fields.IntField(default=0)
+    cost = fields.BigIntField(default=0, description="micro-dollars charged")
+    settled = fields.BooleanField(default=False, description="its reservation is settled")
+    attempts = fields.IntField(default=0)
+    node_id = fields.IntField(null=True)
+    lease_until = fields.DatetimeField(null=True, description="a worker owns it until then")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    started_at = fields.DatetimeField(null=True)
+    finished_at = fields.DatetimeField(null=True)
+    deadline_at = fields.DatetimeField()
+
+    class Meta:
+        table = "jobs"
+        indexes = (("status", "created_at"), ("key_id", "created_at"))

@@ -55,6 +55,7 @@ class PortalServer:
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = root / "serve.log"
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
 
     # -- the CLI --------------------------------------------------------------------
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -134,13 +135,57 @@ class PortalServer:
                 pids.append(child.pid)
         return pids
 
-    def log(self) -> str:
+    def log(self, name: str = "serve") -> str:
         try:
-            return self.log_path.read_text()[-5000:]
+            return (self.root / f"{name}.log").read_text()[-8000:]
         except OSError:
             return ""
 
+    # -- other long-running commands (worker, scheduler) ------------------------------
+    def spawn(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        """Run ``portal ARGS`` in the background as ``name``; logs in ``name.log``."""
+        log = (self.root / f"{name}.log").open("ab")
+        process = subprocess.Popen([PORTAL_BIN, *args], env=self.env, cwd=self.root,
+                                   stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self.children[name] = process
+        return process
+
+    def start_worker(self, name: str = "worker", processes: int = 1,
+                     threads: int = 8) -> subprocess.Popen[bytes]:
+        process = self.spawn(name, "worker", "--processes", str(processes),
+                             "--threads", str(threads))
+        deadline = time.monotonic() + 30
+        while "portal runtime open" not in self.log(name) and "Worker process is ready" \
+                not in self.log(name):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"portal worker did not start:\n{self.log(name)}")
+            time.sleep(0.1)
+        return process
+
+    def kill(self, name: str) -> None:
+        """SIGKILL a background command and everything it started."""
+        process = self.children.pop(name)
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+    def stop_child(self, name: str, timeout: float = 5) -> None:
+        process = self.children.pop(name, None)
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
     def stop(self) -> None:
+        for name in list(self.children):
+            self.stop_child(name, timeout=1)  # actors are idempotent: no need to be gentle
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGTERM)  # the main process stops its workers

@@ -1,0 +1,32 @@
+"""The Dramatiq broker: Redis, under the portal's namespace, with async actors.
+
+Importing :mod:`dramatiq_actors` builds it from the environment (``PORTAL_*``),
+which is how ``portal worker`` and every process that enqueues see the same one.
+"""
+
+from __future__ import annotations
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.middleware import AsyncIO
+
+from dramatiq_actors.runtime import PortalRuntime
+from edge.settings import Settings
+
+__all__ = ["QUEUE_JOBS", "QUEUE_LIFECYCLE", "QUEUE_MAINTENANCE", "make_broker"]
+
+#: Node actions an operator or a cold model is waiting for.
+QUEUE_LIFECYCLE = "lifecycle"
+#: Queued inference; long-running.
+QUEUE_JOBS = "jobs"
+#: Periodic sync, health and idle checks.
+QUEUE_MAINTENANCE = "maintenance"
+
+
+def make_broker(settings: Settings) -> RedisBroker:
+    broker = RedisBroker(url=settings.redis_url, namespace=f"{settings.redis_namespace}:dramatiq",
+                         heartbeat_timeout=30_000)
+    broker.add_middleware(AsyncIO())
+    broker.add_middleware(PortalRuntime(settings))
+    dramatiq.set_broker(broker)
+    return broker

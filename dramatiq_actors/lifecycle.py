@@ -1,0 +1,275 @@
+"""Node lifecycle actors: launch, boot, stop, reboot, terminate, drain, boot a model.
+
+Each actor reads the node's current state first and does only what is still
+missing, so running it twice, or after a crash half-way, is harmless; what a
+crash leaves behind is corrected by the next ``sync_nodes``. Booting watches the
+node until it answers ``/health`` (every half second) so that requests waiting
+for it go as soon as it can serve, and records how long the model takes to boot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+
+import dramatiq
+
+from dramatiq_actors.broker import QUEUE_LIFECYCLE
+from dramatiq_actors.fleet import FleetError, LaunchSpec, fleet_for, hourly_price
+from dramatiq_actors.runtime import runtime
+from edge.db.models import LLM, Node, NodeState
+from edge.nodes import EC2_STATES, busy_node_ids, probe_many, update_node
+
+__all__ = ["boot_model", "boot_node", "drain_node", "launch_node", "reboot_node",
+           "stop_node", "terminate_node"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds between two looks at a booting instance in EC2.
+EC2_POLL = 1.0
+#: Seconds between two health probes of a booting node.
+HEALTH_POLL = 0.5
+#: Retries of a lifecycle actor (each with exponential backoff).
+RETRIES = dict(max_retries=5, min_backoff=1_000, max_backoff=30_000)
+
+
+def fleet():
+    return fleet_for(tuple(runtime().settings.regions))
+
+
+def boot_lock(model: str) -> str:
+    return f"{runtime().store.ns}:boot:{model}"
+
+
+def _region(node: Node) -> str:
+    return node.region or runtime().settings.regions[0]
+
+
+async def _node(node_id: int) -> Node | None:
+    return await Node.get_or_none(id=node_id)
+
+
+@dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=3_600_000, **RETRIES)
+async def launch_node(model: str, instance_type: str, *, region: str = "", image_id: str = "",
+                      launch_template: str = "", subnet_id: str = "",
+                      security_group_ids: list[str] | None = None, key_name: str = "",
+                      disk_gb: int = 0, count: int = 1) -> list[int]:
+    """Run new instances for ``model`` and register them as nodes."""
+    rt = runtime()
+    llm = await LLM.get(name=model)
+    region = region or rt.settings.regions[0]
+    existing = await Node.filter(model=llm).count()
+    spec = LaunchSpec(model=model, instance_type=instance_type, region=region,
+                      image_id=image_id, launch_template=launch_template, subnet_id=subnet_id,
+                      security_group_ids=tuple(security_group_ids or ()), key_name=key_name,
+                      disk_gb=disk_gb,
+                      name=f"{rt.settings.node_name_prefix}-{model}-{existing + 1}")
+    instances = await asyncio.to_thread(fleet().launch, spec, count)
+    ids = []
+    for instance in instances:
+        node = await Node.create(
+            model=llm, instance_id=instance.id, region=region, instance_type=instance_type,
+            state=EC2_STATES.get(instance.state, NodeState.PENDING), healthy=False,
+            private_ip=instance.private_ip, public_ip=instance.public_ip,
+            url=f"http://{instance.private_ip}:{rt.settings.node_port}"
+            if instance.private_ip else "",
+            hourly_cost=hourly_price(instance_type), boot_requested_at=datetime.now(UTC))
+        ids.append(node.id)
+        log.info("launched %s for %s as node %s", instance.id, model, node.id)
+    await rt.store.publish("nodes")
+    await asyncio.gather(*(_watch_boot(node_id) for node_id in ids))
+    return ids
+
+
+@dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=3_600_000, **RETRIES)
+async def boot_node(node_id: int) -> None:
+    """Start a stopped node and watch it until it serves."""
+    node = await _node(node_id)
+    if node is not None:
+        await _boot(node)
+
+
+async def _boot(node: Node) -> None:
+    store = runtime().store
+    if node.state is NodeState.TERMINATED:
+        log.warning("node %s is terminated; launch a new one instead", node.id)
+        return
+    if node.static:
+        # Nothing to start: an operator runs it. Put it back in service.
+        await update_node(node, store, state=NodeState.RUNNING, healthy=True,
+                          health_failures=0)
+        return
+    if node.state is NodeState.RUNNING and node.healthy:
+        return
+    if node.state in (NodeState.STOPPED, NodeState.STOPPING, NodeState.DRAINING):
+        if node.state is NodeState.STOPPING:
+            await _wait_ec2(node, "stopped")  # EC2 refuses to start a stopping instance
+        await asyncio.to_thread(fleet().start, _region(node), node.instance_id)
+        await update_node(node, store, state=NodeState.PENDING, healthy=False,
+                          health_failures=0, boot_requested_at=datetime.now(UTC))
+    elif node.boot_requested_at is None:
+        await update_node(node, store, boot_requested_at=datetime.now(UTC))
+    await _watch_boot(node.id)
+
+
+async def _wait_ec2(node: Node, wanted: str, timeout: float = 300.0) -> str:
+    """Poll EC2 until the instance reaches ``wanted`` (or a final state); returns its state."""
+    deadline = time.monotonic() + timeout
+    while True:
+        instance = await asyncio.to_thread(fleet().describe, _region(node), node.instance_id)
+        state = instance.state if instance else "terminated"
+        if state in (wanted, "terminated") or time.monotonic() > deadline:
+            return state
+        await asyncio.sleep(EC2_POLL)
+
+
+async def _watch_boot(node_id: int) -> None:
+    """From pending to serving: mark running when EC2 says so, healthy when vLLM answers."""
+    rt = runtime()
+    node = await _node(node_id)
+    if node is None:
+        return
+    deadline = time.monotonic() + rt.settings.boot_timeout
+    if not node.static:
+        state = await _wait_ec2(node, "running", timeout=rt.settings.boot_timeout)
+        instance = await asyncio.to_thread(fleet().describe, _region(node), node.instance_id)
+        if state != "running" or instance is None:
+            await update_node(node, rt.store, state=EC2_STATES.get(state, NodeState.STOPPED),
+                              healthy=False)
+            raise FleetError(f"node {node.id} did not reach running (it is {state})")
+        from edge.nodes import node_url
+
+        await update_node(node, rt.store, state=NodeState.RUNNING,
+                          private_ip=instance.private_ip, public_ip=instance.public_ip,
+                          url=node_url(node, instance.private_ip, rt.settings.node_port))
+    while time.monotonic() < deadline:
+        await node.refresh_from_db()
+        if node.state is not NodeState.RUNNING:
+            return  # stopped or drained meanwhile
+        (probe,) = await probe_many([node], rt.settings.node_api_key, timeout=2.0)
+        if probe.ok:
+            await _record_boot(node)
+            await update_node(node, rt.store, healthy=True, health_failures=0,
+                              queue_depth=probe.waiting, running_requests=probe.running)
+            await rt.store.client.delete(boot_lock((await LLM.get(id=node.model_id)).name))
+            return
+        await asyncio.sleep(HEALTH_POLL)
+    log.error("node %s did not become healthy within %ss", node.id, rt.settings.boot_timeout)
+    raise TimeoutError(f"node {node.id} did not become healthy in time")
+
+
+async def _record_boot(node: Node) -> None:
+    """Keep a moving average of the model's boot time, for Retry-After."""
+    if node.boot_requested_at is None:
+        return
+    seconds = (datetime.now(UTC) - node.boot_requested_at).total_seconds()
+    llm = await LLM.get(id=node.model_id)
+    llm.boot_seconds = seconds if llm.boot_seconds is None \
+        else 0.7 * llm.boot_seconds + 0.3 * seconds
+    await llm.save(update_fields=["boot_seconds"])
+    await update_node(node, None, boot_requested_at=None)
+    log.info("node %s booted in %.1fs", node.id, seconds)
+
+
+@dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=600_000, **RETRIES)
+async def stop_node(node_id: int) -> None:
+    """Stop a node's instance; it leaves routing at once."""
+    node = await _node(node_id)
+    if node is not None:
+        await _stop(node)
+
+
+async def _stop(node: Node) -> None:
+    store = runtime().store
+    if node.state in (NodeState.STOPPED, NodeState.TERMINATED):
+        return
+    if node.static:
+        await update_node(node, store, state=NodeState.STOPPED, healthy=False)
+        return
+    await update_node(node, store, state=NodeState.STOPPING, healthy=False)
+    await asyncio.to_thread(fleet().stop, _region(node), node.instance_id)
+    state = await _wait_ec2(node, "stopped")
+    await update_node(node, store, state=EC2_STATES.get(state, NodeState.STOPPING))
+
+
+@dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=1_800_000, **RETRIES)
+async def reboot_node(node_id: int) -> None:
+    """Reboot a node's instance and watch it until it serves again."""
+    node = await _node(node_id)
+    if node is None or node.state is not NodeState.RUNNING:
+        return
+    store = runtime().store
+    if not node.static:
+        await asyncio.to_thread(fleet().reboot, _region(node), node.instance_id)
+    await update_node(node, store, healthy=False, health_failures=0,
+                      boot_requested_at=datetime.now(UTC))
+    await asyncio.sleep(HEALTH_POLL)
+    await _watch_boot(node.id)
+
+
+@dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=600_000, **RETRIES)
+async def terminate_node(node_id: int) -> None:
+    """Terminate a node's instance (for good)."""
+    node = await _node(node_id)
+    if node is None or node.state is NodeState.TERMINATED:
+        return
+    if not node.static:
+        await asyncio.to_thread(fleet().terminate, _region(node), node.instance_id)
+    await update_node(node, runtime().store, state=NodeState.TERMINATED, healthy=False)
+
+
+@dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=7_200_000, **RETRIES)
+async def drain_node(node_id: int, timeout: float = 0) -> None:
+    """Take a node out of routing, wait for its requests to finish, then stop it."""
+    rt = runtime()
+    node = await _node(node_id)
+    if node is None or node.state in (NodeState.STOPPED, NodeState.TERMINATED):
+        return
+    await update_node(node, rt.store, state=NodeState.DRAINING)
+    deadline = time.monotonic() + (timeout or rt.settings.upstream_timeout + 60)
+    while time.monotonic() < deadline:
+        busy = node.id in await busy_node_ids(rt.store)
+        (probe,) = await probe_many([node], rt.settings.node_api_key)
+        if not busy and (not probe.ok or probe.running + probe.waiting == 0):
+            break
+        await asyncio.sleep(1.0)
+    await node.refresh_from_db()
+    if node.state is NodeState.DRAINING:
+        await _stop(node)
+
+
+@dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=3_600_000, **RETRIES)
+async def boot_model(model: str) -> None:
+    """Boot the cheapest stopped node of ``model``, unless one is up or on its way.
+
+    A burst of requests for a cold model enqueues this many times (the edge
+    deduplicates, and so does this check): one node boots, not fifty.
+    """
+    rt = runtime()
+    llm = await LLM.get_or_none(name=model)
+    if llm is None:
+        return
+    nodes = await Node.filter(model=llm).exclude(state=NodeState.TERMINATED)
+    if any(n.state is NodeState.RUNNING and n.healthy for n in nodes):
+        await rt.store.client.delete(boot_lock(model))
+        return
+    if any(n.state in (NodeState.RUNNING, NodeState.PENDING) for n in nodes):
+        booting = [n for n in nodes if n.state is NodeState.PENDING or
+                   (n.state is NodeState.RUNNING and not n.healthy)]
+        for node in booting:  # make sure someone watches it
+            await _watch_boot(node.id)
+        return
+    stopped = [n for n in nodes if n.state is NodeState.STOPPED]
+    if not stopped:
+        log.warning("model %s has no stopped node to boot", model)
+        await rt.store.client.delete(boot_lock(model))
+        return
+    cheapest = min(stopped, key=lambda n: (n.hourly_cost or hourly_price(n.instance_type), n.id))
+    log.info("booting node %s for model %s", cheapest.id, model)
+    try:
+        await _boot(cheapest)
+    except Exception:
+        await rt.store.client.delete(boot_lock(model))
+        raise

@@ -1,0 +1,88 @@
+"""What actors share in a worker process: settings, the database, Redis, a node client.
+
+:class:`PortalRuntime` is a Dramatiq middleware: after the worker boots it opens
+the database and Redis on the worker's event loop (async actors run there), and
+closes them at shutdown. Actors reach it with :func:`runtime`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+from dramatiq.asyncio import get_event_loop_thread
+from dramatiq.middleware import Middleware
+
+from edge.settings import Settings
+
+__all__ = ["PortalRuntime", "Runtime", "runtime"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Runtime:
+    settings: Settings
+    store: object  # edge.hotstore.HotStore
+    upstream: object  # edge.proxy.upstream.Upstream
+
+
+_current: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """The open resources of this worker process.
+
+    Raises:
+      RuntimeError: outside a booted worker (or before :func:`open_runtime`).
+    """
+    if _current is None:
+        raise RuntimeError("the portal runtime is not open in this process")
+    return _current
+
+
+async def open_runtime(settings: Settings) -> Runtime:
+    """Open the database, Redis and the node client; used by workers and tests."""
+    global _current
+    from edge.db import open_database
+    from edge.hotstore import HotStore, connect_redis
+    from edge.proxy.upstream import Upstream
+
+    await open_database(settings.effective_database_url)
+    _current = Runtime(
+        settings=settings,
+        store=HotStore(connect_redis(settings.redis_url, pool_size=64),
+                       settings.redis_namespace),
+        upstream=Upstream(connect_timeout=settings.upstream_connect_timeout,
+                          timeout=settings.upstream_timeout, max_connections=64,
+                          api_key=settings.node_api_key),
+    )
+    return _current
+
+
+async def close_runtime() -> None:
+    global _current
+    from edge.db import close_database
+
+    if _current is None:
+        return
+    current, _current = _current, None
+    await current.upstream.aclose()
+    await current.store.close()
+    await close_database()
+
+
+class PortalRuntime(Middleware):
+    """Opens the portal's resources on the worker's event loop (after AsyncIO's boot)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def after_worker_boot(self, broker, worker) -> None:
+        get_event_loop_thread().run_coroutine(open_runtime(self.settings))
+        log.info("portal runtime open")
+
+    def before_worker_shutdown(self, broker, worker) -> None:
+        thread = get_event_loop_thread()
+        if thread is not None:
+            thread.run_coroutine(close_runtime())

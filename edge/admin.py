@@ -1,0 +1,126 @@
+"""``/admin``: the operator's API for nodes and jobs (bearer ``PORTAL_ADMIN_TOKEN``).
+
+Node actions are enqueued for the workers and answered ``202`` at once; watch
+``GET /admin/nodes`` (or the ``nodes`` events) for their effect.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from datetime import UTC, datetime
+
+from sanic import Blueprint, Request
+from sanic.response import json as json_response
+
+from edge.db.models import LLM, Job, Node
+from edge.errors import InvalidAPIKey, InvalidRequest, NotFound, PermissionDenied
+from edge.jobs.store import job_view
+from edge.money import format_usd
+from edge.tasks import enqueue
+
+__all__ = ["bp"]
+
+bp = Blueprint("admin", url_prefix="/admin")
+
+ACTIONS = ("boot", "stop", "reboot", "terminate", "drain")
+
+
+@bp.on_request
+async def require_admin(request: Request) -> None:
+    token = request.app.ctx.portal.settings.admin_token
+    if not token:
+        raise PermissionDenied("The admin API is disabled: set PORTAL_ADMIN_TOKEN.")
+    scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                            token.encode()):
+        raise InvalidAPIKey("A valid admin token is required.", code="invalid_admin_token")
+
+
+def node_entry(node: Node, model: str) -> dict:
+    now = datetime.now(UTC)
+    up = node.state_changed_at if str(node.state) in ("running", "draining") else None
+    return {
+        "id": node.id, "model": model, "state": str(node.state), "healthy": node.healthy,
+        "url": node.url, "instance_id": node.instance_id, "region": node.region,
+        "instance_type": node.instance_type, "static": node.static,
+        "private_ip": node.private_ip, "public_ip": node.public_ip,
+        "queue_depth": node.queue_depth, "running_requests": node.running_requests,
+        "last_used_at": node.last_used_at.isoformat() if node.last_used_at else None,
+        "last_health_at": node.last_health_at.isoformat() if node.last_health_at else None,
+        "uptime_seconds": int((now - up).total_seconds()) if up else 0,
+        "hourly_cost": format_usd(node.hourly_cost),
+    }
+
+
+@bp.get("/nodes")
+async def list_nodes(request: Request):
+    models = {m.id: m.name for m in await LLM.all()}
+    nodes = await Node.all().order_by("id")
+    return json_response({"data": [node_entry(n, models.get(n.model_id, "")) for n in nodes]})
+
+
+@bp.post("/nodes")
+async def launch(request: Request):
+    body = _body(request)
+    model, instance_type = body.get("model"), body.get("instance_type")
+    if not isinstance(model, str) or not await LLM.exists(name=model):
+        raise InvalidRequest("'model' must name a model of the catalogue.", param="model")
+    if not isinstance(instance_type, str) or not instance_type:
+        raise InvalidRequest("'instance_type' is required.", param="instance_type")
+    if not (body.get("image_id") or body.get("launch_template")):
+        raise InvalidRequest("Give 'image_id' or 'launch_template'.", param="image_id")
+    count = body.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 20:
+        raise InvalidRequest("'count' must be from 1 to 20.", param="count")
+    options = {name: body[name] for name in ("region", "image_id", "launch_template",
+                                             "subnet_id", "key_name")
+               if isinstance(body.get(name), str)}
+    groups = body.get("security_group_ids") or []
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise InvalidRequest("'security_group_ids' must be a list of strings.",
+                             param="security_group_ids")
+    message = await enqueue(request.app.ctx.portal.settings, "launch_node", model,
+                            instance_type, security_group_ids=groups, count=count, **options)
+    return json_response({"enqueued": "launch_node", "message_id": message}, status=202)
+
+
+@bp.post("/nodes/<node_id:int>/<action:str>")
+async def node_action(request: Request, node_id: int, action: str):
+    if action not in ACTIONS:
+        raise NotFound(f"Unknown action '{action}'; one of {', '.join(ACTIONS)}.")
+    if not await Node.exists(id=node_id):
+        raise NotFound(f"No node {node_id}.")
+    message = await enqueue(request.app.ctx.portal.settings, f"{action}_node", node_id)
+    return json_response({"enqueued": f"{action}_node", "node": node_id,
+                          "message_id": message}, status=202)
+
+
+@bp.get("/jobs")
+async def list_jobs(request: Request):
+    query = Job.all().order_by("-created_at")
+    status = request.args.get("status")
+    if status:
+        query = query.filter(status=status)
+    try:
+        limit = min(500, max(1, int(request.args.get("limit", 100))))
+    except ValueError:
+        raise InvalidRequest("'limit' must be a number.", param="limit") from None
+    jobs = await query.limit(limit)
+    data = []
+    for job in jobs:
+        entry = job_view(job)
+        entry.pop("result", None)
+        entry["key_id"] = job.key_id
+        data.append(entry)
+    return json_response({"data": data})
+
+
+def _body(request: Request) -> dict:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidRequest("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body

@@ -1,0 +1,68 @@
+"""``portal worker`` (Dramatiq's worker over ``dramatiq_actors``) and ``portal scheduler``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+
+from edge.embedded_redis import NoRedis, resolve_redis
+from edge.settings import Settings
+
+__all__ = ["register"]
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    worker = commands.add_parser("worker", help="run background actors (node lifecycle, jobs)")
+    worker.add_argument("--processes", type=int, help="default: PORTAL_WORKER_PROCESSES")
+    worker.add_argument("--threads", type=int, help="default: PORTAL_WORKER_THREADS")
+    worker.add_argument("--queues", nargs="*", help="only these queues "
+                        "(lifecycle, jobs, maintenance); default: all")
+    worker.set_defaults(func=run_worker)
+    scheduler = commands.add_parser("scheduler", help="enqueue the periodic actors on their "
+                                    "intervals (sync, health, idle stop, stuck jobs)")
+    scheduler.set_defaults(func=run_scheduler)
+
+
+def _environment() -> Settings | None:
+    """Settings with the Redis actually in use, exported for child processes."""
+    settings = Settings.from_env()
+    try:
+        resolved = resolve_redis(settings, start=False)
+    except NoRedis as exc:
+        print(f"portal: {exc}")
+        return None
+    if resolved.url is None:
+        print("portal: no Redis answers; start `portal serve` or `portal dev` first, "
+              "or set PORTAL_REDIS_URL")
+        return None
+    os.environ["PORTAL_REDIS_URL"] = resolved.url
+    return settings.replace(redis_url=resolved.url)
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    settings = _environment()
+    if settings is None:
+        return 1
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    argv = ["dramatiq_actors",
+            "--processes", str(args.processes or settings.worker_processes),
+            "--threads", str(args.threads or settings.worker_threads),
+            "--worker-shutdown-timeout", "30000"]
+    if args.queues:
+        argv += ["--queues", *args.queues]
+    return dramatiq_main(make_argument_parser().parse_args(argv)) or 0
+
+
+def run_scheduler(args: argparse.Namespace) -> int:
+    settings = _environment()
+    if settings is None:
+        return 1
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from dramatiq_actors.scheduler import run_scheduler as schedule
+
+    schedule(settings)
+    return 0

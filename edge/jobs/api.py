@@ -1,0 +1,125 @@
+"""``POST /v1/jobs`` and ``GET /v1/jobs/{id}``: inference that waits for its node.
+
+A job takes the body of a chat completion (``"endpoint": "completions"`` for the
+other endpoint, ``"deadline"`` in seconds) and is accepted at once, whatever the
+state of the model's nodes. Its worst-case cost is reserved at once, so a job
+never runs on credit the key does not have; ``run_job`` settles it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+
+from sanic import Blueprint, Request
+from sanic.response import json as json_response
+
+from edge.auth import authenticate
+from edge.billing import worst_case_tokens
+from edge.db.models import Job
+from edge.errors import InvalidRequest, ModelNotFound, NotFound
+from edge.jobs.store import job_view, new_job_id
+from edge.proxy.request_spec import Endpoint, parse_request
+from edge.tasks import enqueue
+
+__all__ = ["bp"]
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("jobs", url_prefix="/v1")
+
+#: Longest long-poll, seconds.
+MAX_WAIT = 60.0
+
+
+@bp.post("/jobs")
+async def submit(request: Request):
+    portal = request.app.ctx.portal
+    settings = portal.settings
+    key = await authenticate(portal, request.headers.get("authorization"))
+    body = _object(request.body)
+    endpoint_name = body.pop("endpoint", "chat")
+    if endpoint_name not in ("chat", "completions"):
+        raise InvalidRequest("'endpoint' must be 'chat' or 'completions'.", param="endpoint")
+    endpoint = Endpoint(endpoint_name)
+    deadline = body.pop("deadline", settings.job_deadline)
+    if isinstance(deadline, bool) or not isinstance(deadline, int) \
+            or not 1 <= deadline <= settings.job_max_deadline:
+        raise InvalidRequest(f"'deadline' must be a number of seconds from 1 to "
+                             f"{settings.job_max_deadline}.", param="deadline")
+    if body.get("stream"):
+        raise InvalidRequest("Jobs are not streamed; poll GET /v1/jobs/{id} for the answer.",
+                             param="stream")
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    spec = parse_request(raw, endpoint)
+    model = portal.registry.model(spec.model)
+    if model is None:
+        raise ModelNotFound(f"The model '{spec.model}' does not exist or is not enabled.",
+                            param="model")
+    prompt, completion = worst_case_tokens(len(raw), spec.max_tokens, spec.choices,
+                                           model.context_length)
+    job_id = new_job_id()
+    request_id = "req_" + job_id.removeprefix("job_")
+    ttl_ms = int((deadline + settings.upstream_timeout + 60) * 1000)
+    await portal.billing.reserve(
+        key, request_id, prompt_tokens=prompt, completion_tokens=completion,
+        input_price=model.input_price, output_price=model.output_price,
+        meta={"model": model.name, "node": "", "ep": f"job-{endpoint.value}", "st": 0},
+        ttl_ms=ttl_ms)
+    try:
+        job = await Job.create(id=job_id, key_id=key.id, model=model.name,
+                               endpoint=endpoint.value, body=body, request_id=request_id,
+                               deadline_at=datetime.now(UTC) + timedelta(seconds=deadline))
+    except BaseException:
+        await portal.billing.settle_amount(request_id, key.id, 0, 0, {
+            "t": "usage", "rid": request_id, "key": key.id, "pt": 0, "ct": 0, "cost": 0,
+            "model": model.name, "ep": f"job-{endpoint.value}", "status": 500, "cx": 1})
+        raise
+    # If this fails, the sweeper enqueues the job later: it is already recorded.
+    try:
+        await enqueue(settings, "run_job", job.id)
+    except Exception:
+        log.exception("could not enqueue %s; the sweeper will", job.id)
+    return json_response(job_view(job), status=202)
+
+
+@bp.get("/jobs/<job_id:str>")
+async def status(request: Request, job_id: str):
+    portal = request.app.ctx.portal
+    key = await authenticate(portal, request.headers.get("authorization"))
+    wait = _wait_seconds(request.args.get("wait"))
+    future = portal.job_waiters.register(job_id) if wait else None
+    try:
+        job = await Job.get_or_none(id=job_id, key_id=key.id)
+        if job is None:
+            raise NotFound(f"No job '{job_id}' for this key.", param="id")
+        if future is not None and not job.status.terminal:
+            await portal.job_waiters.wait(future, wait)
+            await job.refresh_from_db()
+    finally:
+        if future is not None:
+            portal.job_waiters.discard(job_id, future)
+    return json_response(job_view(job))
+
+
+def _object(raw: bytes) -> dict:
+    try:
+        body = json.loads(raw or b"")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def _wait_seconds(raw: str | None) -> float:
+    if raw is None:
+        return 0.0
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise InvalidRequest("'wait' must be a number of seconds.", param="wait") from None
+    if not 0 <= seconds <= MAX_WAIT or seconds != seconds:
+        raise InvalidRequest(f"'wait' must be between 0 and {MAX_WAIT:.0f}.", param="wait")
+    return seconds

@@ -1,0 +1,115 @@
+"""Job records: making, claiming, finishing and settling them.
+
+Shared by the API (which makes jobs and reads them) and ``run_job`` (which claims
+and finishes them). A worker owns a running job through a lease it renews; when
+the lease runs out (the worker died), another may take the job over. The result
+is stored before the charge is settled, and settling is idempotent by the
+job's request id, so a job is answered once and charged once whatever crashes.
+"""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from tortoise.expressions import F, Q
+
+from edge.db.models import Job, JobStatus
+from edge.money import format_usd, token_cost
+
+if TYPE_CHECKING:
+    from edge.billing import Billing
+
+__all__ = ["claim_job", "finish_job", "job_view", "new_job_id", "renew_lease", "settle_job"]
+
+
+def new_job_id() -> str:
+    return "job_" + secrets.token_hex(12)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def claim_job(job_id: str, lease_seconds: int) -> bool:
+    """Take a queued job, or a running one whose worker's lease ran out."""
+    now = _now()
+    taken = await Job.filter(
+        Q(id=job_id), Q(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]),
+        Q(lease_until__isnull=True) | Q(lease_until__lt=now),
+    ).update(status=JobStatus.RUNNING, lease_until=now + timedelta(seconds=lease_seconds),
+             attempts=F("attempts") + 1)
+    if taken:
+        await Job.filter(id=job_id, started_at__isnull=True).update(started_at=now)
+    return bool(taken)
+
+
+async def renew_lease(job_id: str, lease_seconds: int) -> None:
+    await Job.filter(id=job_id, status=JobStatus.RUNNING).update(
+        lease_until=_now() + timedelta(seconds=lease_seconds))
+
+
+async def finish_job(job: Job, status: JobStatus, *, result: Any = None, error: Any = None,
+                     prompt_tokens: int = 0, completion_tokens: int = 0,
+                     node_id: int | None = None) -> bool:
+    """Record the outcome once; False when the job was already finished."""
+    done = await Job.filter(id=job.id, status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).update(
+        status=status, result=result, error=error, prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens, node_id=node_id, finished_at=_now(),
+        lease_until=None)
+    await job.refresh_from_db()
+    return bool(done)
+
+
+async def settle_job(job: Job, billing: Billing) -> int:
+    """Charge a finished job for its tokens (nothing if it failed) and release the rest.
+
+    Idempotent: the reservation is settled at most once, by request id.
+    Returns the micro-dollars charged.
+    """
+    store = billing.store
+    prices = await store.client.hmget(store.reservation(job.request_id), "pin", "pout")
+    charged = 0
+    if prices[0] is not None:
+        succeeded = job.status is JobStatus.SUCCEEDED
+        prompt = job.prompt_tokens if succeeded else 0
+        completion = job.completion_tokens if succeeded else 0
+        cost = token_cost(prompt, completion, int(prices[0]), int(prices[1]))
+        latency = int(((job.finished_at or _now()) - job.created_at).total_seconds() * 1000)
+        outcome = await billing.settle_amount(
+            job.request_id, job.key_id, cost, prompt + completion,
+            {"t": "usage", "rid": job.request_id, "key": job.key_id, "pt": prompt,
+             "ct": completion, "cost": cost, "model": job.model, "node": job.node_id or "",
+             "ep": f"job-{job.endpoint}", "lat": latency,
+             "status": 200 if succeeded else 499, "st": 0, "cx": int(not succeeded)})
+        charged = outcome.charged if outcome.settled else 0
+    if charged:  # only the one settlement that took the reservation gets here with a charge
+        await Job.filter(id=job.id).update(cost=F("cost") + charged)
+    await Job.filter(id=job.id).update(settled=True)
+    await job.refresh_from_db()
+    return charged
+
+
+def job_view(job: Job) -> dict[str, Any]:
+    """The API's representation of a job."""
+    view: dict[str, Any] = {
+        "id": job.id,
+        "object": "job",
+        "status": str(job.status),
+        "model": job.model,
+        "endpoint": job.endpoint,
+        "created_at": int(job.created_at.timestamp()),
+        "started_at": int(job.started_at.timestamp()) if job.started_at else None,
+        "finished_at": int(job.finished_at.timestamp()) if job.finished_at else None,
+        "deadline_at": int(job.deadline_at.timestamp()),
+        "attempts": job.attempts,
+    }
+    if job.status is JobStatus.SUCCEEDED:
+        view["result"] = job.result
+    if job.error is not None:
+        view["error"] = job.error
+    if job.settled:
+        view["cost"] = format_usd(job.cost)
+        view["cost_micros"] = job.cost
+    return view

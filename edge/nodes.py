@@ -1,0 +1,149 @@
+"""Node records: state changes, health probes, and telling every worker about them.
+
+Whoever changes a node (an actor, the admin API, the CLI) goes through
+:func:`update_node`, which saves only what changed and publishes ``nodes`` so
+that every edge worker reloads its routing table within a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+import httpx
+
+from edge.db.models import LLM, Node, NodeState
+
+if TYPE_CHECKING:
+    from edge.hotstore import HotStore
+
+__all__ = ["EC2_STATES", "Probe", "busy_node_ids", "node_url", "probe_node", "update_node"]
+
+log = logging.getLogger(__name__)
+
+#: EC2 instance state → node state.
+EC2_STATES = {
+    "pending": NodeState.PENDING,
+    "running": NodeState.RUNNING,
+    "stopping": NodeState.STOPPING,
+    "stopped": NodeState.STOPPED,
+    "shutting-down": NodeState.TERMINATED,
+    "terminated": NodeState.TERMINATED,
+}
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def update_node(node: Node, store: HotStore | None, **changes: Any) -> bool:
+    """Apply ``changes`` to ``node``; save and publish when something changed.
+
+    A change of ``state`` also stamps ``state_changed_at``. Returns whether
+    anything changed.
+    """
+    changed = {k: v for k, v in changes.items() if getattr(node, k) != v}
+    if not changed:
+        return False
+    if "state" in changed:
+        changed["state_changed_at"] = now()
+        log.info("node %s: %s -> %s", node.id, node.state, changed["state"])
+    for field, value in changed.items():
+        setattr(node, field, value)
+    await node.save(update_fields=list(changed))
+    if store is not None:
+        await store.publish("nodes")
+    return True
+
+
+def node_url(node: Node, private_ip: str, port: int) -> str:
+    """The URL a node should have given its (possibly new) private address.
+
+    An operator-given URL that does not point at the instance's old address (a
+    load balancer, a tunnel, a test's simnode) is kept as it is.
+    """
+    if not private_ip:
+        return node.url
+    if not node.url:
+        return f"http://{private_ip}:{port}"
+    host = urlparse(node.url).hostname
+    if host and host == node.private_ip and host != private_ip:
+        return node.url.replace(host, private_ip, 1)
+    return node.url
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    ok: bool
+    running: int = 0
+    waiting: int = 0
+    error: str = ""
+
+
+async def probe_node(client: httpx.AsyncClient, node: Node, served_name: str,
+                     api_key: str = "") -> Probe:
+    """Ask a node if it can serve: ``/health``, ``/v1/models`` lists the model, ``/metrics``."""
+    if not node.url:
+        return Probe(False, error="no URL")
+    headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        health = await client.get(node.url + "/health")
+        if health.status_code != 200:
+            return Probe(False, error=f"/health answered {health.status_code}")
+        models = await client.get(node.url + "/v1/models", headers=headers)
+        served = [m.get("id") for m in models.json().get("data", [])] \
+            if models.status_code == 200 else []
+        if served_name not in served:
+            return Probe(False, error=f"/v1/models does not list {served_name!r}")
+        running = waiting = 0
+        metrics = await client.get(node.url + "/metrics")
+        if metrics.status_code == 200:
+            running, waiting = _queue_gauges(metrics.text)
+        return Probe(True, running=running, waiting=waiting)
+    except (httpx.HTTPError, ValueError, AttributeError) as exc:
+        return Probe(False, error=f"{type(exc).__name__}: {exc}")
+
+
+def _queue_gauges(text: str) -> tuple[int, int]:
+    """Sum vLLM's running and waiting gauges over their label sets."""
+    totals = {"vllm:num_requests_running": 0.0, "vllm:num_requests_waiting": 0.0}
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in totals:
+            try:
+                totals[name] += float(line.rsplit(" ", 1)[1])
+            except (IndexError, ValueError):
+                pass
+    return int(totals["vllm:num_requests_running"]), int(totals["vllm:num_requests_waiting"])
+
+
+async def busy_node_ids(store: HotStore) -> set[int]:
+    """Nodes that have a request in flight, from the open credit reservations."""
+    client = store.client
+    request_ids = await client.zrange(store.open_reservations, 0, -1)
+    if not request_ids:
+        return set()
+    async with client.pipeline(transaction=False) as pipe:
+        for request_id in request_ids:
+            pipe.hget(store.reservation(request_id.decode()), "node")
+        nodes = await pipe.execute()
+    return {int(n) for n in nodes if n}
+
+
+async def served_name_of(node: Node) -> str:
+    model = await LLM.get(id=node.model_id)
+    return model.served_name
+
+
+async def probe_many(nodes: list[Node], api_key: str, timeout: float = 3.0) -> list[Probe]:
+    async with httpx.AsyncClient(timeout=timeout, trust_env=False) as client:
+        served = {m.id: m.served_name for m in await LLM.filter(
+            id__in={n.model_id for n in nodes})}
+        return await asyncio.gather(*(probe_node(client, n, served[n.model_id], api_key)
+                                      for n in nodes))
