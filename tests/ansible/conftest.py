@@ -11,6 +11,7 @@ import dataclasses
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -117,13 +118,20 @@ def run_ansible(command: str, *args: str | Path, env: Mapping[str, str] | None =
       log: also write the whole output there (kept for debugging after the run).
     """
     argv = [tool(command), *map(str, args)]
-    result = subprocess.run(argv, cwd=REPO, env=dict(env or ansible_env()),
+    # Its own process group, so that a time-out ends Ansible's forks and modules too.
+    proc = subprocess.Popen(argv, cwd=REPO, env=dict(env or ansible_env()),
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, timeout=timeout)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        output += f"\n[test] killed after {timeout} seconds\n"
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-        log.write_text(result.stdout)
-    return Run(argv, result.returncode, result.stdout)
+        log.write_text(output)
+    return Run(argv, proc.returncode, output)
 
 
 def unwrap(value: object) -> object:

@@ -58,11 +58,11 @@ class Cluster:
                 raise AssertionError(f"node {node_id} is {row}, wanted {wanted}")
             time.sleep(0.1)
 
-    def register(self, instance_id: str, port: int) -> int:
+    def register(self, instance_id: str, port: int, instance_type: str = "g5.xlarge") -> int:
         """Pin an instance's node to a local port (where its simnode will listen)."""
         return self.portal.cli_json("nodes", "add", "--model", MODEL, "--url",
                                     f"http://127.0.0.1:{port}", "--instance-id",
-                                    instance_id)["id"]
+                                    instance_id, "--instance-type", instance_type)["id"]
 
     def simnode_when_running(self, instance_id: str, port: int,
                              *args: str) -> threading.Thread:

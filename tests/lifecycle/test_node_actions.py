@@ -92,7 +92,7 @@ def test_drain_waits_for_requests_then_stops(cluster: Cluster) -> None:
     with start_simnode("--model", MODEL, "--tokens-per-second", "20") as simnode:
         static = cluster.portal.cli_json("nodes", "add", "--model", MODEL, "--url",
                                          simnode.url)["id"]
-        key_id, key = cluster.portal.create_key("1")
+        _key_id, key = cluster.portal.create_key("1")
         body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}],
                 "max_tokens": 40, "ignore_eos": True, "stream": True}
         with httpx.stream("POST", cluster.url + "/v1/chat/completions", json=body,
