@@ -50,8 +50,14 @@ async def _publish(job: Job) -> None:
 
 @dramatiq.actor(queue_name=QUEUE_JOBS, max_retries=5, min_backoff=1_000, max_backoff=30_000,
                 time_limit=25 * 3_600_000)
-async def run_job(job_id: str) -> str:
-    """Answer one job; returns its final status."""
+async def run_job(job_id: str) -> None:
+    """Answer one job."""
+    outcome = await answer_job(job_id)
+    log.debug("run_job %s: %s", job_id, outcome)
+
+
+async def answer_job(job_id: str) -> str:
+    """Answer one job; returns its final status (or why nothing was done)."""
     rt = runtime()
     job = await Job.get_or_none(id=job_id)
     if job is None:
@@ -155,7 +161,7 @@ async def _call(job: Job, model: LLM, node: Node, endpoint: Endpoint, payload: b
             await finish_job(job, JobStatus.SUCCEEDED, result=answer, node_id=node.id,
                              prompt_tokens=int(usage.get("prompt_tokens") or 0),
                              completion_tokens=int(usage.get("completion_tokens") or 0))
-            log.info("job %s answered by node %s in %.2fs", job.id, node.id,
+            log.debug("job %s answered by node %s in %.2fs", job.id, node.id,
                      time.monotonic() - started)
             return
         error = node_error(response.status_code, response.content) \
@@ -201,8 +207,14 @@ async def _nodes_changed(events, timeout: float) -> None:
 
 
 @dramatiq.actor(queue_name=QUEUE_MAINTENANCE, max_retries=3, time_limit=120_000)
-async def sweep_jobs() -> dict[str, int]:
+async def sweep_jobs() -> None:
     """Re-enqueue jobs nobody works on, and settle finished ones left unsettled."""
+    counts = await sweep()
+    if any(counts.values()):
+        log.info("sweep_jobs: %s", counts)
+
+
+async def sweep() -> dict[str, int]:
     now = datetime.now(UTC)
     # A running job whose lease ran out lost its worker; a job still queued after
     # QUEUED_GRACE was probably never enqueued (Redis was away when it was made).

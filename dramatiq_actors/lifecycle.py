@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 #: Seconds between two looks at a booting instance in EC2.
 EC2_POLL = 1.0
 #: Seconds between two health probes of a booting node.
-HEALTH_POLL = 0.5
+HEALTH_POLL = 0.25
 #: Retries of a lifecycle actor (each with exponential backoff).
 RETRIES = dict(max_retries=5, min_backoff=1_000, max_backoff=30_000)
 
@@ -55,7 +55,7 @@ async def _node(node_id: int) -> Node | None:
 async def launch_node(model: str, instance_type: str, *, region: str = "", image_id: str = "",
                       launch_template: str = "", subnet_id: str = "",
                       security_group_ids: list[str] | None = None, key_name: str = "",
-                      disk_gb: int = 0, count: int = 1) -> list[int]:
+                      disk_gb: int = 0, count: int = 1) -> None:
     """Run new instances for ``model`` and register them as nodes."""
     rt = runtime()
     llm = await LLM.get(name=model)
@@ -80,7 +80,6 @@ async def launch_node(model: str, instance_type: str, *, region: str = "", image
         log.info("launched %s for %s as node %s", instance.id, model, node.id)
     await rt.store.publish("nodes")
     await asyncio.gather(*(_watch_boot(node_id) for node_id in ids))
-    return ids
 
 
 @dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=3_600_000, **RETRIES)

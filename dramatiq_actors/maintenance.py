@@ -27,8 +27,12 @@ RETRIES = dict(max_retries=3, min_backoff=2_000, max_backoff=20_000)
 
 
 @dramatiq.actor(queue_name=QUEUE_MAINTENANCE, time_limit=300_000, **RETRIES)
-async def sync_nodes() -> dict[str, int]:
+async def sync_nodes() -> None:
     """Bring node rows in line with EC2: states, addresses, new and vanished instances."""
+    await sync()
+
+
+async def sync() -> dict[str, int]:
     rt = runtime()
     instances = await asyncio.to_thread(lambda: list(fleet().instances()))
     seen: set[str] = set()
@@ -52,7 +56,8 @@ async def sync_nodes() -> dict[str, int]:
             counts["terminated"] += 1
     if any(counts.values()):
         await rt.store.publish("nodes")
-    log.info("sync_nodes: %s", counts)
+    if any(counts.values()):
+        log.info("sync_nodes: %s", counts)
     return counts
 
 
@@ -94,8 +99,12 @@ async def _register(instance: Instance, models: dict[str, LLM], port: int) -> No
 
 
 @dramatiq.actor(queue_name=QUEUE_MAINTENANCE, time_limit=120_000, **RETRIES)
-async def check_health() -> dict[str, int]:
+async def check_health() -> None:
     """Probe running nodes; unhealthy ones leave routing, recovered ones return."""
+    await probe_running()
+
+
+async def probe_running() -> dict[str, int]:
     rt = runtime()
     nodes = await Node.filter(state__in=[NodeState.RUNNING, NodeState.DRAINING])
     if not nodes:
@@ -125,8 +134,12 @@ async def check_health() -> dict[str, int]:
 
 
 @dramatiq.actor(queue_name=QUEUE_MAINTENANCE, time_limit=600_000, **RETRIES)
-async def autostop_idle() -> list[int]:
+async def autostop_idle() -> None:
     """Stop running instances of models idle longer than their TTL, keeping min_warm."""
+    await stop_idle()
+
+
+async def stop_idle() -> list[int]:
     rt = runtime()
     now = datetime.now(UTC)
     busy = await busy_node_ids(rt.store)

@@ -47,6 +47,9 @@ def run_worker(args: argparse.Namespace) -> int:
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
+    # An idle consumer polls Redis with a backoff capped at this many ms; Dramatiq's
+    # default (1 s) would add up to a second to every job after a quiet spell.
+    os.environ.setdefault("dramatiq_worker_timeout", "100")
     argv = ["dramatiq_actors",
             "--processes", str(args.processes or settings.worker_processes),
             "--threads", str(args.threads or settings.worker_threads),

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tortoise.expressions import F, Q
+from tortoise.functions import Coalesce
 
 from edge.db.models import Job, JobStatus
 from edge.money import format_usd, token_cost
@@ -39,9 +40,7 @@ async def claim_job(job_id: str, lease_seconds: int) -> bool:
         Q(id=job_id), Q(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]),
         Q(lease_until__isnull=True) | Q(lease_until__lt=now),
     ).update(status=JobStatus.RUNNING, lease_until=now + timedelta(seconds=lease_seconds),
-             attempts=F("attempts") + 1)
-    if taken:
-        await Job.filter(id=job_id, started_at__isnull=True).update(started_at=now)
+             attempts=F("attempts") + 1, started_at=Coalesce(F("started_at"), now))
     return bool(taken)
 
 
@@ -84,10 +83,10 @@ async def settle_job(job: Job, billing: Billing) -> int:
              "ep": f"job-{job.endpoint}", "lat": latency,
              "status": 200 if succeeded else 499, "st": 0, "cx": int(not succeeded)})
         charged = outcome.charged if outcome.settled else 0
-    if charged:  # only the one settlement that took the reservation gets here with a charge
-        await Job.filter(id=job.id).update(cost=F("cost") + charged)
-    await Job.filter(id=job.id).update(settled=True)
-    await job.refresh_from_db()
+    # Only the one settlement that took the reservation has a charge; others add 0.
+    await Job.filter(id=job.id).update(settled=True, cost=F("cost") + charged)
+    job.settled = True
+    job.cost += charged
     return charged
 
 
