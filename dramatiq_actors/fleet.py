@@ -21,7 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from edge.errors import PortalError
 
-__all__ = ["ROLE_TAG", "Fleet", "FleetError", "Instance", "LaunchSpec", "hourly_price"]
+__all__ = ["ROLE_TAG", "Fleet", "FleetError", "Instance", "LaunchSpec", "aws_configured",
+           "hourly_price"]
 
 #: Tag every node instance carries.
 ROLE_TAG = ("role", "vllm_node")
@@ -35,6 +36,11 @@ HOURLY_USD = {
     "g6e.xlarge": 1.861, "g6e.12xlarge": 10.493, "p4d.24xlarge": 32.773,
     "p5.48xlarge": 98.32, "t3.micro": 0.0104, "t3.medium": 0.0416,
 }
+
+
+def aws_configured() -> bool:
+    """Whether boto3 finds credentials (environment, files or an instance role)."""
+    return boto3.session.Session().get_credentials() is not None
 
 
 def hourly_price(instance_type: str) -> int:

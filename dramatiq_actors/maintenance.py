@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import dramatiq
 
 from dramatiq_actors.broker import QUEUE_MAINTENANCE
-from dramatiq_actors.fleet import Instance, hourly_price
+from dramatiq_actors.fleet import Instance, aws_configured, hourly_price
 from dramatiq_actors.lifecycle import _stop, fleet
 from dramatiq_actors.runtime import runtime
 from edge.db.models import LLM, Node, NodeState
@@ -34,6 +34,9 @@ async def sync_nodes() -> None:
 
 async def sync() -> dict[str, int]:
     rt = runtime()
+    if not await asyncio.to_thread(aws_configured) and not await Node.filter(
+            instance_id__not_isnull=True).exists():
+        return {}  # no AWS here (development, static nodes only): nothing to sync
     instances = await asyncio.to_thread(lambda: list(fleet().instances()))
     seen: set[str] = set()
     counts = {"registered": 0, "updated": 0, "terminated": 0}

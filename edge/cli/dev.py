@@ -1,14 +1,15 @@
 """``portal dev``: everything on embedded defaults, for a first look.
 
 Migrates the SQLite database, uses (or starts) Redis, runs one simulated GPU
-node per demo model, makes a fresh demo key with credit, prints how to call the
-portal, and serves until interrupted.
+node per demo model, a background worker and the scheduler, makes a fresh demo
+key with credit, prints how to call the portal, and serves until interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import socket
 import subprocess
 import sys
@@ -50,32 +51,37 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.replace(**changes)
     resolved = resolve_redis(settings, start=True)
     settings = settings.replace(redis_url=resolved.url)
+    os.environ["PORTAL_REDIS_URL"] = resolved.url  # for the worker and the scheduler
     asyncio.run(migrate(settings.effective_database_url))
-    nodes: list[subprocess.Popen[bytes]] = []
+    children: list[subprocess.Popen[bytes]] = []
     try:
         urls = {}
         for model in _demo_models(settings):
             port = free_port()
             speed = DEMO_PRICES.get(model, ("0", "0", 50.0))[2]
-            nodes.append(subprocess.Popen(
+            children.append(subprocess.Popen(
                 [sys.executable, "-m", "simnode", "--model", model, "--port", str(port),
                  "--tokens-per-second", str(speed), "--ttft", "0.15"]))
             urls[model] = f"http://127.0.0.1:{port}"
         for url in urls.values():
             _wait_healthy(url)
         secret = asyncio.run(_seed(settings, urls))
+        # Queued jobs and health checks need the background actors.
+        children.append(subprocess.Popen([sys.executable, "-m", "edge.cli", "worker",
+                                          "--processes", "1"]))
+        children.append(subprocess.Popen([sys.executable, "-m", "edge.cli", "scheduler"]))
         _banner(settings, secret)
         from edge.cli.serve import serve
 
         return serve(settings)
     finally:
-        for node in nodes:
-            node.terminate()
-        for node in nodes:
+        for child in children:
+            child.terminate()
+        for child in children:
             try:
-                node.wait(5)
+                child.wait(10)
             except subprocess.TimeoutExpired:
-                node.kill()
+                child.kill()
         resolved.close()
 
 

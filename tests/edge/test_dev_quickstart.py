@@ -50,7 +50,15 @@ def test_portal_dev_serves_the_demo_key_with_the_openai_sdk(tmp_path) -> None:
         assert answer.usage.completion_tokens == 5
         names = {m.id for m in client.models.list().data}
         assert {"demo-small", "demo-large"} <= names
-        balance = httpx.get(url + "/v1/key", headers={"authorization": f"Bearer {key}"}).json()
+        headers = {"authorization": f"Bearer {key}"}
+        job = httpx.post(url + "/v1/jobs", headers=headers, json={
+            "model": "demo-large", "messages": [{"role": "user", "content": "Hi"}],
+            "max_tokens": 3}).json()
+        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+            job = httpx.get(url + f"/v1/jobs/{job['id']}?wait=10", headers=headers,
+                            timeout=20).json()
+        assert job["status"] == "succeeded", job  # the dev worker answers queued jobs
+        balance = httpx.get(url + "/v1/key", headers=headers).json()
         assert 0 < balance["data"]["balance_micros"] < 5_000_000
 
         children = psutil.Process(process.pid).children(recursive=True)
@@ -59,7 +67,7 @@ def test_portal_dev_serves_the_demo_key_with_the_openai_sdk(tmp_path) -> None:
     finally:
         process.send_signal(signal.SIGINT)
         try:
-            process.wait(20)
+            process.wait(40)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
