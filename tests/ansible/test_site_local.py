@@ -245,6 +245,16 @@ def test_node_ops_check_mode_changes_nothing(api_key: str) -> None:
     assert chat(api_key).status_code == 200
 
 
+def test_node_ops_restart_vllm_drains_and_returns(api_key: str) -> None:
+    """Drain through the CLI (the node stays up), restart under Supervisor, back in service."""
+    before = program_states()[NODE_PROGRAM]
+    run = node_ops("restart_vllm").check()
+    assert "Record the state in the portal: draining" in run.output
+    assert before == "RUNNING" and program_states()[NODE_PROGRAM] == "RUNNING"
+    assert demo_node()["state"] == "running"
+    assert wait_for_status(api_key, 200).status_code == 200
+
+
 def test_node_ops_stop_then_boot(api_key: str) -> None:
     node_ops("stop").check()
     assert program_states()[NODE_PROGRAM] == "STOPPED"
