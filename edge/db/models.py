@@ -188,3 +188,90 @@ class Job(Model):
     class Meta:
         table = "jobs"
         indexes = (("status", "created_at"), ("key_id", "created_at"))
+
+
+class ChatRoom(Model):
+    """A chat room where people and a model talk. Private rooms have unguessable names."""
+
+    id = fields.IntField(primary_key=True)
+    name = fields.CharField(max_length=64, unique=True)
+    private = fields.BooleanField(default=False)
+    created_by = fields.ForeignKeyField("portal.ApiKey", related_name="rooms", null=True,
+                                        on_delete=fields.SET_NULL)
+    model = fields.CharField(max_length=128, default="", description="model it talks with")
+    system_prompt = fields.TextField(default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "chat_rooms"
+
+
+class ChatMessage(Model):
+    """A message in a room, from a person or a model (a reply is charged to its asker)."""
+
+    id = fields.BigIntField(primary_key=True, description="clients resume after the last id")
+    room = fields.ForeignKeyField("portal.ChatRoom", related_name="messages",
+                                  on_delete=fields.CASCADE)
+    role = fields.CharField(max_length=16, description="user or assistant")
+    author = fields.CharField(max_length=64, description="display name")
+    key = fields.ForeignKeyField("portal.ApiKey", related_name="chat_messages", null=True,
+                                 on_delete=fields.SET_NULL, description="sender, or payer")
+    content = fields.TextField(default="")
+    model = fields.CharField(max_length=128, default="")
+    reply_to = fields.BigIntField(null=True, description="the message a reply answers")
+    request_id = fields.CharField(max_length=64, null=True, description="its billed request")
+    status = fields.CharField(max_length=16, default="done",
+                              description="done, streaming, stopped or failed")
+    prompt_tokens = fields.IntField(default=0)
+    completion_tokens = fields.IntField(default=0)
+    cost = fields.BigIntField(default=0, description="micro-dollars charged")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "chat_messages"
+        indexes = (("room_id", "id"),)
+
+
+class PaymentStatus(StrEnum):
+    CREATED = "created"
+    PAID = "paid"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REFUNDED = "refunded"
+    PARTIALLY_REFUNDED = "partially_refunded"
+    DISPUTED = "disputed"
+
+
+class Payment(Model):
+    """A Stripe Checkout payment for a key, and what became of it."""
+
+    id = fields.IntField(primary_key=True)
+    key = fields.ForeignKeyField("portal.ApiKey", related_name="payments",
+                                 on_delete=fields.RESTRICT)
+    session_id = fields.CharField(max_length=255, unique=True, description="Checkout Session")
+    payment_intent = fields.CharField(max_length=255, null=True, db_index=True)
+    charge_id = fields.CharField(max_length=255, null=True, db_index=True)
+    amount = fields.BigIntField(description="micro-dollars asked at checkout")
+    paid = fields.BigIntField(default=0, description="micro-dollars Stripe says were paid")
+    refunded = fields.BigIntField(default=0, description="micro-dollars refunded")
+    currency = fields.CharField(max_length=8, default="usd")
+    status = fields.CharEnumField(PaymentStatus, max_length=24, default=PaymentStatus.CREATED)
+    checkout_url = fields.CharField(max_length=1000, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    updated_at = fields.DatetimeField(auto_now=True)
+
+    class Meta:
+        table = "payments"
+        indexes = (("key_id", "created_at"),)
+
+
+class WebhookEvent(Model):
+    """A Stripe event received, by its id: the record that it was handled."""
+
+    id = fields.CharField(max_length=255, primary_key=True, description="Stripe event id")
+    type = fields.CharField(max_length=100)
+    outcome = fields.CharField(max_length=200, default="")
+    received_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "webhook_events"
