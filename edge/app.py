@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 from functools import partial
+from importlib import resources
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -62,10 +63,43 @@ class OpenAIErrorHandler(ErrorHandler):
             response = json_response(
                 error_payload("The portal failed to handle this request.",
                               type="server_error", code="internal_error"), status=500)
+        if request is not None and _wants_page(request):
+            response = _error_page(request, response)
         request_id = getattr(request.ctx, "request_id", None) if request else None
         if request_id:
             response.headers["x-request-id"] = request_id
         return response
+
+
+#: Paths whose errors are JSON whatever the client accepts.
+_API_PREFIXES = ("/v1/", "/api/", "/admin", "/ws/", "/webhooks/", "/metrics", "/healthz",
+                 "/readyz", "/openapi.json", "/static/")
+
+
+def _wants_page(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "") and \
+        not request.path.startswith(_API_PREFIXES)
+
+
+def _error_page(request: Request, response: HTTPResponse) -> HTTPResponse:
+    """The same error as a small page, for people."""
+    import json
+
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    error = json.loads(response.body or b"{}").get("error", {})
+    titles = {400: "That did not work", 401: "Please log in", 403: "Not allowed",
+              404: "Page not found", 429: "Slow down"}
+    env = Environment(loader=PackageLoader("edge", "templates"),
+                      autoescape=select_autoescape(("html",)))
+    body = env.get_template("error.html").render(
+        status=response.status, title=titles.get(response.status, "Something went wrong"),
+        message=error.get("message", ""), key=None, csrf="")
+    page = HTTPResponse(body, status=response.status, content_type="text/html; charset=utf-8")
+    for name, value in response.headers.items():
+        if name.lower() == "retry-after":
+            page.headers[name] = value
+    return page
 
 
 def create_app(settings: Settings | None = None, *, name: str = "portal") -> Sanic:
@@ -77,8 +111,10 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
     """
     from edge import admin
     from edge.api import catalog, health, key_status
+    from edge.chat import views as chat_views
     from edge.jobs import api as jobs_api
     from edge.proxy import views as proxy_views
+    from edge.web import views as web_views
 
     settings = settings or Settings.from_env()
     app = Sanic(name, error_handler=OpenAIErrorHandler())
@@ -92,11 +128,15 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
         "FALLBACK_ERROR_FORMAT": "json",
         "MOTD": False,
         "REAL_IP_HEADER": "x-real-ip",
+        "WEBSOCKET_MAX_SIZE": 64 * 1024,
+        "WEBSOCKET_PING_INTERVAL": 20,
+        "WEBSOCKET_PING_TIMEOUT": 20,
     })
     app.ctx.settings = settings
     for blueprint in (proxy_views.bp, catalog.bp, key_status.bp, jobs_api.bp, admin.bp,
-                      health.bp):
+                      health.bp, chat_views.bp, web_views.bp):
         app.blueprint(blueprint)
+    app.static("/static", str(resources.files("edge").joinpath("static")), name="static")
     app.on_request(_assign_request_id, priority=1000)
     app.on_response(_add_request_id)
     app.main_process_ready(watch_workers)
@@ -112,16 +152,34 @@ async def _assign_request_id(request: Request) -> None:
     request.ctx.request_id = new_request_id()
 
 
+#: Headers every page gets: no framing, no sniffing, scripts only from here.
+PAGE_HEADERS = {
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; connect-src 'self'; "
+                               "frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+}
+
+
 async def _add_request_id(request: Request, response: HTTPResponse) -> None:
     if response is not None:
         headers = response.headers
         if "x-request-id" not in headers:
             headers["x-request-id"] = request.ctx.request_id
         headers["x-portal-worker"] = _WORKER
+        if (response.content_type or "").startswith("text/html"):
+            for name, value in PAGE_HEADERS.items():
+                headers.setdefault(name, value)
 
 
 async def _open_resources(app: Sanic) -> None:
     from edge.billing import Billing
+    from edge.chat import ChatService
+    from edge.chat.hub import RoomHub
+    from edge.chat.limits import RoomQuota
+    from edge.chat.replies import ReplyRunner
     from edge.db import open_database
     from edge.events import EventListener
     from edge.hotstore import HotStore, connect_redis
@@ -129,6 +187,7 @@ async def _open_resources(app: Sanic) -> None:
     from edge.pepper import load_pepper
     from edge.proxy.upstream import make_client
     from edge.registry import Registry
+    from edge.web.sessions import Sessions
 
     settings: Settings = app.ctx.settings
     logging.basicConfig(level=settings.log_level.upper(),
@@ -156,6 +215,11 @@ async def _open_resources(app: Sanic) -> None:
     )
     portal.on_cold_model = partial(request_boot, portal)
     portal.events.on("job:", portal.job_waiters.on_event)
+    portal.sessions = Sessions(store)
+    portal.worker_id = _WORKER
+    hub = RoomHub(store)
+    portal.chat = ChatService(hub=hub, replies=ReplyRunner(portal, hub),
+                              quota=RoomQuota(store, settings.chat_rooms_per_key))
     app.ctx.portal = portal
     await mirror_all_keys(store)
     _start_background(app, portal)
@@ -180,6 +244,7 @@ def _start_background(app: Sanic, portal: Any) -> None:
     portal.tasks += [
         asyncio.create_task(portal.events.run(portal.stop), name="events"),
         asyncio.create_task(housekeeping(portal), name="housekeeping"),
+        asyncio.create_task(portal.chat.hub.run(portal.stop), name="chat-hub"),
     ]
 
 
@@ -193,6 +258,8 @@ async def _close_resources(app: Sanic) -> None:
     for task in portal.tasks:
         task.cancel()
     await asyncio.gather(*portal.tasks, return_exceptions=True)
+    with contextlib.suppress(Exception):
+        await portal.chat.hub.close()
     await portal.http.aclose()
     await portal.store.close()
     await close_database()

@@ -11,12 +11,14 @@ from edge.jobs.waiters import JobWaiters
 
 if TYPE_CHECKING:
     from edge.billing import Billing
+    from edge.chat import ChatService
     from edge.events import EventListener
     from edge.hotstore import HotStore
     from edge.keys import KeyDirectory
     from edge.proxy.upstream import Upstream
     from edge.registry import ModelInfo, Registry
     from edge.settings import Settings
+    from edge.web.sessions import Sessions
 
 __all__ = ["PortalContext"]
 
@@ -32,6 +34,9 @@ class PortalContext:
     events: EventListener
     http: Upstream
     job_waiters: JobWaiters = dataclasses.field(default_factory=lambda: JobWaiters())
+    sessions: Sessions | None = None
+    chat: ChatService | None = None
+    worker_id: str = ""
     stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = dataclasses.field(default_factory=list)
     #: Called when a request finds no running node of a model (the node

@@ -87,8 +87,32 @@ class Settings:
                               "take it over (renewed while it works).")
     worker_processes: int = _setting(2, "Processes of `portal worker`.")
     worker_threads: int = _setting(8, "Threads per process of `portal worker`.")
+    allowed_origins: str = _setting("", "Extra origins (comma-separated, like "
+                                    "https://chat.example.com) whose pages may open chat "
+                                    "sockets; the portal's own origin always may.")
+    chat_default_model: str = _setting("", "Model a chat message goes to when it names none; "
+                                       "empty: the first model by name.")
+    chat_rooms_per_key: int = _setting(10, "Rooms one key may be in at once.")
+    signup_credit: str = _setting("0", "USD of credit a key made on the web page starts with.")
+    signups_per_hour: int = _setting(20, "Keys one IP address may make on the web page per hour.")
     demo_models: str = _setting("demo-small,demo-large", "Models `portal dev` creates, each "
                                 "with a simulated node.")
+    stripe_secret_key: str = _setting("", "Stripe secret API key (sk_live_... or sk_test_...); "
+                                      "empty: payments are off.", env="STRIPE_SECRET_KEY")
+    stripe_webhook_secret: str = _setting("", "Signing secret of the Stripe webhook endpoint "
+                                          "(whsec_...); empty: payments are off.",
+                                          env="STRIPE_WEBHOOK_SECRET")
+    stripe_api_base: str = _setting("", "Base URL of Stripe's API; empty: Stripe's own (tests "
+                                    "point it at a local server).", env="STRIPE_API_BASE")
+    currency: str = _setting("usd", "Currency of top-ups (an ISO code with cents, like usd); "
+                             "one cent credits 10,000 micro-units of balance.")
+    topup_min_usd: str = _setting("5.00", "Smallest top-up, in USD (whole cents).")
+    topup_max_usd: str = _setting("1000.00", "Largest top-up, in USD (whole cents).")
+    topup_success_url: str = _setting("", "Where Stripe sends a payer after paying; empty: "
+                                      "<public_url>/account?topup=success&session_id="
+                                      "{CHECKOUT_SESSION_ID} (Stripe fills in the id).")
+    topup_cancel_url: str = _setting("", "Where Stripe sends a payer who gives up; empty: "
+                                     "<public_url>/account?topup=cancelled.")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None,
@@ -122,6 +146,7 @@ class Settings:
                 raise ConfigError(f"PORTAL_{name.upper()} is out of range")
         if not self.redis_namespace.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("PORTAL_REDIS_NAMESPACE must be letters, digits, - or _")
+        _check_topup_settings(self)
 
     @property
     def data_path(self) -> Path:
@@ -149,12 +174,39 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def __repr__(self) -> str:
-        secret = {"key_pepper", "admin_token", "node_api_key"}
+        secret = {"key_pepper", "admin_token", "node_api_key", "stripe_secret_key",
+                  "stripe_webhook_secret"}
         shown = ", ".join(
             f"{f.name}='***'" if f.name in secret and getattr(self, f.name)
             else f"{f.name}={getattr(self, f.name)!r}"
             for f in dataclasses.fields(self))
         return f"Settings({shown})"
+
+
+#: Currencies Stripe counts in whole units, not cents; top-ups are counted in cents.
+_ZERO_DECIMAL_CURRENCIES = frozenset(
+    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
+
+
+def _check_topup_settings(settings: Settings) -> None:
+    from edge.money import parse_usd
+
+    bounds = []
+    for name in ("topup_min_usd", "topup_max_usd"):
+        try:
+            micros = parse_usd(getattr(settings, name))
+        except ValueError:
+            micros = -1
+        if micros <= 0 or micros % 10_000:
+            raise ConfigError(f"PORTAL_{name.upper()} must be a positive amount in whole cents")
+        bounds.append(micros)
+    if bounds[0] > bounds[1]:
+        raise ConfigError("PORTAL_TOPUP_MIN_USD is above PORTAL_TOPUP_MAX_USD")
+    currency = settings.currency
+    if len(currency) != 3 or not currency.isalpha() or not currency.islower() \
+            or currency in _ZERO_DECIMAL_CURRENCIES:
+        raise ConfigError("PORTAL_CURRENCY must be a lower-case ISO code of a currency "
+                          "with cents, like usd")
 
 
 def _parse(name: str, raw: str, kind: Any) -> Any:

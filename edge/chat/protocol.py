@@ -1,0 +1,155 @@
+"""The chat wire protocol: frames a client may send, events the server sends.
+
+Client → server (JSON text frames, ``type`` first):
+
+    {"type": "auth", "key": "sk-ip-…"}                      programs without a session
+    {"type": "message", "text": "…", "model": "…", "system": "…", "ask": true,
+     "params": {"temperature": 0.7, "max_tokens": 256, "top_p": 1}}
+                                                            ("ask": false: no reply)
+    {"type": "stop", "reply_id": 123}                       cancel a reply (its asker)
+    {"type": "history", "before": 456, "limit": 50}         older messages
+    {"type": "resume", "after": 789}                        what I missed
+    {"type": "ping"}
+
+Server → client: ``ready``, ``message``, ``delta``, ``done``, ``status``,
+``presence``, ``history``, ``error``, ``pong``, and ``sent`` (to the sender
+only: the id its message got, so it knows which reply is its own). Every frame is checked here; a
+bad one becomes a :class:`FrameError` for an ``error`` event, never a crash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+__all__ = ["ClientFrame", "FrameError", "event", "parse_frame"]
+
+#: Longest text of a message, in characters.
+MAX_TEXT = 8_000
+#: Longest system prompt, in characters.
+MAX_SYSTEM = 4_000
+#: Largest frame accepted before parsing, in bytes.
+MAX_FRAME = 32_768
+#: Sampling parameters passed on to the model, with their allowed ranges.
+PARAMS: dict[str, tuple[type, float, float]] = {
+    "temperature": (float, 0.0, 2.0),
+    "top_p": (float, 0.0, 1.0),
+    "max_tokens": (int, 1, 8192),
+    "presence_penalty": (float, -2.0, 2.0),
+    "frequency_penalty": (float, -2.0, 2.0),
+    "seed": (int, 0, 2**31 - 1),
+}
+TYPES = ("auth", "message", "stop", "history", "resume", "ping")
+
+
+class FrameError(ValueError):
+    """A client frame that cannot be used; ``code`` names why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientFrame:
+    type: str
+    text: str = ""
+    key: str = ""
+    model: str = ""
+    system: str | None = None
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    ask: bool = True
+    reply_id: int | None = None
+    before: int | None = None
+    after: int | None = None
+    limit: int = 50
+
+
+def parse_frame(raw: str | bytes) -> ClientFrame:
+    """Check one frame.
+
+    Raises:
+      FrameError: with code ``too_large``, ``not_json``, ``bad_frame``,
+        ``unknown_type`` or ``bad_field``.
+    """
+    if len(raw) > MAX_FRAME:
+        raise FrameError("too_large", f"Frames may be at most {MAX_FRAME} bytes.")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise FrameError("not_json", "Frames must be JSON objects.") from None
+    if not isinstance(data, dict):
+        raise FrameError("bad_frame", "Frames must be JSON objects.")
+    kind = data.get("type")
+    if kind not in TYPES:
+        raise FrameError("unknown_type", f"Unknown frame type {kind!r}; one of {TYPES}.")
+    if kind == "auth":
+        return ClientFrame("auth", key=_string(data, "key", 200, required=True))
+    if kind == "message":
+        text = _string(data, "text", MAX_TEXT, required=True)
+        if not text.strip():
+            raise FrameError("bad_field", "'text' is empty.")
+        system = data.get("system")
+        if system is not None:
+            system = _string(data, "system", MAX_SYSTEM)
+        ask = data.get("ask", True)
+        if not isinstance(ask, bool):
+            raise FrameError("bad_field", "'ask' must be true or false.")
+        return ClientFrame("message", text=text, model=_string(data, "model", 128),
+                           system=system, ask=ask, params=_params(data.get("params")))
+    if kind == "stop":
+        return ClientFrame("stop", reply_id=_int(data, "reply_id", required=False))
+    if kind == "history":
+        return ClientFrame("history", before=_int(data, "before", required=False),
+                           limit=min(200, max(1, _int(data, "limit", required=False) or 50)))
+    if kind == "resume":
+        return ClientFrame("resume", after=_int(data, "after", required=True))
+    return ClientFrame("ping")
+
+
+def _string(data: dict, name: str, limit: int, *, required: bool = False) -> str:
+    value = data.get(name)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str):
+        raise FrameError("bad_field", f"'{name}' must be a string.")
+    if len(value) > limit:
+        raise FrameError("too_large", f"'{name}' may be at most {limit} characters.")
+    return value
+
+
+def _int(data: dict, name: str, *, required: bool) -> int | None:
+    value = data.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise FrameError("bad_field", f"'{name}' must be a non-negative integer.")
+    return value
+
+
+def _params(raw: Any) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise FrameError("bad_field", "'params' must be an object.")
+    params: dict[str, Any] = {}
+    for name, value in raw.items():
+        if name not in PARAMS:
+            raise FrameError("bad_field", f"Unknown parameter {name!r}; one of "
+                             f"{', '.join(PARAMS)}.")
+        kind, low, high = PARAMS[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                kind is int and not isinstance(value, int)):
+            noun = "an integer" if kind is int else "a number"
+            raise FrameError("bad_field", f"'{name}' must be {noun}.")
+        if not low <= value <= high:
+            raise FrameError("bad_field", f"'{name}' must be between {low} and {high}.")
+        params[name] = value
+    return params
+
+
+def event(kind: str, **fields: Any) -> str:
+    """A server event as the JSON text sent to clients."""
+    return json.dumps({"type": kind, **fields}, separators=(",", ":"), default=str)

@@ -1,0 +1,275 @@
+"""``/ws/chat/{room}`` and the small room API beside it.
+
+A socket is authenticated by the browser's session cookie, or by a first
+``auth`` frame for programs; browsers must come from the portal's own origin.
+Then it joins the room (through this worker's hub), gets ``ready`` with the
+recent history and who is there, and trades frames until it leaves. A bad
+frame gets an ``error`` event and the socket stays open; nothing a client sends
+ends the handler with an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from sanic import Blueprint, Request
+from sanic.response import json as json_response
+from websockets.exceptions import ConnectionClosed
+
+from edge.auth import authenticate, check_key
+from edge.chat.hub import Member
+from edge.chat.limits import MessageRate
+from edge.chat.protocol import ClientFrame, FrameError, event, parse_frame
+from edge.db.models import ChatMessage, ChatRoom
+from edge.errors import APIError, InvalidRequest
+from edge.web.sessions import COOKIE, session_key
+
+if TYPE_CHECKING:
+    from edge.context import PortalContext
+    from edge.keys import KeyRecord
+
+__all__ = ["bp", "message_view"]
+
+log = logging.getLogger(__name__)
+
+bp = Blueprint("chat")
+
+#: What a room name may be.
+ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+#: Seconds a program has to send its ``auth`` frame.
+AUTH_TIMEOUT = 10.0
+#: Messages shown when joining.
+RECENT = 50
+
+try:
+    from sanic.server.websockets.impl import WebsocketImplProtocol as Socket
+except ImportError:  # pragma: no cover
+    Socket = Any  # type: ignore[misc,assignment]
+
+
+def message_view(message: ChatMessage) -> dict[str, Any]:
+    return {"id": message.id, "role": message.role, "who": message.author,
+            "text": message.content, "model": message.model or None,
+            "reply_to": message.reply_to, "status": message.status,
+            "usage": {"prompt_tokens": message.prompt_tokens,
+                      "completion_tokens": message.completion_tokens}
+            if message.role == "assistant" else None,
+            "time": message.created_at.isoformat()}
+
+
+def origin_allowed(request: Request, settings) -> bool:
+    """Browsers (they send Origin) must come from the portal's own pages."""
+    origin = request.headers.get("origin")
+    if not origin:
+        return True
+    host = urlparse(origin).netloc
+    allowed = {request.headers.get("host", ""), urlparse(settings.effective_public_url).netloc}
+    allowed |= {o.strip() for o in settings.allowed_origins.split(",") if o.strip()}
+    return host in allowed or origin in allowed
+
+
+@bp.websocket("/ws/chat/<room:str>")
+async def chat_socket(request: Request, ws: Socket, room: str) -> None:
+    portal: PortalContext = request.app.ctx.portal
+    if not ROOM_NAME.match(room):
+        await _refuse(ws, 4004, "Room names are 1-64 letters, digits, - and _.")
+        return
+    if not origin_allowed(request, portal.settings):
+        await _refuse(ws, 4003, "This origin may not open chat sockets.")
+        return
+    key = await session_key(portal, request.cookies.get(COOKIE))
+    try:
+        if key is None:
+            key = await _authenticate(portal, ws)
+            if key is None:
+                return
+    except ConnectionClosed:
+        return
+    if key.frozen:
+        await _refuse(ws, 4003, "This key is frozen while a payment dispute is open.")
+        return
+    chat = portal.chat
+    if not await chat.quota.enter(key.id, room):
+        await _refuse(ws, 4008, f"A key may be in {chat.quota.limit} rooms at once.")
+        return
+    member = Member(secrets.token_hex(8), room, key.id, key.name)
+    writer: asyncio.Task[None] | None = None
+    try:
+        row, _ = await ChatRoom.get_or_create(name=room, defaults={"created_by_id": key.id})
+        await chat.hub.join(member)
+        writer = asyncio.create_task(_write(ws, member))
+        recent = list(reversed(await ChatMessage.filter(room_id=row.id).order_by("-id")
+                               .limit(RECENT)))
+        member.deliver(event(
+            "ready", room=room, you=key.name, worker=portal.worker_id, private=row.private,
+            model=row.model or None, members=await chat.hub.members(room),
+            messages=[message_view(m) for m in recent]))
+        await chat.hub.publish_presence(room, key.name, "joined")
+        await _read(portal, ws, member, key, row)
+    except ConnectionClosed:
+        pass
+    finally:
+        await chat.hub.leave(member)
+        await chat.quota.leave(key.id, room)
+        if writer is not None:
+            writer.cancel()
+
+
+async def _refuse(ws: Socket, code: int, reason: str) -> None:
+    try:
+        await ws.send(event("error", code="refused", message=reason))
+        await ws.close(code, reason)
+    except ConnectionClosed:
+        pass
+
+
+async def _authenticate(portal: PortalContext, ws: Socket) -> KeyRecord | None:
+    """Wait for an ``auth`` frame; anything else ends the socket."""
+    raw = await ws.recv(timeout=AUTH_TIMEOUT)
+    if raw is None:
+        await _refuse(ws, 4001, "Send {\"type\": \"auth\", \"key\": …} first.")
+        return None
+    try:
+        frame = parse_frame(raw)
+        if frame.type != "auth":
+            raise FrameError("unauthenticated", "Send an auth frame first.")
+        return await check_key(portal, frame.key)
+    except (FrameError, APIError) as exc:
+        await _refuse(ws, 4001, getattr(exc, "message", str(exc)))
+        return None
+
+
+async def _write(ws: Socket, member: Member) -> None:
+    """Send queued events in order; the end of the queue (None) closes the socket."""
+    try:
+        while True:
+            text = await member.queue.get()
+            if text is None:
+                await ws.close(1008 if member.closed else 1000, "too slow")
+                return
+            await ws.send(text)
+    except ConnectionClosed:
+        member.close()
+    except Exception:
+        log.exception("chat writer failed")
+        member.close()
+
+
+async def _read(portal: PortalContext, ws: Socket, member: Member, key: KeyRecord,
+                room: ChatRoom) -> None:
+    rate = MessageRate()
+    while not member.closed:
+        raw = await ws.recv()
+        if raw is None:
+            continue
+        if not rate.allow():
+            member.deliver(event("error", code="rate_limited",
+                                 message="Too many frames; at most 5 per second."))
+            continue
+        try:
+            frame = parse_frame(raw)
+            await _handle(portal, member, key, room, frame)
+        except FrameError as exc:
+            member.deliver(event("error", code=exc.code, message=exc.message))
+        except APIError as exc:
+            member.deliver(event("error", code=exc.code or exc.type, message=exc.message))
+
+
+async def _handle(portal: PortalContext, member: Member, key: KeyRecord, room: ChatRoom,
+                  frame: ClientFrame) -> None:
+    chat = portal.chat
+    if frame.type == "ping":
+        member.deliver(event("pong", time=time.time()))
+    elif frame.type == "auth":
+        raise FrameError("bad_frame", "Already authenticated.")
+    elif frame.type == "history":
+        query = ChatMessage.filter(room_id=room.id)
+        if frame.before is not None:
+            query = query.filter(id__lt=frame.before)
+        older = list(reversed(await query.order_by("-id").limit(frame.limit)))
+        member.deliver(event("history", before=frame.before,
+                             messages=[message_view(m) for m in older]))
+    elif frame.type == "resume":
+        missed = await ChatMessage.filter(room_id=room.id, id__gt=frame.after).order_by(
+            "id").limit(500)
+        member.deliver(event("history", after=frame.after,
+                             messages=[message_view(m) for m in missed]))
+    elif frame.type == "stop":
+        await chat.replies.request_stop(room.name, frame.reply_id, key.id)
+    elif frame.type == "message":
+        await _message(portal, member, key, room, frame)
+
+
+async def _message(portal: PortalContext, member: Member, key: KeyRecord, room: ChatRoom,
+                   frame: ClientFrame) -> None:
+    model = None
+    if frame.ask:
+        name = frame.model or room.model or portal.settings.chat_default_model or next(
+            iter(sorted(portal.registry.models)), "")
+        model = portal.registry.model(name)
+        if model is None:
+            raise FrameError("model_not_found", f"No model named {name!r}.")
+    question = await ChatMessage.create(room_id=room.id, role="user", author=key.name,
+                                        key_id=key.id, content=frame.text)
+    member.deliver(event("sent", id=question.id))  # so the sender knows which reply is theirs
+    await portal.chat.hub.publish(room.name, event(
+        "message", id=question.id, role="user", who=key.name, text=frame.text,
+        time=question.created_at.isoformat()))
+    if model is not None:
+        system = frame.system if frame.system is not None else room.system_prompt
+        portal.chat.replies.start(room.name, key, question, model, system=system,
+                                  params=frame.params)
+
+
+@bp.post("/api/rooms")
+async def create_room(request: Request):
+    """A room named by you, or (``"private": true``) an unguessable one."""
+    portal = request.app.ctx.portal
+    key = await _api_key(request)
+    body = request.json if request.body else {}
+    if not isinstance(body, dict):
+        raise InvalidRequest("The body must be a JSON object.")
+    private = body.get("private") is True
+    name = body.get("name")
+    if private or not name:
+        name = "p-" + secrets.token_urlsafe(12).replace("_", "-")
+    if not isinstance(name, str) or not ROOM_NAME.match(name):
+        raise InvalidRequest("Room names are 1-64 letters, digits, - and _.", param="name")
+    model = body.get("model") or ""
+    if model and portal.registry.model(model) is None:
+        raise InvalidRequest(f"No model named {model!r}.", param="model")
+    system = body.get("system_prompt") or ""
+    if not isinstance(system, str) or len(system) > 4000:
+        raise InvalidRequest("'system_prompt' must be a string of at most 4000 characters.",
+                             param="system_prompt")
+    row, created = await ChatRoom.get_or_create(name=name, defaults={
+        "private": private, "created_by_id": key.id, "model": model, "system_prompt": system})
+    return json_response({"name": row.name, "private": row.private, "model": row.model or None,
+                          "created": created}, status=201 if created else 200)
+
+
+@bp.get("/api/rooms")
+async def list_rooms(request: Request):
+    """Public rooms, busiest first, and the caller's own private ones."""
+    key = await _api_key(request)
+    rooms = await ChatRoom.filter(private=False).order_by("-id").limit(100)
+    mine = await ChatRoom.filter(private=True, created_by_id=key.id).order_by("-id").limit(50)
+    return json_response({"data": [{"name": r.name, "private": r.private,
+                                    "model": r.model or None} for r in [*mine, *rooms]]})
+
+
+async def _api_key(request: Request) -> KeyRecord:
+    portal = request.app.ctx.portal
+    key = await session_key(portal, request.cookies.get(COOKIE))
+    if key is not None:
+        from edge.web.csrf import check_csrf
+
+        await check_csrf(request)
+        return key
+    return await authenticate(portal, request.headers.get("authorization"))

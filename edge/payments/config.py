@@ -1,0 +1,119 @@
+"""What the settings say about payments, and the one Stripe client of a process.
+
+Stripe counts top-ups in cents; balances are micro-dollars, so one cent is
+:data:`MICROS_PER_CENT` micro-dollars and every Stripe amount converts exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from edge.errors import ServiceUnavailable
+from edge.money import format_usd, parse_usd
+
+if TYPE_CHECKING:
+    import stripe
+
+    from edge.settings import Settings
+
+__all__ = [
+    "MICROS_PER_CENT",
+    "PaymentSettings",
+    "PaymentsOff",
+    "cents_to_micros",
+    "close_stripe_clients",
+    "stripe_client",
+]
+
+#: Micro-dollars in one cent.
+MICROS_PER_CENT = 10_000
+#: Seconds Stripe may take to answer one call.
+STRIPE_TIMEOUT = 20.0
+#: Retries of a call that failed on the network or with a 5xx (the library sends
+#: an idempotency key, so a retried create makes one session).
+STRIPE_RETRIES = 2
+
+
+class PaymentsOff(ServiceUnavailable):
+    """Stripe is not configured on this portal."""
+
+    code = "payments_off"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PaymentSettings:
+    """The payment side of :class:`~edge.settings.Settings`, with amounts in micro-dollars."""
+
+    #: Top-ups can be made: a secret key to open sessions and a webhook secret to credit them.
+    enabled: bool
+    currency: str
+    min_amount: int
+    max_amount: int
+    success_url: str
+    cancel_url: str
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PaymentSettings:
+        base = settings.effective_public_url
+        return cls(
+            enabled=bool(settings.stripe_secret_key and settings.stripe_webhook_secret),
+            currency=settings.currency,
+            min_amount=parse_usd(settings.topup_min_usd),
+            max_amount=parse_usd(settings.topup_max_usd),
+            success_url=settings.topup_success_url
+            or f"{base}/account?topup=success&session_id={{CHECKOUT_SESSION_ID}}",
+            cancel_url=settings.topup_cancel_url or f"{base}/account?topup=cancelled",
+        )
+
+    def public(self) -> dict[str, object]:
+        """What a page needs to draw the top-up form (no secrets)."""
+        return {
+            "payments_enabled": self.enabled,
+            "currency": self.currency,
+            "min_amount": format_usd(self.min_amount),
+            "min_amount_micros": self.min_amount,
+            "max_amount": format_usd(self.max_amount),
+            "max_amount_micros": self.max_amount,
+        }
+
+
+def cents_to_micros(cents: int) -> int:
+    return cents * MICROS_PER_CENT
+
+
+#: One client (and its HTTP pool) per secret key and API base, for this process.
+_clients: dict[tuple[str, str], tuple[stripe.StripeClient, stripe.HTTPXClient]] = {}
+
+
+def stripe_client(settings: Settings) -> stripe.StripeClient:
+    """This process's Stripe client for the configured key and API base.
+
+    Raises:
+      PaymentsOff: no ``STRIPE_SECRET_KEY``.
+    """
+    import stripe
+
+    if not settings.stripe_secret_key:
+        raise PaymentsOff("Payments are off on this portal: Stripe is not configured.")
+    slot = (settings.stripe_secret_key, settings.stripe_api_base)
+    made = _clients.get(slot)
+    if made is None:
+        http = stripe.HTTPXClient(timeout=STRIPE_TIMEOUT)
+        client = stripe.StripeClient(
+            settings.stripe_secret_key,
+            base_addresses={"api": settings.stripe_api_base} if settings.stripe_api_base
+            else None,
+            http_client=http,
+            max_network_retries=STRIPE_RETRIES,
+        )
+        made = _clients[slot] = (client, http)
+    return made[0]
+
+
+async def close_stripe_clients() -> None:
+    """Close the clients' connection pools (at worker or command shutdown)."""
+    made = list(_clients.values())
+    _clients.clear()
+    for _client, http in made:
+        await http.close_async()

@@ -1,0 +1,1 @@
+"""The web pages: server-rendered with Jinja2, a little plain JavaScript, no build step."""

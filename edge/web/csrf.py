@@ -1,0 +1,57 @@
+"""CSRF protection for the pages and for cookie-authenticated API calls.
+
+Signed-in: the session's own token, sent as the ``csrf`` form field or the
+``X-CSRF-Token`` header. Signed-out forms (log in, get a key): a random token
+in a cookie that the form must echo (double submit). API calls with a bearer
+key need neither: a browser never adds that header by itself.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from sanic import Request
+
+from edge.errors import PermissionDenied
+from edge.web.sessions import COOKIE, CSRF_COOKIE, same_token
+
+__all__ = ["check_csrf", "form_token"]
+
+
+async def _session(request: Request):
+    if not hasattr(request.ctx, "session"):
+        portal = request.app.ctx.portal
+        request.ctx.session = await portal.sessions.load(request.cookies.get(COOKIE))
+    return request.ctx.session
+
+
+def _given(request: Request) -> str | None:
+    header = request.headers.get("x-csrf-token")
+    if header:
+        return header
+    try:
+        form = request.form
+    except Exception:  # not a form body
+        return None
+    return form.get("csrf") if form else None
+
+
+async def form_token(request: Request) -> str:
+    """The token a page must put in its forms (and set as a cookie when signed out)."""
+    session = await _session(request)
+    if session is not None:
+        return session.csrf
+    token = request.cookies.get(CSRF_COOKIE)
+    if not token or len(token) > 64:
+        token = secrets.token_urlsafe(24)
+        request.ctx.new_csrf_cookie = token
+    return token
+
+
+async def check_csrf(request: Request) -> None:
+    """Refuse a state-changing request without the right token (403)."""
+    session = await _session(request)
+    expected = session.csrf if session is not None else request.cookies.get(CSRF_COOKIE)
+    if not same_token(_given(request), expected):
+        raise PermissionDenied("The form has expired or did not come from this site; "
+                               "reload the page and try again.", code="csrf_failed")

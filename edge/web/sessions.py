@@ -1,0 +1,82 @@
+"""Browser sessions: a random cookie that stands for an API key, kept in Redis.
+
+The cookie holds only a random id; Redis keeps its SHA-256 (a dump of Redis
+does not hand out live sessions) with the key's id and prefix and the session's
+CSRF token. The key itself is never stored: every use looks the key record up
+again, so a revoked key ends its sessions at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import secrets
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from edge.hotstore import HotStore
+
+__all__ = ["COOKIE", "CSRF_COOKIE", "Session", "Sessions", "same_token"]
+
+#: Name of the session cookie.
+COOKIE = "portal_session"
+#: Name of the cookie that carries the CSRF token of forms shown before login.
+CSRF_COOKIE = "portal_csrf"
+#: Seconds a session lasts without use.
+TTL = 7 * 24 * 3600
+
+
+@dataclasses.dataclass(frozen=True)
+class Session:
+    id: str
+    key_id: int
+    prefix: str
+    csrf: str
+
+
+def same_token(given: str | None, expected: str | None) -> bool:
+    return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())
+
+
+class Sessions:
+    def __init__(self, store: HotStore) -> None:
+        self.store = store
+
+    def _key(self, session_id: str) -> str:
+        return f"{self.store.ns}:session:{hashlib.sha256(session_id.encode()).hexdigest()}"
+
+    async def create(self, key_id: int, prefix: str) -> Session:
+        session = Session(secrets.token_urlsafe(32), key_id, prefix, secrets.token_urlsafe(24))
+        await self.store.client.hset(self._key(session.id), mapping={
+            "key": key_id, "prefix": prefix, "csrf": session.csrf})
+        await self.store.client.expire(self._key(session.id), TTL)
+        return session
+
+    async def load(self, session_id: str | None) -> Session | None:
+        if not session_id or len(session_id) > 100:
+            return None
+        raw = await self.store.client.hgetall(self._key(session_id))
+        if not raw:
+            return None
+        await self.store.client.expire(self._key(session_id), TTL)
+        return Session(session_id, int(raw[b"key"]), raw[b"prefix"].decode(),
+                       raw[b"csrf"].decode())
+
+    async def destroy(self, session_id: str | None) -> None:
+        if session_id:
+            await self.store.client.delete(self._key(session_id))
+
+
+async def session_key(portal, session_id: str | None):
+    """The usable key behind a session cookie, or None (revoked, expired, frozen, unknown)."""
+    import time
+
+    session = await portal.sessions.load(session_id)
+    if session is None:
+        return None
+    record = await portal.keys.lookup(session.prefix)
+    if record is None or record.id != session.key_id or not record.usable(time.time()):
+        await portal.sessions.destroy(session_id)
+        return None
+    return record
