@@ -113,6 +113,7 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
     from edge.api import catalog, health, key_status
     from edge.chat import views as chat_views
     from edge.jobs import api as jobs_api
+    from edge.payments import bp as payments_bp
     from edge.proxy import views as proxy_views
     from edge.web import views as web_views
 
@@ -136,6 +137,7 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
     for blueprint in (proxy_views.bp, catalog.bp, key_status.bp, jobs_api.bp, admin.bp,
                       health.bp, chat_views.bp, web_views.bp):
         app.blueprint(blueprint)
+    app.blueprint(payments_bp)
     app.static("/static", str(resources.files("edge").joinpath("static")), name="static")
     app.on_request(_assign_request_id, priority=1000)
     app.on_response(_add_request_id)

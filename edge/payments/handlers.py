@@ -1,0 +1,284 @@
+"""What each Stripe event does to balances, payments and keys; every handler is idempotent.
+
+Ledger references (unique, so each change applies once however often and however
+concurrently an event is delivered)::
+
+    checkout:<session id>                 the top-up of a paid Checkout Session
+    refund:<session id>:<refund id>       one refund, taken back from the balance
+    dispute:<session id>:<dispute id>     a dispute lost, taken back from the balance
+
+A debit never takes a balance below zero: the credit script takes what there is
+and the ledger row's note records what was asked (the shortfall). Each handler
+returns a one-line outcome, kept with the event in ``webhook_events``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from edge.accounts import credit_key
+from edge.db.models import ApiKey, LedgerEntry, LedgerKind, Payment, PaymentStatus
+from edge.errors import ServiceUnavailable
+from edge.keys import publish_key
+from edge.money import format_usd
+from edge.payments.config import cents_to_micros, stripe_client
+from edge.payments.events import StripeEvent, cents, object_id, text
+
+if TYPE_CHECKING:
+    from edge.hotstore import HotStore
+    from edge.settings import Settings
+
+__all__ = ["HANDLERS", "PaymentsContext", "credit_session", "topup_reference"]
+
+log = logging.getLogger(__name__)
+
+#: Statuses a paid session may move a payment out of.
+_UNPAID = (PaymentStatus.CREATED, PaymentStatus.FAILED, PaymentStatus.EXPIRED)
+#: Refund statuses that return money to the payer (pending ones almost always do).
+_REFUNDING = ("succeeded", "pending", "requires_action")
+#: Closed disputes the merchant kept the money of.
+_DISPUTE_WON = ("won", "warning_closed")
+
+
+class PaymentsContext(Protocol):
+    """What handlers need: a worker's ``PortalContext`` or a command's context."""
+
+    settings: Settings
+    store: HotStore | None
+
+
+def topup_reference(session_id: str) -> str:
+    return f"checkout:{session_id}"
+
+
+async def apply_credit(key_id: int, amount: int, *, reference: str, kind: LedgerKind,
+                       note: str, store: HotStore | None) -> tuple[int, bool]:
+    """Change a balance once per reference; durable in SQL on return.
+
+    SQL is asked first: after Redis lost its markers (a restart without
+    persistence) a reference already in the ledger must not apply again.
+
+    Returns:
+      ``(applied micro-dollars, duplicate)``.
+
+    Raises:
+      ServiceUnavailable: the change did not reach SQL in time (Stripe retries).
+    """
+    if await LedgerEntry.exists(reference=reference):
+        return 0, True
+    key = await ApiKey.get(id=key_id)
+    try:
+        return await credit_key(key, amount, kind=kind, reference=reference, note=note,
+                                store=store)
+    except TimeoutError:
+        log.error("%s did not reach the ledger in time; Stripe will deliver again", reference)
+        raise ServiceUnavailable("The ledger is behind; deliver the event again.",
+                                 retry_after=10) from None
+
+
+async def credit_session(session: Mapping[str, Any], ctx: PaymentsContext) -> str:
+    """Credit a paid Checkout Session to its key, once; what Stripe says was paid.
+
+    Shared by the webhook and ``portal payments reconcile --apply``.
+    """
+    session_id = text(session, "id")
+    payment = await Payment.get_or_none(session_id=session_id)
+    if payment is None:
+        log.warning("Stripe session %s is not a portal top-up; ignored", session_id)
+        return f"ignored: {session_id} is not a portal top-up"
+    if session.get("payment_status") != "paid":
+        return f"not paid yet ({session.get('payment_status')})"
+    currency = str(session.get("currency") or "").lower()
+    if currency != payment.currency:
+        log.error("session %s was paid in %r, the top-up was in %r; not credited",
+                  session_id, currency, payment.currency)
+        return f"ignored: paid in {currency[:8]!r}, not {payment.currency}"
+    reference_key = session.get("client_reference_id")
+    if reference_key is not None and reference_key != str(payment.key_id):
+        log.error("session %s names key %r, its payment key %s; not credited", session_id,
+                  reference_key, payment.key_id)
+        return "ignored: the session names another key"
+    amount = cents_to_micros(cents(session, "amount_total"))
+    if amount == 0:
+        return "nothing was paid"
+    if amount != payment.amount:
+        log.warning("session %s: paid %s, asked %s; crediting what was paid", session_id,
+                    format_usd(amount), format_usd(payment.amount))
+    _applied, duplicate = await apply_credit(
+        payment.key_id, amount, reference=topup_reference(session_id), kind=LedgerKind.TOPUP,
+        note=f"Stripe checkout {session_id}", store=ctx.store)
+    changes: dict[str, Any] = {"paid": amount, "updated_at": datetime.now(UTC)}
+    if intent := object_id(session, "payment_intent"):
+        changes["payment_intent"] = intent
+    moved = await Payment.filter(id=payment.id, status__in=_UNPAID).update(
+        status=PaymentStatus.PAID, **changes)
+    if not moved:  # refunded or disputed already (events out of order): keep that status
+        await Payment.filter(id=payment.id, paid=0).update(**changes)
+    if duplicate:
+        return f"already credited ({session_id})"
+    return f"credited {format_usd(amount)} to key {payment.key_id}"
+
+
+async def on_session_completed(event: StripeEvent, ctx: PaymentsContext) -> str:
+    return await credit_session(event.object, ctx)
+
+
+async def on_session_async_failed(event: StripeEvent, ctx: PaymentsContext) -> str:
+    return await _close_unpaid(event.object, PaymentStatus.FAILED)
+
+
+async def on_session_expired(event: StripeEvent, ctx: PaymentsContext) -> str:
+    return await _close_unpaid(event.object, PaymentStatus.EXPIRED)
+
+
+async def _close_unpaid(session: Mapping[str, Any], status: PaymentStatus) -> str:
+    session_id = text(session, "id")
+    changed = await Payment.filter(session_id=session_id, status=PaymentStatus.CREATED).update(
+        status=status, updated_at=datetime.now(UTC))
+    return f"{session_id} {status}" if changed else f"{session_id} unchanged"
+
+
+async def _payment_for_charge(charge_id: str | None, intent: str | None) -> Payment | None:
+    if intent:
+        payment = await Payment.get_or_none(payment_intent=intent)
+        if payment is not None:
+            return payment
+    if charge_id:
+        return await Payment.filter(charge_id=charge_id).first()
+    return None
+
+
+async def on_charge_refunded(event: StripeEvent, ctx: PaymentsContext) -> str:
+    """Take each new refund of a top-up back from its key, never below zero."""
+    charge = event.object
+    charge_id = text(charge, "id")
+    payment = await _payment_for_charge(charge_id, object_id(charge, "payment_intent"))
+    if payment is None:
+        return f"ignored: charge {charge_id} is not a portal top-up"
+    sid = payment.session_id
+    asked = debited = 0
+    for refund in await _refunds(charge, charge_id, ctx.settings):
+        if not isinstance(refund, dict) or refund.get("status") not in _REFUNDING:
+            continue
+        refund_id = text(refund, "id")
+        amount = cents_to_micros(cents(refund, "amount"))
+        applied, duplicate = await apply_credit(
+            payment.key_id, -amount, reference=f"refund:{sid}:{refund_id}",
+            kind=LedgerKind.REFUND, note=f"Stripe refund {refund_id} of {sid}", store=ctx.store)
+        if not duplicate:
+            asked += amount
+            debited -= applied
+    refunded = cents_to_micros(cents(charge, "amount_refunded"))
+    now = datetime.now(UTC)
+    await Payment.filter(id=payment.id, refunded__lt=refunded).update(refunded=refunded,
+                                                                       updated_at=now)
+    await Payment.filter(id=payment.id, charge_id__isnull=True).update(charge_id=charge_id)
+    status = PaymentStatus.REFUNDED if charge.get("refunded") is True \
+        else PaymentStatus.PARTIALLY_REFUNDED
+    await Payment.filter(id=payment.id).exclude(status=PaymentStatus.DISPUTED).update(
+        status=status, updated_at=now)
+    if not asked:
+        return f"refunds of {sid} already taken back"
+    if debited < asked:
+        log.warning("refund of %s on key %s: the balance covered %s of %s (shortfall %s)",
+                    sid, payment.key_id, format_usd(debited), format_usd(asked),
+                    format_usd(asked - debited))
+    return (f"refunded {format_usd(asked)} of key {payment.key_id}: debited "
+            f"{format_usd(debited)}, shortfall {format_usd(asked - debited)}")
+
+
+async def _refunds(charge: Mapping[str, Any], charge_id: str, settings: Settings) -> list:
+    """The charge's refunds: from the event when it lists them all, else from Stripe."""
+    listed = charge.get("refunds")
+    if isinstance(listed, dict) and isinstance(listed.get("data"), list) \
+            and not listed.get("has_more"):
+        return listed["data"]
+    import stripe
+
+    try:
+        page = await stripe_client(settings).v1.refunds.list_async(
+            params={"charge": charge_id, "limit": 100})
+        return [refund.to_dict() async for refund in page.auto_paging_iter()]
+    except stripe.StripeError as exc:
+        log.warning("could not list the refunds of %s: %r", charge_id, exc)
+        raise ServiceUnavailable("Stripe did not list the refunds; deliver again.",
+                                 retry_after=30) from None
+
+
+async def on_dispute_created(event: StripeEvent, ctx: PaymentsContext) -> str:
+    """Freeze the key while the bank decides: its credit may be taken back."""
+    dispute = event.object
+    dispute_id = text(dispute, "id")
+    payment = await _payment_for_charge(object_id(dispute, "charge"),
+                                        object_id(dispute, "payment_intent"))
+    if payment is None:
+        return f"ignored: dispute {dispute_id} is not about a portal top-up"
+    await Payment.filter(id=payment.id).update(status=PaymentStatus.DISPUTED,
+                                               updated_at=datetime.now(UTC))
+    await set_frozen(payment.key_id, True, ctx.store)
+    log.warning("dispute %s on %s: key %s frozen", dispute_id, payment.session_id,
+                payment.key_id)
+    return f"key {payment.key_id} frozen by dispute {dispute_id}"
+
+
+async def on_dispute_closed(event: StripeEvent, ctx: PaymentsContext) -> str:
+    """Won: unfreeze (unless another dispute is open). Lost: take the amount back."""
+    dispute = event.object
+    dispute_id = text(dispute, "id")
+    outcome = text(dispute, "status")
+    payment = await _payment_for_charge(object_id(dispute, "charge"),
+                                        object_id(dispute, "payment_intent"))
+    if payment is None:
+        return f"ignored: dispute {dispute_id} is not about a portal top-up"
+    if outcome in _DISPUTE_WON:
+        await payment.refresh_from_db()
+        status = PaymentStatus.PAID
+        if payment.refunded:
+            status = PaymentStatus.REFUNDED if payment.refunded >= payment.paid \
+                else PaymentStatus.PARTIALLY_REFUNDED
+        await Payment.filter(id=payment.id, status=PaymentStatus.DISPUTED).update(
+            status=status, updated_at=datetime.now(UTC))
+        if await Payment.exists(key_id=payment.key_id, status=PaymentStatus.DISPUTED):
+            return f"dispute {dispute_id} {outcome}; key {payment.key_id} stays frozen " \
+                   "(another dispute is open)"
+        await set_frozen(payment.key_id, False, ctx.store)
+        return f"dispute {dispute_id} {outcome}; key {payment.key_id} unfrozen"
+    if outcome == "lost":
+        amount = cents_to_micros(cents(dispute, "amount"))
+        applied, duplicate = await apply_credit(
+            payment.key_id, -amount, reference=f"dispute:{payment.session_id}:{dispute_id}",
+            kind=LedgerKind.REFUND, note=f"Stripe dispute {dispute_id} lost",
+            store=ctx.store)
+        log.warning("dispute %s lost: key %s debited %s of %s and stays frozen", dispute_id,
+                    payment.key_id, format_usd(-applied), format_usd(amount))
+        return (f"dispute {dispute_id} lost; key {payment.key_id} debited "
+                f"{format_usd(-applied)} of {format_usd(amount)} and stays frozen"
+                + (" (already)" if duplicate else ""))
+    return f"dispute {dispute_id} closed as {outcome[:20]}: nothing to do"
+
+
+async def set_frozen(key_id: int, frozen: bool, store: HotStore | None) -> None:
+    """Freeze or unfreeze a key; every worker hears of it within a second."""
+    key = await ApiKey.get(id=key_id)
+    if key.frozen != frozen:
+        key.frozen = frozen
+        await key.save(update_fields=["frozen"])
+    if store is not None:
+        await publish_key(store, key)
+
+
+Handler = Callable[[StripeEvent, PaymentsContext], Awaitable[str]]
+
+#: Event types handled; every other type is answered 200 and ignored.
+HANDLERS: dict[str, Handler] = {
+    "checkout.session.completed": on_session_completed,
+    "checkout.session.async_payment_succeeded": on_session_completed,
+    "checkout.session.async_payment_failed": on_session_async_failed,
+    "checkout.session.expired": on_session_expired,
+    "charge.refunded": on_charge_refunded,
+    "charge.dispute.created": on_dispute_created,
+    "charge.dispute.closed": on_dispute_closed,
+}

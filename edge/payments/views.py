@@ -1,0 +1,147 @@
+"""HTTP routes of payments: top-ups, Stripe's webhook, a key's history, the admin list.
+
+``POST /api/topup``            open a Checkout Session (bearer API key)
+``GET  /api/payments/config``  whether payments are on, bounds (public, for pages)
+``GET  /v1/key/payments``      the caller's payments, newest first (frozen keys too)
+``POST /webhooks/stripe``      Stripe's signed events
+``GET  /admin/payments``       every payment (bearer ``PORTAL_ADMIN_TOKEN``)
+``GET  /admin/payments/events``  Stripe events received and what they did
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+
+from sanic import Blueprint, Request
+from sanic.response import json as json_response
+
+from edge.admin import require_admin
+from edge.auth import authenticate, bearer_token
+from edge.db.models import PaymentStatus, WebhookEvent
+from edge.errors import InvalidRequest, PermissionDenied
+from edge.keys import KeyRecord, hash_key, key_prefix
+from edge.payments.checkout import parse_topup_amount, start_checkout
+from edge.payments.config import PaymentSettings, PaymentsOff, close_stripe_clients
+from edge.payments.events import WebhookRefused, verify_event
+from edge.payments.history import list_payments, payment_views
+from edge.payments.webhook import handle_event
+
+__all__ = ["admin_bp", "api_bp", "webhook_bp"]
+
+api_bp = Blueprint("payments_api")
+webhook_bp = Blueprint("payments_webhook")
+admin_bp = Blueprint("payments_admin", url_prefix="/admin")
+
+
+@api_bp.get("/api/payments/config")
+async def payments_config(request: Request):
+    return json_response(PaymentSettings.from_settings(request.app.ctx.portal.settings).public())
+
+
+@api_bp.post("/api/topup")
+async def topup(request: Request):
+    """Body ``{"amount": "25.00"}`` (USD); answers the payment with Stripe's ``url``."""
+    portal = request.app.ctx.portal
+    payments = PaymentSettings.from_settings(portal.settings)
+    if not payments.enabled:
+        raise PaymentsOff("Payments are off on this portal: Stripe is not configured.")
+    key = await authenticate(portal, request.headers.get("authorization"))
+    amount = parse_topup_amount(_json_object(request).get("amount"), payments)
+    payment = await start_checkout(portal, key, amount)
+    (view,) = await payment_views([payment])
+    return json_response({**view, "url": payment.checkout_url})
+
+
+@api_bp.get("/v1/key/payments")
+async def key_payments(request: Request):
+    """The caller's payments; a key frozen by a dispute may still read them."""
+    key = await _authenticate_even_frozen(request)
+    data = await list_payments(key_id=key.id, limit=_limit(request, default=50, most=100))
+    return json_response({"object": "list", "data": data})
+
+
+@webhook_bp.post("/webhooks/stripe")
+async def stripe_webhook(request: Request):
+    """200 once the event's effect is durable; 400 changes nothing; 5xx: Stripe retries."""
+    portal = request.app.ctx.portal
+    secret = portal.settings.stripe_webhook_secret
+    if not secret:
+        raise PaymentsOff("Payments are off on this portal: STRIPE_WEBHOOK_SECRET is not set.")
+    try:
+        event = verify_event(request.body, request.headers.get("stripe-signature"), secret)
+        outcome, duplicate = await handle_event(event, portal)
+    except WebhookRefused as exc:
+        raise InvalidRequest(f"Webhook refused: {exc}", code="webhook_refused") from None
+    return json_response({"received": True, "id": event.id, "type": event.type,
+                          "duplicate": duplicate, "outcome": outcome})
+
+
+@admin_bp.on_request
+async def _admin_only(request: Request) -> None:
+    await require_admin(request)
+
+
+@admin_bp.get("/payments")
+async def admin_payments(request: Request):
+    """Query: ``status``, ``key_id``, ``limit`` (at most 500)."""
+    status = request.args.get("status")
+    statuses = [s.value for s in PaymentStatus]
+    if status is not None and status not in statuses:
+        raise InvalidRequest(f"'status' must be one of {', '.join(statuses)}.", param="status")
+    key_id = request.args.get("key_id")
+    if key_id is not None and not key_id.isdigit():
+        raise InvalidRequest("'key_id' must be a number.", param="key_id")
+    data = await list_payments(key_id=int(key_id) if key_id else None, status=status,
+                               limit=_limit(request, default=100, most=500), admin=True)
+    return json_response({"object": "list", "data": data})
+
+
+@admin_bp.get("/payments/events")
+async def admin_payment_events(request: Request):
+    events = await WebhookEvent.all().order_by("-received_at").limit(
+        _limit(request, default=100, most=500))
+    return json_response({"object": "list", "data": [
+        {"id": e.id, "type": e.type, "outcome": e.outcome,
+         "received_at": e.received_at.isoformat()} for e in events]})
+
+
+@api_bp.after_server_stop
+async def _close_clients(app) -> None:
+    await close_stripe_clients()
+
+
+async def _authenticate_even_frozen(request: Request) -> KeyRecord:
+    portal = request.app.ctx.portal
+    header = request.headers.get("authorization")
+    try:
+        return await authenticate(portal, header)
+    except PermissionDenied:
+        # A frozen key may read its history: check its secret again, in constant time.
+        token = bearer_token(header)
+        prefix = key_prefix(token)
+        record = await portal.keys.lookup(prefix) if prefix else None
+        if record is None or not record.frozen or not record.usable(time.time()) \
+                or not hmac.compare_digest(record.key_hash, hash_key(token, portal.pepper)):
+            raise
+        return record
+
+
+def _limit(request: Request, *, default: int, most: int) -> int:
+    raw = request.args.get("limit")
+    if raw is None:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= most:
+        raise InvalidRequest(f"'limit' must be from 1 to {most}.", param="limit")
+    return int(raw)
+
+
+def _json_object(request: Request) -> dict:
+    try:
+        body = json.loads(request.body or b"{}")
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise InvalidRequest("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return body
