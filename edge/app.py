@@ -17,7 +17,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 from sanic import HTTPResponse, Request, Sanic
-from sanic.exceptions import SanicException
+from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import json as json_response
 from tortoise.exceptions import BaseORMException
@@ -40,6 +40,8 @@ class OpenAIErrorHandler(ErrorHandler):
     """Every error, ours or Sanic's, answered in OpenAI's shape; never a stack trace."""
 
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
+        if isinstance(exception, RequestCancelled):  # the client went away; nobody to tell
+            return HTTPResponse(status=499)
         if isinstance(exception, APIError):
             response = json_response(api_error_payload(exception), status=exception.status,
                                      headers=exception.headers)

@@ -150,6 +150,6 @@ def _params(raw: Any) -> dict[str, Any]:
     return params
 
 
-def event(kind: str, **fields: Any) -> str:
+def event(kind: str, /, **fields: Any) -> str:
     """A server event as the JSON text sent to clients."""
     return json.dumps({"type": kind, **fields}, separators=(",", ":"), default=str)

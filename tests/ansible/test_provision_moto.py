@@ -89,7 +89,7 @@ def portal_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = {"PORTAL_DATA_DIR": str(data), "PORTAL_REDIS_URL": "redis://127.0.0.1:1/0",
            "PORTAL_EMBEDDED_REDIS": "auto"}
     subprocess.run([str(BIN / "portal"), "migrate"], env=ansible_env(**env), check=True,
-                   capture_output=True, cwd=data)
+                   capture_output=True, cwd=data, timeout=60)
     return env
 
 
@@ -115,7 +115,7 @@ def fleet_file(tmp_path_factory: pytest.TempPathFactory, portal_env: dict[str, s
 
 def provision(fleet_file: Path, aws_env: dict[str, str], log: Path) -> Run:
     return run_ansible("ansible-playbook", "-i", "localhost,", "playbooks/provision.yml",
-                       "-e", f"fleet_file={fleet_file}", env=aws_env, log=log)
+                       "-e", f"fleet_file={fleet_file}", env=aws_env, log=log, timeout=150)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def fleet_instances(ec2: Any, *states: str) -> list[dict]:
 def portal_nodes(portal_env: dict[str, str]) -> list[dict]:
     out = subprocess.run([str(BIN / "portal"), "nodes", "list", "--json"],
                          env=ansible_env(**portal_env), check=True, capture_output=True,
-                         text=True, cwd=portal_env["PORTAL_DATA_DIR"]).stdout
+                         text=True, cwd=portal_env["PORTAL_DATA_DIR"], timeout=60).stdout
     return json.loads(out)
 
 

@@ -1,0 +1,104 @@
+"""A WebSocket chat client for tests: connect, send frames, wait for events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import websockets
+
+__all__ = ["ChatClient", "clients_on_both_workers"]
+
+
+class ChatClient:
+    def __init__(self, socket, ready: dict[str, Any]) -> None:
+        self.socket = socket
+        self.ready = ready
+        self.events: list[dict[str, Any]] = []
+        self._reader = asyncio.create_task(self._read())
+        self._arrived = asyncio.Event()
+        self._taken: set[int] = set()
+
+    @classmethod
+    async def connect(cls, base_url: str, room: str, key: str | None = None, *,
+                      headers: dict[str, str] | None = None) -> ChatClient:
+        url = base_url.replace("http://", "ws://") + f"/ws/chat/{room}"
+        socket = await websockets.connect(url, additional_headers=headers or {},
+                                          max_size=2**22, open_timeout=10)
+        try:
+            if key is not None:
+                await socket.send(json.dumps({"type": "auth", "key": key}))
+            while True:
+                event = json.loads(await asyncio.wait_for(socket.recv(), 10))
+                if event["type"] == "ready":
+                    return cls(socket, event)
+                if event["type"] == "error":
+                    raise ConnectionRefusedError(event["message"])
+        except websockets.ConnectionClosed as closed:
+            reason = closed.rcvd.reason if closed.rcvd else str(closed)
+            raise ConnectionRefusedError(reason) from None
+
+    @property
+    def worker(self) -> str:
+        return self.ready["worker"]
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.socket:
+                self.events.append(json.loads(raw))
+                self._arrived.set()
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self._arrived.set()
+
+    async def send(self, **frame: Any) -> None:
+        await self.socket.send(json.dumps(frame))
+
+    async def wait_for(self, kind: str, /, timeout: float = 15.0,
+                       **match: Any) -> dict[str, Any]:
+        """The first event of ``kind`` (matching ``match``) not returned before."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            for index, event in enumerate(self.events):
+                if index not in self._taken and event["type"] == kind and all(
+                        event.get(k) == v for k, v in match.items()):
+                    self._taken.add(index)
+                    return event
+            if self._reader.done():
+                raise ConnectionError(f"socket closed waiting for {kind}: {self.events[-5:]}")
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"no {kind} {match} among {self.events[-10:]}")
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                pass
+
+    def log(self, *kinds: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] in kinds]
+
+    async def close(self) -> None:
+        await self.socket.close()
+        await self._reader
+
+
+async def clients_on_both_workers(base_url: str, room: str, keys: list[str]) -> list[ChatClient]:
+    """One client per key, alternating between the two workers (reconnecting as needed)."""
+    clients: list[ChatClient] = []
+    for index, key in enumerate(keys):
+        wanted = None if index == 0 else (
+            clients[0].worker if index % 2 == 0 else None)
+        for _attempt in range(60):
+            client = await ChatClient.connect(base_url, room, key)
+            if index == 0 or (wanted and client.worker == wanted) or (
+                    not wanted and client.worker != clients[0].worker):
+                clients.append(client)
+                break
+            await client.close()
+        else:
+            raise RuntimeError("could not reach both workers")
+    return clients
