@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 QUEUE_LIMIT = 2_000
 #: Seconds between two presence heartbeats; entries older than three are gone.
 PRESENCE_BEAT = 20.0
+#: Seconds over which joins and leaves of a room are gathered into one event: a
+#: room of thousands must not send every member an event per arrival.
+PRESENCE_WINDOW = 0.25
+#: Names listed in a presence event at most (the count is always exact).
+PRESENCE_NAMES = 100
 
 
 class Member:
@@ -77,6 +82,8 @@ class RoomHub:
         self.control: dict[str, Callable[[str, dict[str, Any]], None]] = {}
         self._pubsub = store.client.pubsub(ignore_subscribe_messages=True)
         self._changed = asyncio.Event()
+        self._presence: dict[str, tuple[list[str], list[str]]] = {}
+        self._flushes: set[asyncio.Task[None]] = set()
 
     def channel(self, room: str) -> str:
         return f"{self.store.ns}:room:{room}"
@@ -86,7 +93,7 @@ class RoomHub:
 
     # -- membership ------------------------------------------------------------------
     async def join(self, member: Member) -> None:
-        """Start delivering the room to ``member``; announce it with :meth:`publish_presence`."""
+        """Start delivering the room to ``member``, and announce it (soon, in a batch)."""
         local = self.rooms.setdefault(member.room, {})
         if not local:
             await self._pubsub.subscribe(self.channel(member.room))
@@ -94,6 +101,7 @@ class RoomHub:
         local[member.id] = member
         await self.store.client.hset(self._who(member.room), member.id,
                                      json.dumps([member.name, time.time()]))
+        self._announce(member.room, member.name, joined=True)
 
     async def leave(self, member: Member) -> None:
         member.close()
@@ -108,26 +116,43 @@ class RoomHub:
                 pass
         try:
             await self.store.client.hdel(self._who(member.room), member.id)
-            await self.publish_presence(member.room, member.name, "left")
+        except RedisUnavailable:
+            return
+        self._announce(member.room, member.name, joined=False)
+
+    async def members(self, room: str) -> tuple[list[str], int]:
+        """Up to :data:`PRESENCE_NAMES` names of those in the room, and how many there are."""
+        client = self.store.client
+        count = await client.hlen(self._who(room))
+        _cursor, entries = await client.hscan(self._who(room), 0, count=PRESENCE_NAMES * 2)
+        cutoff = time.time() - 3 * PRESENCE_BEAT
+        names = sorted({name for name, seen in map(json.loads, entries.values())
+                        if seen >= cutoff})
+        return names[:PRESENCE_NAMES], count
+
+    def _announce(self, room: str, name: str, *, joined: bool) -> None:
+        pending = self._presence.get(room)
+        if pending is None:
+            pending = self._presence[room] = ([], [])
+            task = asyncio.create_task(self._flush_presence(room))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        pending[0 if joined else 1].append(name)
+
+    async def _flush_presence(self, room: str) -> None:
+        await asyncio.sleep(PRESENCE_WINDOW)
+        joined, left = self._presence.pop(room, ([], []))
+        try:
+            await self.publish_presence(room, joined, left)
         except RedisUnavailable:
             pass
 
-    async def members(self, room: str) -> list[str]:
-        """Names of everyone in the room, on every worker (heartbeats not stale)."""
-        entries = await self.store.client.hgetall(self._who(room))
-        cutoff = time.time() - 3 * PRESENCE_BEAT
-        names = []
-        for raw in entries.values():
-            name, seen = json.loads(raw)
-            if seen >= cutoff:
-                names.append(name)
-        return sorted(names)
-
-    async def publish_presence(self, room: str, name: str, action: str) -> None:
+    async def publish_presence(self, room: str, joined: list[str], left: list[str]) -> None:
         from edge.chat.protocol import event
 
-        await self.publish(room, event("presence", who=name, action=action,
-                                       members=await self.members(room)))
+        names, count = await self.members(room)
+        await self.publish(room, event("presence", joined=joined[:PRESENCE_NAMES],
+                                       left=left[:PRESENCE_NAMES], members=names, count=count))
 
     async def publish(self, room: str, text: str) -> None:
         await self.store.client.publish(self.channel(room), text)

@@ -12,7 +12,8 @@ Client → server (JSON text frames, ``type`` first):
     {"type": "ping"}
 
 Server → client: ``ready``, ``message``, ``delta``, ``done``, ``status``,
-``presence``, ``history``, ``error``, ``pong``, and ``sent`` (to the sender
+``presence`` (who ``joined`` and ``left`` lately, up to 100 ``members``
+and their ``count``), ``history``, ``error``, ``pong``, and ``sent`` (to the sender
 only: the id its message got, so it knows which reply is its own). Every frame is checked here; a
 bad one becomes a :class:`FrameError` for an ``error`` event, never a crash.
 """

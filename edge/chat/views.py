@@ -102,15 +102,17 @@ async def chat_socket(request: Request, ws: Socket, room: str) -> None:
     writer: asyncio.Task[None] | None = None
     try:
         row, _ = await ChatRoom.get_or_create(name=room, defaults={"created_by_id": key.id})
+        # Join first, so nothing published from now on is missed; the history read
+        # after may repeat an event, which clients drop by id. ``ready`` goes out
+        # before anything queued meanwhile.
         await chat.hub.join(member)
-        writer = asyncio.create_task(_write(ws, member))
         recent = list(reversed(await ChatMessage.filter(room_id=row.id).order_by("-id")
                                .limit(RECENT)))
-        member.deliver(event(
-            "ready", room=room, you=key.name, worker=portal.worker_id, private=row.private,
-            model=row.model or None, members=await chat.hub.members(room),
-            messages=[message_view(m) for m in recent]))
-        await chat.hub.publish_presence(room, key.name, "joined")
+        names, count = await chat.hub.members(room)
+        ready = event("ready", room=room, you=key.name, worker=portal.worker_id,
+                      private=row.private, model=row.model or None, members=names,
+                      count=count, messages=[message_view(m) for m in recent])
+        writer = asyncio.create_task(_write(ws, member, first=ready))
         await _read(portal, ws, member, key, row)
     except ConnectionClosed:
         pass
@@ -145,9 +147,10 @@ async def _authenticate(portal: PortalContext, ws: Socket) -> KeyRecord | None:
         return None
 
 
-async def _write(ws: Socket, member: Member) -> None:
-    """Send queued events in order; the end of the queue (None) closes the socket."""
+async def _write(ws: Socket, member: Member, *, first: str) -> None:
+    """Send ``first``, then queued events in order; the end of the queue (None) closes."""
     try:
+        await ws.send(first)
         while True:
             text = await member.queue.get()
             if text is None:

@@ -95,13 +95,18 @@
     statusLine.textContent = "";
   }
 
+  function showMembers(event) {
+    const more = (event.count || 0) - event.members.length;
+    members.textContent = event.members.join(", ") + (more > 0 ? " and " + more + " more" : "");
+  }
+
   function handle(event) {
     switch (event.type) {
       case "ready":
         conn.textContent = "connected";
         conn.className = "state ok";
         if (!rendered.size) event.messages.forEach(show);
-        members.textContent = event.members.join(", ");
+        showMembers(event);
         retry = 500;
         break;
       case "sent": asked.add(event.id); break;
@@ -115,7 +120,7 @@
       case "delta": append(event.reply_id, event.text); break;
       case "done": finish(event); break;
       case "status": statusLine.textContent = event.message || event.kind; break;
-      case "presence": members.textContent = event.members.join(", "); break;
+      case "presence": showMembers(event); break;
       case "history": event.messages.forEach(show); break;
       case "error": statusLine.textContent = event.message; break;
     }

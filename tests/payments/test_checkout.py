@@ -53,27 +53,25 @@ def test_a_topup_opens_a_checkout_session(shop: Shop) -> None:
     assert shop.assert_books_balance(key_id) == 1_000_000  # nothing credited before paying
 
 
-@pytest.mark.parametrize("amount", [
-    "4.99", "500.01", "-10", "0", "10.001", "abc", "", "NaN", "Infinity", "1e400", True,
-    None, ["10"], {"usd": 10}, 1e400, "9" * 40,
-])
-def test_bad_amounts_are_refused_before_stripe(shop: Shop, amount: object) -> None:
-    key_id, key = shop.key()
-    before = (len(shop.stripe.requests), shop.counts()["payments"])
-    if amount == 1e400:  # JSON has no infinity: send the literal number
-        response = httpx.post(shop.url + "/api/topup", content=b'{"amount": 1e400}',
-                              headers={"authorization": f"Bearer {key}"})
-    else:
-        response = shop.topup(key, amount)
-    assert response.status_code == 400, response.text
-    assert response.json()["error"]["param"] == "amount"
-    assert (len(shop.stripe.requests), shop.counts()["payments"]) == before
+#: Refused amounts: out of bounds ($5 to $500 here), finer than a cent, not amounts.
+BAD_AMOUNTS = ["4.99", "500.01", "-10", "0", "10.001", "abc", "", "NaN", "Infinity", "1e400",
+               True, None, ["10"], {"usd": 10}, "9" * 40]
 
 
-@pytest.mark.parametrize("amount", ["5", 500, 12.5, " 42.10 "])
-def test_amounts_within_bounds_are_accepted(shop: Shop, amount: object) -> None:
+def test_bad_amounts_are_refused_before_stripe(shop: Shop) -> None:
     _key_id, key = shop.key()
-    assert shop.topup(key, amount).status_code == 200
+    before = (len(shop.stripe.requests), shop.counts()["payments"])
+    for amount in BAD_AMOUNTS:
+        response = shop.topup(key, amount)
+        assert response.status_code == 400, (amount, response.text)
+        assert response.json()["error"]["param"] == "amount", amount
+    # JSON has no infinity, but Python's parser reads 1e400 as one.
+    response = httpx.post(shop.url + "/api/topup", content=b'{"amount": 1e400}',
+                          headers={"authorization": f"Bearer {key}"})
+    assert response.status_code == 400
+    assert (len(shop.stripe.requests), shop.counts()["payments"]) == before
+    for amount in ("5", 500, 12.5, " 42.10 "):
+        assert shop.topup(key, amount).status_code == 200, amount
 
 
 def test_bad_bodies_and_missing_keys_are_refused(shop: Shop) -> None:
@@ -87,7 +85,7 @@ def test_bad_bodies_and_missing_keys_are_refused(shop: Shop) -> None:
 
 
 def test_stripe_errors_are_503_or_400_never_500(shop: Shop) -> None:
-    key_id, key = shop.key()
+    _key_id, key = shop.key()
     before = shop.counts()["payments"]
     shop.stripe.fail_next(500, retry=False)
     down = shop.topup(key, "10")

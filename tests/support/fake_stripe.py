@@ -65,6 +65,8 @@ class FakeStripe:
         self._by_idempotency: dict[str, str] = {}
         self._failures: list[tuple[int, dict[str, Any]]] = []
         self._lock = threading.Lock()
+        #: Unix time new sessions say they were created at; None: now.
+        self.clock: float | None = None
 
     # -- test controls ------------------------------------------------------------------
     def fail_next(self, status: int, times: int = 1, *, error_type: str = "api_error",
@@ -123,6 +125,15 @@ class FakeStripe:
                     "payment_intent": charge["payment_intent"], "status": status,
                     "reason": "fraudulent"}
 
+    def foreign_session(self, amount: int) -> str:
+        """A paid session of something else sold on the same account (no portal metadata)."""
+        with self._lock:
+            session = self._create_session({
+                "mode": "payment", "line_items[0][price_data][unit_amount]": str(amount),
+                "line_items[0][price_data][currency]": "usd"}, None)
+        self.pay(session["id"])
+        return session["id"]
+
     def session(self, session_id: str) -> dict[str, Any]:
         with self._lock:
             return json.loads(json.dumps(self.sessions[session_id]))
@@ -176,7 +187,7 @@ class FakeStripe:
             "client_reference_id": form.get("client_reference_id"), "metadata": metadata,
             "success_url": form.get("success_url"), "cancel_url": form.get("cancel_url"),
             "url": f"https://checkout.stripe.test/c/pay/{session_id}", "payment_intent": None,
-            "created": int(time.time()), "livemode": False,
+            "created": int(self.clock or time.time()), "livemode": False,
         }
         self.sessions[session_id] = session
         if idempotency_key:

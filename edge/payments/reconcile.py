@@ -1,0 +1,122 @@
+"""Compare a day of Stripe Checkout Sessions with the portal's payments and ledger.
+
+Stripe is asked for the sessions created that day (UTC); the portal's payments
+of the day that Stripe did not list (created across midnight) are fetched one by
+one. Each session is matched with its top-up in the ledger (``checkout:<id>``):
+
+* paid at Stripe, not credited      → ``not credited`` (``--apply`` credits it, once)
+* credited, not paid at Stripe      → ``credited but not paid``
+* credited a different amount       → ``credited X, paid Y``
+* paid with portal metadata, but no payment row → ``unknown to the portal``
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from edge.db.models import LedgerEntry, Payment
+from edge.errors import PortalError
+from edge.money import format_usd
+from edge.payments.config import cents_to_micros, stripe_client
+from edge.payments.handlers import PaymentsContext, credit_session, topup_reference
+
+__all__ = ["Line", "StripeUnreachable", "apply_missing", "reconcile_day"]
+
+
+class StripeUnreachable(PortalError):
+    """Stripe's API did not answer the reconciliation's questions."""
+
+
+@dataclasses.dataclass(slots=True)
+class Line:
+    """One session, as Stripe and the portal each see it."""
+
+    session_id: str
+    key_id: int | None
+    status: str  # the portal's payment status, or "-" when it has none
+    stripe_status: str  # Stripe's payment_status (paid, unpaid, ...), or "missing"
+    paid: int  # micro-dollars Stripe says were paid
+    credited: int  # micro-dollars the ledger credited for it
+    problem: str  # empty when both sides agree
+    session: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+
+    def row(self) -> dict[str, Any]:
+        return {"session": self.session_id, "key": self.key_id, "status": self.status,
+                "stripe": self.stripe_status, "paid": format_usd(self.paid),
+                "credited": format_usd(self.credited), "problem": self.problem}
+
+
+async def reconcile_day(ctx: PaymentsContext, day: date) -> list[Line]:
+    """Every portal top-up session of ``day`` (UTC), with the differences found.
+
+    Raises:
+      PaymentsOff: no Stripe secret key.
+      StripeUnreachable: Stripe's API failed.
+    """
+    import stripe
+
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    end = start + timedelta(days=1)
+    client = stripe_client(ctx.settings)
+    sessions: dict[str, dict[str, Any]] = {}
+    try:
+        page = await client.v1.checkout.sessions.list_async(params={
+            "created": {"gte": int(start.timestamp()), "lt": int(end.timestamp())},
+            "limit": 100})
+        async for session in page.auto_paging_iter():
+            sessions[session.id] = session.to_dict()
+        ours = {p.session_id: p for p in await Payment.filter(session_id__in=list(sessions))}
+        for payment in await Payment.filter(created_at__gte=start, created_at__lt=end):
+            ours[payment.session_id] = payment
+            if payment.session_id not in sessions:
+                fetched = await client.v1.checkout.sessions.retrieve_async(payment.session_id)
+                sessions[payment.session_id] = fetched.to_dict()
+    except stripe.StripeError as exc:
+        raise StripeUnreachable(str(exc)) from exc
+    credits: dict[str, int] = {}
+    for reference, amount in await LedgerEntry.filter(
+            reference__in=[topup_reference(s) for s in sessions]).values_list("reference",
+                                                                               "amount"):
+        credits[reference.split(":", 1)[1]] = amount
+    lines = []
+    for session_id, session in sessions.items():
+        payment = ours.get(session_id)
+        metadata = session.get("metadata") or {}
+        if payment is None and not metadata.get("key_id"):
+            continue  # another product sold on the same Stripe account
+        lines.append(_line(session_id, session, payment, credits.get(session_id, 0)))
+    return sorted(lines, key=lambda line: (line.problem == "", line.session_id))
+
+
+def _line(session_id: str, session: dict[str, Any], payment: Payment | None,
+          credited: int) -> Line:
+    stripe_status = str(session.get("payment_status") or "unknown")
+    total = session.get("amount_total")
+    paid = cents_to_micros(total) if stripe_status == "paid" and isinstance(total, int) else 0
+    problem = ""
+    if payment is None:
+        problem = "unknown to the portal" if paid else ""
+    elif paid and not credited:
+        problem = "not credited"
+    elif credited and not paid:
+        problem = "credited but not paid"
+    elif credited != paid:
+        problem = f"credited {format_usd(credited)}, paid {format_usd(paid)}"
+    key_id = payment.key_id if payment else _int((session.get("metadata") or {}).get("key_id"))
+    return Line(session_id, key_id, str(payment.status) if payment else "-", stripe_status,
+                paid, credited, problem, session)
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, str) and value.isdigit() else None
+
+
+async def apply_missing(ctx: PaymentsContext, lines: list[Line]) -> list[str]:
+    """Credit the paid sessions the webhook missed, exactly as the webhook would have."""
+    outcomes = []
+    for line in lines:
+        if line.problem == "not credited" and line.session is not None:
+            outcomes.append(f"{line.session_id}: {await credit_session(line.session, ctx)}")
+    return outcomes
