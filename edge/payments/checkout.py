@@ -22,6 +22,8 @@ __all__ = ["TopupKey", "check_topup_amount", "parse_topup_amount", "start_checko
 
 log = logging.getLogger(__name__)
 
+#: Longest checkout URL the payments table keeps (characters).
+URL_COLUMN = 1000
 #: Name of the line item payers see on Stripe's page.
 PRODUCT_NAME = "Inference Portal credit"
 
@@ -95,10 +97,12 @@ async def start_checkout(portal: PortalContext, key: TopupKey, amount: int) -> P
         raise PermissionDenied("This API key is frozen while a payment dispute is open.")
     check_topup_amount(amount, payments)
     session = await _create_session(settings, payments, key, amount)
+    url = session.get("url") or ""
     payment = await Payment.create(
         key_id=key.id, session_id=session["id"], amount=amount, currency=payments.currency,
-        status=PaymentStatus.CREATED, checkout_url=session.get("url") or "",
+        status=PaymentStatus.CREATED, checkout_url=url if len(url) <= URL_COLUMN else "",
         payment_intent=session.get("payment_intent") or None)
+    payment.checkout_url = url  # in full, even if too long to keep
     log.info("top-up opened: key %s, %s %s, session %s", key.id, format_usd(amount),
              payments.currency, payment.session_id)
     return payment

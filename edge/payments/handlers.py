@@ -14,12 +14,14 @@ returns a one-line outcome, kept with the event in ``webhook_events``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from edge.accounts import credit_key
+from edge.accounts import credit_key, wait_persisted
+from edge.billing import Billing
 from edge.db.models import ApiKey, LedgerEntry, LedgerKind, Payment, PaymentStatus
 from edge.errors import ServiceUnavailable
 from edge.keys import publish_key
@@ -35,6 +37,8 @@ __all__ = ["HANDLERS", "PaymentsContext", "credit_session", "topup_reference"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds to let the bookkeeper persist a credit before draining the stream here.
+BOOKKEEPER_GRACE = 2.0
 #: Statuses a paid session may move a payment out of.
 _UNPAID = (PaymentStatus.CREATED, PaymentStatus.FAILED, PaymentStatus.EXPIRED)
 #: Refund statuses that return money to the payer (pending ones almost always do).
@@ -69,14 +73,33 @@ async def apply_credit(key_id: int, amount: int, *, reference: str, kind: Ledger
     """
     if await LedgerEntry.exists(reference=reference):
         return 0, True
-    key = await ApiKey.get(id=key_id)
+    if store is None:  # no Redis at all: SQL is the whole truth
+        return await credit_key(await ApiKey.get(id=key_id), amount, kind=kind,
+                                reference=reference, note=note)
+    result = await Billing(store, reservation_ttl_ms=0).credit(
+        key_id, amount, reference=reference, kind=str(kind), note=note)
     try:
-        return await credit_key(key, amount, kind=kind, reference=reference, note=note,
-                                store=store)
+        await _wait_durable(store, reference)
     except TimeoutError:
         log.error("%s did not reach the ledger in time; Stripe will deliver again", reference)
         raise ServiceUnavailable("The ledger is behind; deliver the event again.",
                                  retry_after=10) from None
+    return result.applied, result.duplicate
+
+
+async def _wait_durable(store: HotStore, reference: str) -> None:
+    """Wait for the bookkeeper to write ``reference`` to SQL, then drain the stream ourselves.
+
+    The bookkeeper usually writes within milliseconds; draining only when it is
+    slow keeps the writers' consumer group from growing a consumer per top-up.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BOOKKEEPER_GRACE
+    while not await LedgerEntry.exists(reference=reference):
+        if loop.time() > deadline:
+            await wait_persisted(store, reference)
+            return
+        await asyncio.sleep(0.02)
 
 
 async def credit_session(session: Mapping[str, Any], ctx: PaymentsContext) -> str:

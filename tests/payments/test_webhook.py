@@ -16,6 +16,24 @@ from tests.payments.conftest import CENT, WEBHOOK_SECRET, Shop, statuses_by_work
 from tests.support.fake_stripe import event_payload, sign
 
 
+async def connections_per_worker(url: str, each: int) -> list[httpx.AsyncClient]:
+    """``each`` kept-alive connections to every one of the 2 workers, one client apiece."""
+    by_worker: dict[str, list[httpx.AsyncClient]] = {}
+    spare: list[httpx.AsyncClient] = []
+    for _attempt in range(40):
+        if len(by_worker) == 2 and all(len(c) == each for c in by_worker.values()):
+            break
+        clients = [httpx.AsyncClient(base_url=url, timeout=60,
+                                     limits=httpx.Limits(max_connections=1)) for _ in range(20)]
+        answers = await asyncio.gather(*(c.get("/api/payments/config") for c in clients))
+        for client, answer in zip(clients, answers, strict=True):
+            group = by_worker.setdefault(answer.headers["x-portal-worker"], [])
+            (group if len(group) < each else spare).append(client)
+    await asyncio.gather(*(client.aclose() for client in spare))
+    assert sorted(len(c) for c in by_worker.values()) == [each, each], "one worker never answered"
+    return [client for group in by_worker.values() for client in group]
+
+
 def ledger(shop: Shop, reference: str) -> list[tuple]:
     return shop.sql("SELECT amount, kind, note FROM ledger WHERE reference=?", reference)
 
@@ -52,17 +70,21 @@ def test_the_same_event_50_times_at_once_over_both_workers_credits_once(
     signature = sign(payload, WEBHOOK_SECRET)
 
     async def deliver_all() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=shop.url, timeout=60,
-                                     limits=httpx.Limits(max_keepalive_connections=0)) as c:
+        # 25 open connections to each worker first, so the race is truly between them.
+        clients = await connections_per_worker(shop.url, 25)
+        try:
             return list(await asyncio.gather(*(
-                c.post("/webhooks/stripe", content=payload,
-                       headers={"stripe-signature": signature}) for _ in range(50))))
+                client.post("/webhooks/stripe", content=payload,
+                            headers={"stripe-signature": signature}) for client in clients)))
+        finally:
+            await asyncio.gather(*(client.aclose() for client in clients))
 
     responses = asyncio.run(deliver_all())
 
     assert [r.status_code for r in responses] == [200] * 50, \
         {r.status_code: r.text for r in responses}
-    assert len({r.headers["x-portal-worker"] for r in responses}) == 2  # both raced
+    workers = [r.headers["x-portal-worker"] for r in responses]
+    assert sorted(workers.count(w) for w in set(workers)) == [25, 25]
     assert len(ledger(shop, f"checkout:{session_id}")) == 1
     assert shop.sql("SELECT COUNT(*) FROM webhook_events WHERE id=?",
                     json.loads(payload)["id"]) == [(1,)]
