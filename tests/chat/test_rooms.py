@@ -23,7 +23,7 @@ def room_events(client: ChatClient) -> list[dict]:
     shared = []
     for event in client.events:
         if event["type"] in ("message", "delta", "done", "status"):
-            shared.append({k: v for k, v in event.items() if k != "balance"})
+            shared.append({k: v for k, v in event.items() if k not in ("balance", "_at")})
     return shared
 
 

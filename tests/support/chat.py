@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import websockets
@@ -46,7 +47,9 @@ class ChatClient:
     async def _read(self) -> None:
         try:
             async for raw in self.socket:
-                self.events.append(json.loads(raw))
+                event = json.loads(raw)
+                event["_at"] = time.time()  # arrival, for latency measurements
+                self.events.append(event)
                 self._arrived.set()
         except websockets.ConnectionClosed:
             pass
