@@ -31,9 +31,14 @@ PRODUCT_NAME = "Inference Portal credit"
 class TopupKey(Protocol):
     """What a top-up needs to know of a key: a ``KeyRecord`` or an ``ApiKey`` row."""
 
-    id: int
-    prefix: str
-    frozen: bool
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def prefix(self) -> str: ...
+
+    @property
+    def frozen(self) -> bool: ...
 
 
 def parse_topup_amount(value: object, payments: PaymentSettings) -> int:

@@ -50,8 +50,11 @@ _DISPUTE_WON = ("won", "warning_closed")
 class PaymentsContext(Protocol):
     """What handlers need: a worker's ``PortalContext`` or a command's context."""
 
-    settings: Settings
-    store: HotStore | None
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> HotStore | None: ...
 
 
 def topup_reference(session_id: str) -> str:
@@ -113,7 +116,7 @@ async def credit_session(session: Mapping[str, Any], ctx: PaymentsContext) -> st
         log.warning("Stripe session %s is not a portal top-up; ignored", session_id)
         return f"ignored: {session_id} is not a portal top-up"
     if session.get("payment_status") != "paid":
-        return f"not paid yet ({session.get('payment_status')})"
+        return f"not paid yet ({str(session.get('payment_status'))[:20]})"
     currency = str(session.get("currency") or "").lower()
     if currency != payment.currency:
         log.error("session %s was paid in %r, the top-up was in %r; not credited",

@@ -122,6 +122,12 @@ def test_a_delayed_payment_credits_when_it_succeeds(any_shop: Shop) -> None:
                        shop.stripe.pay(failing_id, status="unpaid"))
     assert failed.status_code == 200
     assert shop.payment(failing_id)["status"] == "failed"
+
+    abandoned_id = shop.open_session(key, "5.00")
+    expired = shop.send("checkout.session.expired",
+                        dict(shop.stripe.session(abandoned_id), status="expired"))
+    assert expired.status_code == 200
+    assert shop.payment(abandoned_id)["status"] == "expired"
     assert shop.assert_books_balance(key_id) == 15_000_000
 
 
