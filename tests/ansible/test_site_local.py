@@ -25,7 +25,6 @@ import httpx
 import openai
 import pytest
 import yaml
-from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.ansible.conftest import REPO, Run, ansible_env, run_ansible, strict, which
@@ -39,7 +38,6 @@ ROOT = Path("/opt/inference-portal-test")
 LOGS = ROOT / "logs"
 SUPERVISOR_CONF = "/etc/supervisor/supervisord.conf"
 NGINX = f"http://127.0.0.1:{VARS['portal_nginx_listen_port']}"
-EDGE = f"http://127.0.0.1:{VARS['portal_edge_port']}"
 CLI = VARS["portal_cli_path"]
 MODEL = "demo"
 NODE_PROGRAM = VARS["vllm_node_program_name"]
@@ -217,31 +215,27 @@ def test_chat_completion_through_nginx(api_key: str) -> None:
     assert len([p for p in pieces if p]) > 1, pieces  # streamed, chunk by chunk
 
 
-def ws_handshake(url: str) -> tuple[int, bytes]:
-    """(101, b"") when the WebSocket opened and answered a ping, else the refusal."""
-    try:
-        with connect(url, open_timeout=10, close_timeout=2) as ws:
-            assert ws.ping().wait(5)
-            return 101, b""
-    except InvalidStatus as exc:
-        return exc.response.status_code, exc.response.body or b""
-
-
-def test_websocket_upgrade_through_nginx(converged: tuple[Run, Run]) -> None:
-    """A real WebSocket through Nginx once /ws/chat/{room} exists (issue 4).
-
-    Until then the edge itself refuses the handshake (404): Nginx must hand the upgrade
-    request on to the edge rather than refuse it, so the answer through Nginx is the
-    edge's own, byte for byte.
-    """
-    room = "/ws/chat/ansible-site-test"
-    direct = ws_handshake(EDGE.replace("http", "ws") + room)
-    proxied = ws_handshake(NGINX.replace("http", "ws") + room)
-    if direct[0] == 101:
-        assert proxied[0] == 101, proxied
-    else:
-        assert proxied == direct
-        assert json.loads(proxied[1])["error"]["code"] == "not_found"
+def test_websocket_chat_through_nginx(api_key: str) -> None:
+    """A chat room over a WebSocket through Nginx: upgrade, auth, a question, a streamed reply."""
+    url = NGINX.replace("http://", "ws://") + "/ws/chat/ansible-site-test"
+    with connect(url, open_timeout=10, close_timeout=2) as ws:
+        ws.send(json.dumps({"type": "auth", "key": api_key}))
+        ready = json.loads(ws.recv(timeout=10))
+        assert ready["type"] == "ready", ready
+        ws.send(json.dumps({"type": "message", "text": "hello", "model": MODEL,
+                            "params": {"max_tokens": 8}}))
+        deltas, done = [], None
+        deadline = time.monotonic() + 30
+        while done is None and time.monotonic() < deadline:
+            frame = json.loads(ws.recv(timeout=30))
+            if frame["type"] == "delta":
+                deltas.append(frame["text"])
+            elif frame["type"] == "done":
+                done = frame
+            assert frame["type"] != "error", frame
+    assert done is not None and done["status"] == "done", done
+    assert deltas and "".join(deltas).strip(), deltas  # streamed over the socket, piece by piece
+    assert done["usage"]["completion_tokens"] > 0
 
 
 def test_node_ops_check_mode_changes_nothing(api_key: str) -> None:
