@@ -8,6 +8,8 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from tortoise.exceptions import OperationalError
+
 from edge.db import close_database, open_database
 from edge.embedded_redis import NoRedis, resolve_redis
 from edge.hotstore import HotStore, connect_redis
@@ -64,6 +66,12 @@ def run_command(body: Callable[[CommandContext], Awaitable[int | None]], *,
     except CommandFailed as exc:
         print(f"portal: {exc}", file=sys.stderr)
         return 1
+    except OperationalError as exc:
+        if "no such table" in str(exc) or "does not exist" in str(exc):
+            print("portal: the database has no tables yet; run `portal migrate` first",
+                  file=sys.stderr)
+            return 1
+        raise
     finally:
         resolved.close()
 

@@ -73,13 +73,16 @@ def test_both_workers_served_the_race(racing: Deployment) -> None:
     _key_id, key = racing.portal.create_key("5")
 
     async def workers() -> set[str]:
-        seen = set()
+        seen: set[str] = set()
         async with httpx.AsyncClient(base_url=racing.url,
                                      limits=httpx.Limits(max_keepalive_connections=0)) as c:
-            responses = await asyncio.gather(*(
-                c.get("/v1/key", headers={"authorization": f"Bearer {key}"})
-                for _ in range(60)))
-            seen.update(r.headers["x-portal-worker"] for r in responses)
+            for _ in range(20):  # the kernel may hand a batch to one worker
+                responses = await asyncio.gather(*(
+                    c.get("/v1/key", headers={"authorization": f"Bearer {key}"})
+                    for _ in range(60)))
+                seen.update(r.headers["x-portal-worker"] for r in responses)
+                if len(seen) == 2:
+                    break
         return seen
 
     assert len(asyncio.run(workers())) == 2
