@@ -96,9 +96,11 @@ async def _boot(node: Node) -> None:
         log.warning("node %s is terminated; launch a new one instead", node.id)
         return
     if node.static:
-        # Nothing to start: an operator runs it. Put it back in service.
-        await update_node(node, store, state=NodeState.RUNNING, healthy=True,
-                          health_failures=0)
+        # Nothing to start: an operator runs it. Back in service once it answers.
+        if node.state is not NodeState.RUNNING or not node.healthy:
+            await update_node(node, store, state=NodeState.RUNNING, healthy=False,
+                              health_failures=0, boot_requested_at=datetime.now(UTC))
+            await _watch_boot(node.id)
         return
     if node.state is NodeState.RUNNING and node.healthy:
         return
@@ -260,7 +262,8 @@ async def boot_model(model: str) -> None:
         for node in booting:  # make sure someone watches it
             await _watch_boot(node.id)
         return
-    stopped = [n for n in nodes if n.state is NodeState.STOPPED]
+    # Static nodes are the operator's: one they stopped stays stopped until they boot it.
+    stopped = [n for n in nodes if n.state is NodeState.STOPPED and not n.static]
     if not stopped:
         log.warning("model %s has no stopped node to boot", model)
         await rt.store.client.delete(boot_lock(model))

@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
         "FALLBACK_ERROR_FORMAT": "json",
         "MOTD": False,
         "REAL_IP_HEADER": "x-real-ip",
+        "GRACEFUL_SHUTDOWN_TIMEOUT": settings.shutdown_grace,
         "WEBSOCKET_MAX_SIZE": 64 * 1024,
         "WEBSOCKET_PING_INTERVAL": 20,
         "WEBSOCKET_PING_TIMEOUT": 20,

@@ -59,6 +59,8 @@ class Settings:
                                  "(vLLM's --api-key); empty: none.")
     warming_retry_after: int = _setting(90, "Retry-After seconds when a model has no running "
                                         "node and its boot time is not yet measured.")
+    shutdown_grace: float = _setting(10.0, "Seconds `portal serve` gives open requests and "
+                                     "streams to finish when told to stop.")
     reservation_grace: float = _setting(60.0, "Seconds after a reservation's deadline before "
                                         "the reaper settles it (edge died mid-request).")
     key_cache_ttl: float = _setting(30.0, "Seconds an API key stays in a worker's memory "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from functools import partial
@@ -45,7 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=256,
         help="sequences generated at once; more wait (default %(default)s)",
     )
-    parser.add_argument("--api-key", default=None, help="require 'Bearer KEY' on /v1/*")
+    parser.add_argument("--api-key", default=None,
+                        help="require 'Bearer KEY' on /v1/* (default: $VLLM_API_KEY, as vLLM; "
+                             "the environment keeps the key out of `ps`)")
     parser.add_argument(
         "--startup-delay",
         type=float,
@@ -96,7 +99,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         reply_tokens=args.reply_tokens,
         max_model_len=args.max_model_len,
         max_num_seqs=args.max_num_seqs,
-        api_key=args.api_key,
+        api_key=args.api_key or os.environ.get("VLLM_API_KEY") or None,
         startup_delay=args.startup_delay,
         workers=args.workers,
         keep_alive_timeout=args.keep_alive_timeout,

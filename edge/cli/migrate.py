@@ -18,6 +18,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    asyncio.run(migrate(settings.effective_database_url))
+    for name in asyncio.run(migrate(settings.effective_database_url)):
+        print(f"applied {name}")  # playbooks report a change when they see this
     print("database is up to date")
     return 0

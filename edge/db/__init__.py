@@ -56,13 +56,25 @@ async def close_database() -> None:
     await Tortoise.close_connections()
 
 
-async def migrate(database_url: str) -> None:
-    """Apply every pending migration (idempotent; safe to run on each start)."""
+async def migrate(database_url: str) -> list[str]:
+    """Apply every pending migration (idempotent; safe to run on each start).
+
+    Returns the names of the migrations applied now (empty: it was up to date).
+    """
     from tortoise.migrations.api import migrate as run_migrations
 
+    applied: list[str] = []
+
+    def progress(event: str, app_label: str, name: str) -> None:
+        if event == "apply_done":
+            applied.append(name)
+
     _ensure_sqlite_dir(database_url)
-    await run_migrations(config=tortoise_config(database_url))
-    await Tortoise.close_connections()
+    try:
+        await run_migrations(config=tortoise_config(database_url), progress=progress)
+    finally:
+        await Tortoise.close_connections()
+    return applied
 
 
 def dialect() -> str:

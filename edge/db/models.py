@@ -70,10 +70,14 @@ class Node(Model):
     private_ip = fields.CharField(max_length=64, default="")
     public_ip = fields.CharField(max_length=64, default="")
     queue_depth = fields.IntField(default=0, description="vllm:num_requests_waiting, last read")
-    running_requests = fields.IntField(default=0,
+    # Columns added after the first release carry a database default, so that
+    # adding them to a table with rows works (SQLite and PostgreSQL need one).
+    running_requests = fields.IntField(default=0, db_default=0,
                                        description="vllm:num_requests_running, last read")
-    health_failures = fields.IntField(default=0, description="failed health checks in a row")
-    hourly_cost = fields.BigIntField(default=0, description="micro-dollars per hour it runs")
+    health_failures = fields.IntField(default=0, db_default=0,
+                                      description="failed health checks in a row")
+    hourly_cost = fields.BigIntField(default=0, db_default=0,
+                                     description="micro-dollars per hour it runs")
     boot_requested_at = fields.DatetimeField(null=True, description="when a boot was asked")
     last_used_at = fields.DatetimeField(null=True)
     last_health_at = fields.DatetimeField(null=True)

@@ -47,11 +47,28 @@ async def topup(request: Request):
     payments = PaymentSettings.from_settings(portal.settings)
     if not payments.enabled:
         raise PaymentsOff("Payments are off on this portal: Stripe is not configured.")
-    key = await authenticate(portal, request.headers.get("authorization"))
+    key = await _payer(request)
     amount = parse_topup_amount(_json_object(request).get("amount"), payments)
     payment = await start_checkout(portal, key, amount)
     (view,) = await payment_views([payment])
     return json_response({**view, "url": payment.checkout_url})
+
+
+async def _payer(request: Request) -> KeyRecord:
+    """A bearer key, or the signed-in browser's key (then the form's CSRF token is due)."""
+    portal = request.app.ctx.portal
+    if request.headers.get("authorization"):
+        return await authenticate(portal, request.headers.get("authorization"))
+    from edge.web.csrf import check_csrf
+    from edge.web.sessions import COOKIE, session_key
+
+    key = await session_key(portal, request.cookies.get(COOKIE))
+    if key is None:
+        return await authenticate(portal, None)  # raises: no key at all
+    await check_csrf(request)
+    if key.frozen:
+        raise PermissionDenied("This API key is frozen while a payment dispute is open.")
+    return key
 
 
 @api_bp.get("/v1/key/payments")

@@ -12,7 +12,7 @@ from sanic.response import json as json_response
 from edge.accounts import create_key, revoke_key
 from edge.api.catalog import model_entry
 from edge.auth import check_key
-from edge.db.models import ApiKey, ChatRoom, Payment, UsageRecord
+from edge.db.models import ApiKey, ChatRoom, UsageRecord
 from edge.errors import APIError, InvalidRequest, RateLimited
 from edge.money import format_usd, parse_usd
 from edge.web.csrf import check_csrf, form_token
@@ -145,9 +145,10 @@ async def account(request: Request):
               "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens,
               "cost": format_usd(u.cost), "status": u.status}
              for u in await UsageRecord.filter(key_id=key.id).order_by("-id").limit(20)]
-    payments = [{"when": p.created_at.strftime("%Y-%m-%d %H:%M"),
-                 "amount": format_usd(p.paid or p.amount), "status": str(p.status)}
-                for p in await Payment.filter(key_id=key.id).order_by("-id").limit(20)]
+    from edge.payments.history import list_payments
+
+    payments = [{"when": p["created_at"][:16].replace("T", " "), "amount": p["amount"],
+                 "status": p["status"]} for p in await list_payments(key_id=key.id, limit=20)]
     return await render(request, "account.html", key=key,
                         balance=format_usd(await portal.billing.balance(key.id)),
                         spent=format_usd(row.spent), usage=usage, payments=payments,
@@ -182,11 +183,13 @@ async def topup(request: Request):
     key, away = await _signed_in(request)
     if away:
         return away
-    settings = request.app.ctx.portal.settings
-    enabled = bool(getattr(settings, "stripe_secret_key", ""))
-    return await render(request, "topup.html", key=key, payments_enabled=enabled,
-                        minimum=getattr(settings, "topup_min_usd", "5"),
-                        maximum=getattr(settings, "topup_max_usd", "500"), default="10")
+    from edge.payments.config import PaymentSettings
+
+    payments = PaymentSettings.from_settings(request.app.ctx.portal.settings).public()
+    return await render(request, "topup.html", key=key,
+                        payments_enabled=payments["payments_enabled"],
+                        minimum=payments["min_amount"], maximum=payments["max_amount"],
+                        default=max(10, float(payments["min_amount"])))
 
 
 @bp.get("/chat")

@@ -58,3 +58,14 @@ async def test_the_key_lets_the_openai_sdk_in(guarded: SimnodeProcess) -> None:
         await wrong.close()
     finally:
         await sdk.close()
+
+
+async def test_the_key_may_come_from_vllm_api_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Like vLLM, the key can stay out of the command line (and out of `ps`)."""
+    monkeypatch.setenv("VLLM_API_KEY", KEY)
+    with start_simnode("--model", "sim-model") as node:
+        async with httpx.AsyncClient(base_url=node.url) as http:
+            assert (await http.get("/v1/models")).status_code == 401
+            allowed = await http.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+            assert allowed.status_code == 200
+        assert KEY not in " ".join(node.process.args)

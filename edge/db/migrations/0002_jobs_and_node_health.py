@@ -48,16 +48,16 @@ class Migration(migrations.Migration):
         ops.AddField(
             model_name='Node',
             name='health_failures',
-            field=fields.IntField(default=0, description='failed health checks in a row'),
+            field=fields.IntField(default=0, db_default=0, description='failed health checks in a row'),
         ),
         ops.AddField(
             model_name='Node',
             name='hourly_cost',
-            field=fields.BigIntField(default=0, description='micro-dollars per hour it runs'),
+            field=fields.BigIntField(default=0, db_default=0, description='micro-dollars per hour it runs'),
         ),
         ops.AddField(
             model_name='Node',
             name='running_requests',
-            field=fields.IntField(default=0, description='vllm:num_requests_running, last read'),
+            field=fields.IntField(default=0, db_default=0, description='vllm:num_requests_running, last read'),
         ),
     ]

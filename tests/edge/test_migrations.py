@@ -1,0 +1,41 @@
+"""Migrations: a database made by an older release upgrades with its rows in place."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from tortoise import Tortoise
+from tortoise.backends.base.executor import EXECUTOR_CACHE
+from tortoise.migrations.api import migrate as run_migrations
+
+from edge.db import migrate, tortoise_config
+from tests.support.services import sql_query
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request: pytest.FixtureRequest, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'old.sqlite3'}"
+    return request.getfixturevalue("postgres_url")
+
+
+async def test_upgrading_a_database_with_rows(database: str) -> None:
+    await run_migrations(config=tortoise_config(database), target="portal.0001_initial")
+    await Tortoise.close_connections()
+    stamp = (datetime(2026, 1, 1, tzinfo=UTC) if database.startswith("postgres")
+             else "2026-01-01 00:00:00+00:00")
+    sql_query(database, "INSERT INTO llm_models (name, served_name, input_price, output_price, "
+              "context_length, enabled, min_warm, created_at) VALUES "
+              "('m', 'm', 1, 1, 8192, TRUE, 0, ?)", stamp)
+    sql_query(database, "INSERT INTO nodes (model_id, url, region, instance_type, state, "
+              "healthy, private_ip, public_ip, queue_depth, created_at) VALUES "
+              "(1, 'http://n', '', '', 'running', TRUE, '', '', 0, ?)", stamp)
+    try:
+        applied = await migrate(database)
+    finally:
+        EXECUTOR_CACHE.clear()
+    assert applied == ["0002_jobs_and_node_health", "0003_chat_and_payments"]
+    assert sql_query(database, "SELECT url, hourly_cost, health_failures, running_requests "
+                     "FROM nodes") == [("http://n", 0, 0, 0)]
+    assert await migrate(database) == []
