@@ -103,10 +103,8 @@ async def _answer(job: Job) -> None:
     events = None  # subscribed before the first wait, so no "nodes" event is missed
     try:
         while True:
-            remaining = (job.deadline_at - datetime.now(UTC)).total_seconds()
+            remaining = await _time_left(job)
             if remaining <= 0:
-                await finish_job(job, JobStatus.EXPIRED, error=_error(
-                    "No node of the model answered before the job's deadline.", "job_expired"))
                 return
             node = await _routable_node(model)
             if node is not None:
@@ -130,10 +128,8 @@ async def _call(job: Job, model: LLM, node: Node, endpoint: Endpoint, payload: b
     rt = runtime()
     failures = 0
     while True:
-        remaining = (job.deadline_at - datetime.now(UTC)).total_seconds()
+        remaining = await _time_left(job)
         if remaining <= 0:
-            await finish_job(job, JobStatus.EXPIRED, error=_error(
-                "No node of the model answered before the job's deadline.", "job_expired"))
             return
         started = time.monotonic()
         try:
@@ -177,6 +173,15 @@ async def _call(job: Job, model: LLM, node: Node, endpoint: Endpoint, payload: b
             return
         await asyncio.sleep(min(2.0 * failures, max(0.0, remaining)))
         node = await _routable_node(model) or node
+
+
+async def _time_left(job: Job) -> float:
+    """Seconds before the job's deadline; at the deadline, the job is expired here."""
+    remaining = (job.deadline_at - datetime.now(UTC)).total_seconds()
+    if remaining <= 0:
+        await finish_job(job, JobStatus.EXPIRED, error=_error(
+            "No node of the model answered before the job's deadline.", "job_expired"))
+    return remaining
 
 
 def _error(message: str, code: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ Node actions are enqueued for the workers and answered ``202`` at once; watch
 from __future__ import annotations
 
 import hmac
-import json
 from datetime import UTC, datetime
 
 from sanic import Blueprint, Request
@@ -16,6 +15,7 @@ from sanic.response import json as json_response
 from edge.db.models import LLM, Job, Node
 from edge.errors import InvalidAPIKey, InvalidRequest, NotFound, PermissionDenied
 from edge.jobs.store import job_view
+from edge.jsonbody import json_object
 from edge.money import format_usd
 from edge.tasks import enqueue
 
@@ -62,7 +62,7 @@ async def list_nodes(request: Request):
 
 @bp.post("/nodes")
 async def launch(request: Request):
-    body = _body(request)
+    body = json_object(request.body, empty_ok=True)
     model, instance_type = body.get("model"), body.get("instance_type")
     if not isinstance(model, str) or not await LLM.exists(name=model):
         raise InvalidRequest("'model' must name a model of the catalogue.", param="model")
@@ -114,13 +114,3 @@ async def list_jobs(request: Request):
         entry["key_id"] = job.key_id
         data.append(entry)
     return json_response({"data": data})
-
-
-def _body(request: Request) -> dict:
-    try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise InvalidRequest("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return body

@@ -10,9 +10,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from edge.cli.runtime import CommandContext, fail, print_table, run_command
+from edge.cli.runtime import CommandContext, fail, print_table, run_command, usd_argument
 from edge.db.models import LLM, Node, NodeState
-from edge.money import format_usd, parse_usd
+from edge.money import format_usd
 
 __all__ = ["register"]
 
@@ -23,9 +23,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     add = models.add_parser("add", help="add or update a model")
     add.add_argument("name", help="public name clients ask for")
     add.add_argument("--served-name", help="name vLLM serves it under (default: NAME)")
-    add.add_argument("--input-price", required=True, type=_usd,
+    add.add_argument("--input-price", required=True, type=usd_argument,
                      help="USD per 1M prompt tokens")
-    add.add_argument("--output-price", required=True, type=_usd,
+    add.add_argument("--output-price", required=True, type=usd_argument,
                      help="USD per 1M completion tokens")
     add.add_argument("--context", type=int, default=8192, help="context length in tokens")
     add.add_argument("--idle-ttl", type=int, help="seconds idle before its nodes stop (0: never)")
@@ -80,16 +80,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     sync.set_defaults(func=lambda a: run_command(lambda c: enqueue_only(c, "sync_nodes")))
     health = nodes.add_parser("health", help="check the health of running nodes now")
     health.set_defaults(func=lambda a: run_command(lambda c: enqueue_only(c, "check_health")))
-
-
-def _usd(text: str) -> int:
-    try:
-        micros = parse_usd(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if micros < 0:
-        raise argparse.ArgumentTypeError("a price cannot be negative")
-    return micros
 
 
 async def add_model(ctx: CommandContext, args: argparse.Namespace) -> int:

@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from edge.accounts import create_key, credit_key, revoke_key
-from edge.cli.runtime import CommandContext, fail, print_table, run_command
+from edge.cli.runtime import CommandContext, fail, print_table, run_command, usd_argument
 from edge.db.models import ApiKey, LedgerKind
-from edge.money import format_usd, parse_usd
+from edge.money import format_usd
 from edge.pepper import load_pepper
 
 __all__ = ["register"]
@@ -20,7 +20,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         dest="keys_command", metavar="ACTION", required=True)
     create = keys.add_parser("create", help="make a key (its secret is printed once)")
     create.add_argument("--name", required=True)
-    create.add_argument("--credit", type=_usd, default=0, help="opening credit in USD")
+    create.add_argument("--credit", type=usd_argument, default=0, help="opening credit in USD")
     create.add_argument("--rpm", type=int, help="requests per minute (default: settings)")
     create.add_argument("--tpm", type=int, help="tokens per minute (default: settings)")
     create.add_argument("--expires-in-days", type=float)
@@ -33,7 +33,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
     topup = keys.add_parser("topup", help="add credit to a key")
     topup.add_argument("key_id", type=int)
-    topup.add_argument("usd", type=_usd)
+    topup.add_argument("usd", type=usd_argument)
     topup.add_argument("--reference", help="unique reference; the same one applies once")
     topup.add_argument("--note", default="operator top-up")
     topup.add_argument("--json", action="store_true")
@@ -42,16 +42,6 @@ def register(commands: argparse._SubParsersAction) -> None:
     revoke = keys.add_parser("revoke", help="refuse a key from now on")
     revoke.add_argument("key_id", type=int)
     revoke.set_defaults(func=lambda a: run_command(lambda c: revoke_cmd(c, a)))
-
-
-def _usd(text: str) -> int:
-    try:
-        micros = parse_usd(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if micros < 0:
-        raise argparse.ArgumentTypeError("the amount cannot be negative")
-    return micros
 
 
 async def create_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ from edge.embedded_redis import NoRedis, resolve_redis
 from edge.hotstore import HotStore, connect_redis
 from edge.settings import Settings
 
-__all__ = ["CommandContext", "fail", "print_table", "run_command"]
+__all__ = ["CommandContext", "fail", "print_table", "run_command", "usd_argument"]
 
 
 class CommandFailed(Exception):
@@ -88,3 +88,18 @@ def print_table(rows: Sequence[dict[str, Any]], columns: Sequence[str], *,
     print("  ".join(c.upper().ljust(widths[c]) for c in columns))
     for row in rows:
         print("  ".join(str(row.get(c, "")).ljust(widths[c]) for c in columns))
+
+
+def usd_argument(text: str) -> int:
+    """``argparse`` type: a non-negative dollar amount, as micro-dollars."""
+    import argparse
+
+    from edge.money import parse_usd
+
+    try:
+        micros = parse_usd(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if micros < 0:
+        raise argparse.ArgumentTypeError("an amount of dollars cannot be negative")
+    return micros

@@ -20,6 +20,7 @@ from edge.billing import worst_case_tokens
 from edge.db.models import Job
 from edge.errors import InvalidRequest, ModelNotFound, NotFound
 from edge.jobs.store import job_view, new_job_id
+from edge.jsonbody import json_object
 from edge.proxy.request_spec import Endpoint, parse_request
 from edge.tasks import enqueue
 
@@ -38,7 +39,7 @@ async def submit(request: Request):
     portal = request.app.ctx.portal
     settings = portal.settings
     key = await authenticate(portal, request.headers.get("authorization"))
-    body = _object(request.body)
+    body = json_object(request.body)
     endpoint_name = body.pop("endpoint", "chat")
     if endpoint_name not in ("chat", "completions"):
         raise InvalidRequest("'endpoint' must be 'chat' or 'completions'.", param="endpoint")
@@ -101,16 +102,6 @@ async def status(request: Request, job_id: str):
         if future is not None:
             portal.job_waiters.discard(job_id, future)
     return json_response(job_view(job))
-
-
-def _object(raw: bytes) -> dict:
-    try:
-        body = json.loads(raw or b"")
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return body
 
 
 def _wait_seconds(raw: str | None) -> float:

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import hmac
-import json
 import time
 
 from sanic import Blueprint, Request
@@ -21,6 +20,7 @@ from edge.admin import require_admin
 from edge.auth import authenticate, bearer_token
 from edge.db.models import PaymentStatus, WebhookEvent
 from edge.errors import InvalidRequest, PermissionDenied
+from edge.jsonbody import json_object
 from edge.keys import KeyRecord, hash_key, key_prefix
 from edge.payments.checkout import parse_topup_amount, start_checkout
 from edge.payments.config import PaymentSettings, PaymentsOff, close_stripe_clients
@@ -48,7 +48,7 @@ async def topup(request: Request):
     if not payments.enabled:
         raise PaymentsOff("Payments are off on this portal: Stripe is not configured.")
     key = await _payer(request)
-    amount = parse_topup_amount(_json_object(request).get("amount"), payments)
+    amount = parse_topup_amount(json_object(request.body, empty_ok=True).get("amount"), payments)
     payment = await start_checkout(portal, key, amount)
     (view,) = await payment_views([payment])
     return json_response({**view, "url": payment.checkout_url})
@@ -152,13 +152,3 @@ def _limit(request: Request, *, default: int, most: int) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= most:
         raise InvalidRequest(f"'limit' must be from 1 to {most}.", param="limit")
     return int(raw)
-
-
-def _json_object(request: Request) -> dict:
-    try:
-        body = json.loads(request.body or b"{}")
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise InvalidRequest("The request body is not valid JSON.") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return body

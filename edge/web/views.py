@@ -125,13 +125,17 @@ async def login(request: Request):
     return response
 
 
-@bp.post("/logout")
-async def logout(request: Request):
-    await check_csrf(request)
+async def _sign_out(request: Request) -> HTTPResponse:
     await request.app.ctx.portal.sessions.destroy(request.cookies.get(COOKIE))
     response = redirect("/")
     response.delete_cookie(COOKIE, path="/")
     return response
+
+
+@bp.post("/logout")
+async def logout(request: Request):
+    await check_csrf(request)
+    return await _sign_out(request)
 
 
 @bp.get("/account")
@@ -170,12 +174,8 @@ async def revoke(request: Request):
     key, away = await _signed_in(request)
     if away:
         return away
-    portal = request.app.ctx.portal
-    await revoke_key(await ApiKey.get(id=key.id), store=portal.store)
-    await portal.sessions.destroy(request.cookies.get(COOKIE))
-    response = redirect("/")
-    response.delete_cookie(COOKIE, path="/")
-    return response
+    await revoke_key(await ApiKey.get(id=key.id), store=request.app.ctx.portal.store)
+    return await _sign_out(request)
 
 
 @bp.get("/topup")
