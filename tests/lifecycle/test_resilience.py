@@ -139,3 +139,20 @@ def test_unhealthy_nodes_leave_routing_and_come_back(cluster: Cluster) -> None:
     before = served(first)
     assert send(10) == [200] * 10
     assert served(first) == before + 10  # the recovered node took the traffic back
+
+
+def test_autostop_keeps_min_warm_nodes_and_stops_the_dearest(cluster: Cluster) -> None:
+    cluster.portal.cli("models", "add", MODEL, "--input-price", "0.5", "--output-price", "1.5",
+                       "--idle-ttl", "1", "--min-warm", "1")
+    big, small = cluster.moto.run_node(MODEL, "g5.12xlarge"), cluster.moto.run_node(MODEL)
+    big_id = cluster.register(big, free_port(), "g5.12xlarge")
+    small_id = cluster.register(small, free_port(), "g5.xlarge")
+    cluster.portal.cli("nodes", "sync")
+    cluster.wait_node(big_id, state="running")
+    cluster.wait_node(small_id, state="running")
+    cluster.portal.spawn("scheduler", "scheduler")
+    cluster.wait_node(big_id, state="stopped", timeout=30)
+    assert cluster.moto.state(big) == "stopped"
+    time.sleep(2)  # more rounds of the scheduler change nothing
+    assert cluster.node(small_id)["state"] == "running"
+    assert cluster.moto.state(small) == "running"
