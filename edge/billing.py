@@ -134,6 +134,18 @@ class Billing:
             args=args)
         return Settlement(charged=charged, balance=balance, settled=bool(settled))
 
+    async def progress(self, request_id: str, prompt_tokens: int, completion_tokens: int,
+                       *, ttl_ms: int | None = None) -> None:
+        """Record what a stream has delivered so far and push back its deadline.
+
+        If the worker dies mid-stream, the reaper charges these figures.
+        """
+        store = self.store
+        await store.progress(
+            keys=[store.reservation(request_id), store.open_reservations],
+            args=[request_id, prompt_tokens, completion_tokens,
+                  ttl_ms or self.reservation_ttl_ms])
+
     async def credit(self, key_id: int, amount: int, *, reference: str, kind: str,
                      note: str = "") -> CreditResult:
         """Add ``amount`` micro-dollars (negative: take) once per ``reference``."""

@@ -25,7 +25,7 @@ from edge.db.models import ChatMessage
 from edge.errors import APIError
 from edge.proxy.sse import StreamRelay
 from edge.proxy.upstream import NODE_FAILURES, node_error
-from edge.proxy.views import new_request_id
+from edge.proxy.views import PROGRESS_INTERVAL, new_request_id
 
 if TYPE_CHECKING:
     from edge.chat.hub import RoomHub
@@ -203,12 +203,18 @@ class ReplyRunner:
                 failure = node_error(upstream.status_code, await upstream.aread())
                 status, error = "failed", failure.message
             else:
+                last_progress = time.monotonic()
                 async for chunk in upstream.aiter_raw():
                     text = self._pieces(relay.feed(chunk))
                     if text:
                         pieces.append(text)
                         await self.hub.publish(room, event("delta", reply_id=reply.id,
                                                            text=text))
+                        if time.monotonic() - last_progress > PROGRESS_INTERVAL:
+                            last_progress = time.monotonic()
+                            await portal.billing.progress(reservation.request_id,
+                                                          relay.prompt_tokens,
+                                                          relay.completion_tokens)
                     if relay.done:
                         break
                 if not relay.done:
@@ -226,7 +232,7 @@ class ReplyRunner:
         reply.content = "".join(pieces)
         counts = (relay.prompt_tokens, relay.completion_tokens)
         await asyncio.shield(self._finish(room, reply, asker, status, reservation, counts,
-                                          error=error))
+                                          error=error, node_id=node.id))
 
     @staticmethod
     def _pieces(events: bytes) -> str:
@@ -246,7 +252,8 @@ class ReplyRunner:
 
     async def _finish(self, room: str, reply: ChatMessage, asker: KeyRecord | None,
                       status: str, reservation: Reservation | None,
-                      counts: tuple[int, int], *, error: str | None = None) -> None:
+                      counts: tuple[int, int], *, error: str | None = None,
+                      node_id: int | None = None) -> None:
         """Settle, store and announce the end of a reply (once)."""
         if reply.id in self.finished:
             return
@@ -256,7 +263,7 @@ class ReplyRunner:
         if reservation is not None:
             settlement = await self.portal.billing.settle(
                 reservation, prompt_tokens=prompt, completion_tokens=completion,
-                fields={"model": reply.model, "node": "", "ep": "chat-room",
+                fields={"model": reply.model, "node": node_id or "", "ep": "chat-room",
                         "lat": int((datetime.now(UTC) - reply.created_at).total_seconds()
                                    * 1000),
                         "status": 200 if status == "done" else 499, "st": 1,

@@ -28,6 +28,7 @@ from edge.chat.limits import MessageRate
 from edge.chat.protocol import ClientFrame, FrameError, event, parse_frame
 from edge.db.models import ChatMessage, ChatRoom
 from edge.errors import APIError, InvalidRequest
+from edge.jsonbody import json_object
 from edge.web.sessions import COOKIE, session_key
 
 if TYPE_CHECKING:
@@ -235,9 +236,7 @@ async def create_room(request: Request):
     """A room named by you, or (``"private": true``) an unguessable one."""
     portal = request.app.ctx.portal
     key = await _api_key(request)
-    body = request.json if request.body else {}
-    if not isinstance(body, dict):
-        raise InvalidRequest("The body must be a JSON object.")
+    body = json_object(request.body, empty_ok=True)
     private = body.get("private") is True
     name = body.get("name")
     if private or not name:

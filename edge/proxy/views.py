@@ -275,7 +275,8 @@ class ProxyCall:
                         delivered = (relay.prompt_tokens, relay.completion_tokens)
                         if time.monotonic() - last_progress > PROGRESS_INTERVAL:
                             last_progress = time.monotonic()
-                            await self._progress(delivered)
+                            await self.portal.billing.progress(
+                                self.reservation.request_id, *delivered)
                     if relay.done:
                         break
             except NODE_FAILURES as exc:
@@ -309,11 +310,3 @@ class ProxyCall:
             if upstream is not None:
                 await upstream.aclose()
             self._release_node()
-
-    async def _progress(self, delivered: tuple[int, int]) -> None:
-        store = self.portal.store
-        request_id = self.reservation.request_id
-        await store.progress(
-            keys=[store.reservation(request_id), store.open_reservations],
-            args=[request_id, delivered[0], delivered[1],
-                  int(self.portal.settings.upstream_timeout * 1000)])
