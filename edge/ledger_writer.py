@@ -66,8 +66,14 @@ class LedgerWriter:
                 raise
         self._group_ready = True
 
-    async def drain_once(self, *, block_ms: int | None = None) -> int:
+    async def drain_once(self, *, block_ms: int | None = None,
+                         claim_idle_ms: int | None = None) -> int:
         """Persist one batch of new entries (and stale ones of dead writers).
+
+        Parameters:
+          block_ms: milliseconds to wait for new entries (None: do not wait).
+          claim_idle_ms: take over entries another writer has held this long
+            (default :data:`CLAIM_IDLE_MS`; 0 when every other writer is stopped).
 
         Returns the number of entries handled.
         """
@@ -75,7 +81,8 @@ class LedgerWriter:
         client = self.store.client
         stream = self.store.ledger_stream
         entries: list[Entry] = []
-        claimed = await client.xautoclaim(stream, GROUP, self.consumer, CLAIM_IDLE_MS,
+        idle = CLAIM_IDLE_MS if claim_idle_ms is None else claim_idle_ms
+        claimed = await client.xautoclaim(stream, GROUP, self.consumer, idle,
                                           start_id="0-0", count=BATCH_SIZE)
         entries += _decode(claimed[1])
         if len(entries) < BATCH_SIZE:

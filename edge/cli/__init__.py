@@ -15,7 +15,18 @@ __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge.cli import catalog, dev, jobs, keys, migrate, payments, serve, simnode, workers
+    from edge.cli import (
+        catalog,
+        dev,
+        jobs,
+        keys,
+        ledger,
+        migrate,
+        payments,
+        serve,
+        simnode,
+        workers,
+    )
 
     parser = argparse.ArgumentParser(
         prog="portal",
@@ -24,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (migrate, catalog, keys, jobs, payments, serve, workers, simnode, dev):
+    for module in (migrate, catalog, keys, ledger, jobs, payments, serve, workers, simnode,
+                   dev):
         module.register(commands)
     return parser
 

@@ -1,0 +1,66 @@
+"""``portal ledger …``: the ledger between Redis and SQL, for operators.
+
+``drain`` writes what the ledger stream still holds into SQL now. ``reset-hot``
+is for after a database restore: SQL went back in time while Redis kept the
+live balances, so it first drains the stream into the restored database (those
+entries are real), then drops Redis's copies (balances, credit markers, the key
+mirror), which every worker reloads from SQL on first use. SQL is then the
+truth again; top-ups after the backup are replayed from Stripe (each credits
+once) and usage after it is written off.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from edge.cli.runtime import CommandContext, fail, run_command
+from edge.ledger_writer import LedgerWriter
+
+__all__ = ["register"]
+
+#: Redis key patterns ``reset-hot`` drops (under the namespace).
+HOT_PATTERNS = ("bal:*", "applied:*", "key:*", "keys:mirrored", "resv:*", "rl:*")
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    ledger = commands.add_parser("ledger", help="the ledger between Redis and SQL").add_subparsers(
+        dest="ledger_command", metavar="ACTION", required=True)
+    drain = ledger.add_parser("drain", help="write the pending ledger entries to SQL now")
+    drain.set_defaults(func=lambda a: run_command(drain_cmd))
+    reset = ledger.add_parser(
+        "reset-hot", help="after a database restore: make SQL the truth again "
+                          "(stop the edge and the workers first)")
+    reset.add_argument("--yes", action="store_true", help="really do it")
+    reset.set_defaults(func=lambda a: run_command(lambda c: reset_cmd(c, a)))
+
+
+async def _drain(ctx: CommandContext, *, claim_all: bool = False) -> int:
+    if ctx.store is None:
+        raise fail("no Redis answers: there is nothing to drain")
+    writer = LedgerWriter(ctx.store, consumer="cli-drain")
+    total = 0
+    while count := await writer.drain_once(claim_idle_ms=0 if claim_all else None):
+        total += count
+    return total
+
+
+async def drain_cmd(ctx: CommandContext) -> int:
+    print(f"{await _drain(ctx)} ledger entries written")
+    return 0
+
+
+async def reset_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
+    if not args.yes:
+        raise fail("this drops Redis's balances and credit markers; stop the edge and the "
+                    "workers, then run it again with --yes")
+    drained = await _drain(ctx, claim_all=True)  # the writers are stopped: take theirs too
+    client = ctx.store.client
+    dropped = 0
+    for pattern in HOT_PATTERNS:
+        batch = [key async for key in client.scan_iter(f"{ctx.store.ns}:{pattern}", count=1000)]
+        for start in range(0, len(batch), 1000):
+            dropped += await client.delete(*batch[start:start + 1000])
+    await ctx.store.publish("keys")
+    print(f"{drained} ledger entries written to SQL, {dropped} Redis keys dropped; "
+          "balances now come from SQL")
+    return 0
