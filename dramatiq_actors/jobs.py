@@ -72,7 +72,12 @@ async def answer_job(job_id: str) -> str:
     renewer = asyncio.create_task(_renew(job_id, rt.settings.job_lease))
     try:
         await job.refresh_from_db()
-        await _answer(job)
+        if not await rt.store.client.exists(rt.store.reservation(job.request_id)):
+            # Its credit is gone (released, reaped, or Redis reset): never run it free.
+            await finish_job(job, JobStatus.FAILED, error=_error(
+                "The job's credit reservation was lost; submit it again.", "reservation_lost"))
+        else:
+            await _answer(job)
     finally:
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):

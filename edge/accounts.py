@@ -64,6 +64,9 @@ async def credit_key(key: ApiKey, amount: int, *, kind: LedgerKind, reference: s
     Returns ``(applied amount, duplicate)``; the change is in SQL on return.
     """
     reference = reference or f"{kind}:{uuid.uuid4().hex}"
+    if await LedgerEntry.exists(reference=reference):
+        # SQL's unique reference is forever; Redis's marker may have expired or been reset.
+        return 0, True
     if store is None:
         return await _credit_in_sql(key, amount, kind=kind, reference=reference, note=note)
     billing = Billing(store, reservation_ttl_ms=0)
@@ -86,8 +89,6 @@ async def wait_persisted(store: HotStore, reference: str) -> None:
 
 async def _credit_in_sql(key: ApiKey, amount: int, *, kind: LedgerKind, reference: str,
                          note: str) -> tuple[int, bool]:
-    if await LedgerEntry.exists(reference=reference):
-        return 0, True
     await key.refresh_from_db(fields=["balance"])
     applied = max(amount, -key.balance)
     await persist_entries(

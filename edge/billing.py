@@ -51,14 +51,14 @@ class CreditResult:
 
 
 def worst_case_tokens(prompt_estimate: int, max_tokens: int | None, choices: int,
-                      context_length: int) -> tuple[int, int]:
+                      context_length: int, prompts: int = 1) -> tuple[int, int]:
     """Upper bounds of ``(prompt, completion)`` tokens for a reservation.
 
     The prompt bound is the request body's length in bytes (a token is never
     shorter than a byte of the JSON that carried it); both are capped by the
-    model's context, which vLLM enforces.
+    model's context, which vLLM enforces per prompt and per choice.
     """
-    prompt = min(prompt_estimate, context_length)
+    prompt = min(prompt_estimate, context_length * max(1, prompts))
     completion = context_length if max_tokens is None else min(max_tokens, context_length)
     return prompt, completion * max(1, choices)
 

@@ -10,6 +10,10 @@ from edge.errors import InvalidRequest
 __all__ = ["json_object"]
 
 
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
 def json_object(raw: bytes | None, *, empty_ok: bool = False) -> dict[str, Any]:
     """The body as a dict.
 
@@ -23,7 +27,7 @@ def json_object(raw: bytes | None, *, empty_ok: bool = False) -> dict[str, Any]:
     if not raw and empty_ok:
         return {}
     try:
-        body = json.loads(raw or b"")
+        body = json.loads(raw or b"", parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

@@ -7,7 +7,7 @@ rounding is :func:`token_cost`'s ceiling, which never undercharges by a fraction
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
+from decimal import ROUND_HALF_EVEN, Decimal, DecimalException, InvalidOperation
 
 __all__ = ["MICROS_PER_USD", "format_usd", "parse_usd", "token_cost"]
 
@@ -28,11 +28,15 @@ def parse_usd(text: str | int | float | Decimal) -> int:
         amount = Decimal(str(text).strip())
     except InvalidOperation:
         raise ValueError(f"not an amount of dollars: {text!r}") from None
-    if not amount.is_finite():
-        raise ValueError(f"not an amount of dollars: {text!r}")
-    micros = amount * MICROS_PER_USD
-    if micros != micros.to_integral_value():
-        raise ValueError(f"{text!r} is finer than one micro-dollar")
+    if not amount.is_finite() or abs(amount.adjusted()) > 15:
+        raise ValueError(f"not an amount of dollars: {str(text)[:40]!r}")
+    try:
+        micros = amount * MICROS_PER_USD
+        exact = micros == micros.to_integral_value()
+    except DecimalException:
+        raise ValueError(f"not an amount of dollars: {str(text)[:40]!r}") from None
+    if not exact:
+        raise ValueError(f"{str(text)[:40]!r} is finer than one micro-dollar")
     return int(micros)
 
 

@@ -43,7 +43,7 @@ PRESENCE_NAMES = 100
 class Member:
     """One socket in one room, as the hub sees it."""
 
-    __slots__ = ("closed", "id", "key_id", "name", "queue", "room")
+    __slots__ = ("close_reason", "closed", "id", "key_id", "name", "queue", "room")
 
     def __init__(self, member_id: str, room: str, key_id: int, name: str) -> None:
         self.id = member_id
@@ -52,6 +52,7 @@ class Member:
         self.name = name
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_LIMIT)
         self.closed = False
+        self.close_reason = ""
 
     def deliver(self, text: str) -> None:
         """Queue an event without waiting; a full queue closes the member."""
@@ -61,11 +62,13 @@ class Member:
             self.queue.put_nowait(text)
         except asyncio.QueueFull:
             log.warning("chat member %s is not reading; dropping it", self.id)
-            self.close()
+            self.close("too slow")
 
-    def close(self) -> None:
+    def close(self, reason: str = "") -> None:
+        """End the member's socket (policy close, 1008, when ``reason`` is given)."""
         if not self.closed:
             self.closed = True
+            self.close_reason = reason
             try:
                 self.queue.put_nowait(None)
             except asyncio.QueueFull:

@@ -125,7 +125,7 @@ def _int(data: dict, name: str, *, required: bool) -> int | None:
     value = data.get(name)
     if value is None and not required:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
         raise FrameError("bad_field", f"'{name}' must be a non-negative integer.")
     return value
 

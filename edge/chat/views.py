@@ -155,7 +155,8 @@ async def _write(ws: Socket, member: Member, *, first: str) -> None:
         while True:
             text = await member.queue.get()
             if text is None:
-                await ws.close(1008 if member.closed else 1000, "too slow")
+                reason = member.close_reason
+                await ws.close(1008 if reason else 1000, reason)
                 return
             await ws.send(text)
     except ConnectionClosed:
@@ -212,6 +213,15 @@ async def _handle(portal: PortalContext, member: Member, key: KeyRecord, room: C
 
 async def _message(portal: PortalContext, member: Member, key: KeyRecord, room: ChatRoom,
                    frame: ClientFrame) -> None:
+    # The key may have been revoked or frozen since the socket opened: look again
+    # (the worker's cache, kept fresh by pub/sub) before anything is said or charged.
+    current = await portal.keys.lookup(key.prefix)
+    if current is None or not current.usable(time.time()) or current.frozen:
+        member.deliver(event("error", code="invalid_api_key",
+                             message="This key was revoked or frozen; the socket closes."))
+        member.close("key revoked or frozen")
+        return
+    key = current
     model = None
     if frame.ask:
         name = frame.model or room.model or portal.settings.chat_default_model or next(

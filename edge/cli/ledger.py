@@ -53,6 +53,12 @@ async def reset_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
     if not args.yes:
         raise fail("this drops Redis's balances and credit markers; stop the edge and the "
                     "workers, then run it again with --yes")
+    from edge.db.models import Job, JobStatus
+
+    waiting = await Job.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).count()
+    if waiting:
+        raise fail(f"{waiting} jobs are queued or running and hold credit in Redis; let them "
+                   "finish (or expire) first")
     drained = await _drain(ctx, claim_all=True)  # the writers are stopped: take theirs too
     client = ctx.store.client
     dropped = 0

@@ -8,6 +8,7 @@ never runs on credit the key does not have; ``run_job`` settles it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime, timedelta
@@ -59,7 +60,19 @@ async def submit(request: Request):
         raise ModelNotFound(f"The model '{spec.model}' does not exist or is not enabled.",
                             param="model")
     prompt, completion = worst_case_tokens(len(raw), spec.max_tokens, spec.choices,
-                                           model.context_length)
+                                           model.context_length, spec.prompts)
+    # Reserving, recording and enqueueing run to the end even if the client goes
+    # away meanwhile: a job must never exist without its credit, nor credit stay
+    # held for a job that does not exist.
+    job = await asyncio.shield(asyncio.ensure_future(_make_job(
+        portal, key, model, endpoint, body, spec.max_tokens, deadline,
+        prompt=prompt, completion=completion)))
+    return json_response(job_view(job), status=202)
+
+
+async def _make_job(portal, key, model, endpoint: Endpoint, body: dict, max_tokens,
+                    deadline: int, *, prompt: int, completion: int) -> Job:
+    settings = portal.settings
     job_id = new_job_id()
     request_id = "req_" + job_id.removeprefix("job_")
     ttl_ms = int((deadline + settings.upstream_timeout + 60) * 1000)
@@ -72,7 +85,7 @@ async def submit(request: Request):
         job = await Job.create(id=job_id, key_id=key.id, model=model.name,
                                endpoint=endpoint.value, body=body, request_id=request_id,
                                deadline_at=datetime.now(UTC) + timedelta(seconds=deadline))
-    except BaseException:
+    except Exception:
         await portal.billing.settle_amount(request_id, key.id, 0, 0, {
             "t": "usage", "rid": request_id, "key": key.id, "pt": 0, "ct": 0, "cost": 0,
             "model": model.name, "ep": f"job-{endpoint.value}", "status": 500, "cx": 1})
@@ -82,7 +95,7 @@ async def submit(request: Request):
         await enqueue(settings, "run_job", job.id)
     except Exception:
         log.exception("could not enqueue %s; the sweeper will", job.id)
-    return json_response(job_view(job), status=202)
+    return job
 
 
 @bp.get("/jobs/<job_id:str>")

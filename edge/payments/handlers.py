@@ -167,21 +167,50 @@ async def _close_unpaid(session: Mapping[str, Any], status: PaymentStatus) -> st
     return f"{session_id} {status}" if changed else f"{session_id} unchanged"
 
 
-async def _payment_for_charge(charge_id: str | None, intent: str | None) -> Payment | None:
+async def _payment_for_charge(charge_id: str | None, intent: str | None,
+                              ctx: PaymentsContext) -> Payment | None:
+    """The top-up a charge paid for, credited first if its completion has not come yet.
+
+    Stripe does not promise the order of events: a refund or a dispute may arrive
+    before ``checkout.session.completed``, when the payment does not know its
+    payment intent yet. Stripe is asked which session the intent belongs to, and
+    that session is credited now (once, by its reference), so that the refund
+    takes back a credit that exists.
+    """
+    payment = None
     if intent:
         payment = await Payment.get_or_none(payment_intent=intent)
-        if payment is not None:
-            return payment
-    if charge_id:
-        return await Payment.filter(charge_id=charge_id).first()
-    return None
+    if payment is None and charge_id:
+        payment = await Payment.filter(charge_id=charge_id).first()
+    if payment is None and intent:
+        session = await _session_of_intent(intent, ctx.settings)
+        if session is not None:
+            payment = await Payment.get_or_none(session_id=text(session, "id"))
+            if payment is not None:
+                await credit_session(session, ctx)
+                await payment.refresh_from_db()
+    return payment
+
+
+async def _session_of_intent(intent: str, settings: Settings) -> Mapping[str, Any] | None:
+    import stripe
+
+    try:
+        page = await stripe_client(settings).v1.checkout.sessions.list_async(
+            params={"payment_intent": intent, "limit": 1})
+    except stripe.StripeError as exc:
+        log.warning("could not find the session of %s: %r", intent, exc)
+        raise ServiceUnavailable("Stripe did not answer; deliver again.",
+                                 retry_after=30) from None
+    sessions = [session.to_dict() for session in page.data]
+    return sessions[0] if sessions else None
 
 
 async def on_charge_refunded(event: StripeEvent, ctx: PaymentsContext) -> str:
     """Take each new refund of a top-up back from its key, never below zero."""
     charge = event.object
     charge_id = text(charge, "id")
-    payment = await _payment_for_charge(charge_id, object_id(charge, "payment_intent"))
+    payment = await _payment_for_charge(charge_id, object_id(charge, "payment_intent"), ctx)
     if payment is None:
         return f"ignored: charge {charge_id} is not a portal top-up"
     sid = payment.session_id
@@ -239,7 +268,7 @@ async def on_dispute_created(event: StripeEvent, ctx: PaymentsContext) -> str:
     dispute = event.object
     dispute_id = text(dispute, "id")
     payment = await _payment_for_charge(object_id(dispute, "charge"),
-                                        object_id(dispute, "payment_intent"))
+                                        object_id(dispute, "payment_intent"), ctx)
     if payment is None:
         return f"ignored: dispute {dispute_id} is not about a portal top-up"
     await Payment.filter(id=payment.id).update(status=PaymentStatus.DISPUTED,
@@ -256,7 +285,7 @@ async def on_dispute_closed(event: StripeEvent, ctx: PaymentsContext) -> str:
     dispute_id = text(dispute, "id")
     outcome = text(dispute, "status")
     payment = await _payment_for_charge(object_id(dispute, "charge"),
-                                        object_id(dispute, "payment_intent"))
+                                        object_id(dispute, "payment_intent"), ctx)
     if payment is None:
         return f"ignored: dispute {dispute_id} is not about a portal top-up"
     if outcome in _DISPUTE_WON:
@@ -299,6 +328,23 @@ async def set_frozen(key_id: int, frozen: bool, store: HotStore | None) -> None:
 Handler = Callable[[StripeEvent, PaymentsContext], Awaitable[str]]
 
 #: Event types handled; every other type is answered 200 and ignored.
+async def on_refund_failed(event: StripeEvent, ctx: PaymentsContext) -> str:
+    """A refund that was debited while pending, then failed: give the credit back, once."""
+    refund = event.object
+    if refund.get("status") not in ("failed", "canceled"):
+        return f"refund {text(refund, 'id')} is {str(refund.get('status'))[:20]}"
+    refund_id = text(refund, "id")
+    debits = await LedgerEntry.filter(reference__startswith="refund:",
+                                      reference__endswith=f":{refund_id}").all()
+    if not debits:
+        return f"ignored: refund {refund_id} was never debited"
+    debit = debits[0]
+    _applied, duplicate = await apply_credit(
+        debit.key_id, -debit.amount, reference=f"refund-failed:{debit.reference}",
+        kind=LedgerKind.ADJUSTMENT, note=f"Stripe refund {refund_id} failed", store=ctx.store)
+    return f"refund {refund_id} failed: {'already given back' if duplicate else 'given back'}"
+
+
 HANDLERS: dict[str, Handler] = {
     "checkout.session.completed": on_session_completed,
     "checkout.session.async_payment_succeeded": on_session_completed,
@@ -307,4 +353,6 @@ HANDLERS: dict[str, Handler] = {
     "charge.refunded": on_charge_refunded,
     "charge.dispute.created": on_dispute_created,
     "charge.dispute.closed": on_dispute_closed,
+    "charge.refund.updated": on_refund_failed,
+    "refund.failed": on_refund_failed,
 }

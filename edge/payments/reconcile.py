@@ -110,7 +110,7 @@ def _line(session_id: str, session: dict[str, Any], payment: Payment | None,
 
 
 def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, str) and value.isdigit() else None
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else None
 
 
 async def apply_missing(ctx: PaymentsContext, lines: list[Line]) -> list[str]:

@@ -108,7 +108,7 @@ async def admin_payments(request: Request):
     if status is not None and status not in statuses:
         raise InvalidRequest(f"'status' must be one of {', '.join(statuses)}.", param="status")
     key_id = request.args.get("key_id")
-    if key_id is not None and not key_id.isdigit():
+    if key_id is not None and not (key_id.isascii() and key_id.isdigit()):
         raise InvalidRequest("'key_id' must be a number.", param="key_id")
     data = await list_payments(key_id=int(key_id) if key_id else None, status=status,
                                limit=_limit(request, default=100, most=500), admin=True)
@@ -149,6 +149,6 @@ def _limit(request: Request, *, default: int, most: int) -> int:
     raw = request.args.get("limit")
     if raw is None:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= most:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
         raise InvalidRequest(f"'limit' must be from 1 to {most}.", param="limit")
     return int(raw)

@@ -34,6 +34,8 @@ class RequestSpec:
     stream: bool
     max_tokens: int | None
     choices: int  # completions the node will generate (n × prompts)
+    n: int  # completions per prompt
+    prompts: int  # prompts in the request (completions may batch several)
     include_usage: bool  # the client asked for the final usage chunk
     continuous_usage: bool  # the client asked for usage on every chunk
 
@@ -52,7 +54,7 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> RequestSpec:
     if not raw:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
@@ -76,9 +78,11 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> RequestSpec:
 
     max_tokens = _optional_int(body, "max_tokens", minimum=1)
     if endpoint is Endpoint.CHAT:
+        # vLLM (and OpenAI) take max_completion_tokens over max_tokens: so must the
+        # reservation, or a small max_tokens would hold little for a long answer.
         completion_cap = _optional_int(body, "max_completion_tokens", minimum=1)
         if completion_cap is not None:
-            max_tokens = completion_cap if max_tokens is None else min(max_tokens, completion_cap)
+            max_tokens = completion_cap
     n = _optional_int(body, "n", minimum=1)
     if n is not None and n > 16:
         raise InvalidRequest("'n' may be at most 16.", param="n")
@@ -99,8 +103,13 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> RequestSpec:
     continuous = options.get("continuous_usage_stats", False) is True
 
     return RequestSpec(endpoint=endpoint, body=body, model=model, stream=stream,
-                       max_tokens=max_tokens, choices=prompts * (n or 1),
+                       max_tokens=max_tokens, choices=prompts * (n or 1), n=n or 1,
+                       prompts=prompts,
                        include_usage=include_usage, continuous_usage=continuous)
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _check_messages(messages: Any) -> None:

@@ -25,10 +25,14 @@ class StreamRelay:
       include_usage: the client wants the final usage chunk.
       continuous: the client wants usage on every chunk.
       rename: ``(served name, public name)`` when they differ.
+      n: choices per prompt; prompts: prompts in the request. With more than
+        one choice, vLLM's running usage is per choice (and per prompt), so the
+        counts are kept per choice and summed.
     """
 
     def __init__(self, *, include_usage: bool, continuous: bool,
-                 rename: tuple[str, str] | None = None) -> None:
+                 rename: tuple[str, str] | None = None, n: int = 1,
+                 prompts: int = 1) -> None:
         self.include_usage = include_usage
         self.continuous = continuous
         self._rename = None
@@ -39,6 +43,10 @@ class StreamRelay:
         self.prompt_tokens = 0
         self.completion_tokens = 0
         self.done = False  # the node sent [DONE]
+        self._n = max(1, n)
+        self._several = n * prompts > 1
+        self._completion: dict[int, int] = {}  # by choice index
+        self._prompt: dict[int, int] = {}  # by prompt index
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes from the node; return the complete events to send on (maybe empty)."""
@@ -66,9 +74,10 @@ class StreamRelay:
         at = event.rfind(_USAGE)
         if at != -1 and event.endswith(b"}"):
             usage = event[at + len(_USAGE):-1]
+            final = b'"choices":[]' in event
             if usage != b"null":
-                self._count(usage)
-            if b'"choices":[]' in event:
+                self._count(usage, None if final or not self._several else _index(event))
+            if final:
                 if not self.include_usage:
                     return None
             elif not self.continuous:
@@ -77,10 +86,28 @@ class StreamRelay:
             event = event.replace(self._rename[0], self._rename[1], 1)
         return event
 
-    def _count(self, usage: bytes) -> None:
+    def _count(self, usage: bytes, index: int | None) -> None:
+        """Take a usage object: the totals, or (``index``) one choice's running count."""
         try:
             counts = json.loads(usage)
-            self.prompt_tokens = int(counts.get("prompt_tokens") or self.prompt_tokens)
-            self.completion_tokens = int(counts.get("completion_tokens") or 0)
+            prompt = int(counts.get("prompt_tokens") or 0)
+            completion = int(counts.get("completion_tokens") or 0)
         except (ValueError, TypeError, AttributeError):
-            pass
+            return
+        if index is None:
+            self.prompt_tokens = prompt or self.prompt_tokens
+            self.completion_tokens = completion
+            return
+        self._completion[index] = completion
+        self._prompt[index // self._n] = prompt
+        self.prompt_tokens = sum(self._prompt.values())
+        self.completion_tokens = sum(self._completion.values())
+
+
+def _index(event: bytes) -> int:
+    """The choice index of a chunk (the slow path, only for several choices)."""
+    try:
+        choices = json.loads(event[6:]).get("choices") or [{}]
+        return int(choices[0].get("index") or 0)
+    except (ValueError, TypeError, AttributeError, IndexError):
+        return 0

@@ -68,7 +68,7 @@ async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
     if node is None:
         raise await warming(portal, model)
     prompt, completion = worst_case_tokens(len(request.body), spec.max_tokens, spec.choices,
-                                           model.context_length)
+                                           model.context_length, spec.prompts)
     reservation = await portal.billing.reserve(
         key, request.ctx.request_id, prompt_tokens=prompt, completion_tokens=completion,
         input_price=model.input_price, output_price=model.output_price,
@@ -249,7 +249,8 @@ class ProxyCall:
     async def stream(self, node: NodeInfo) -> None:
         """A streaming request: events are relayed as they arrive, never buffered."""
         relay = StreamRelay(include_usage=self.spec.include_usage,
-                            continuous=self.spec.continuous_usage,
+                            continuous=self.spec.continuous_usage, n=self.spec.n,
+                            prompts=self.spec.prompts,
                             rename=None if self.model.served_name == self.model.name
                             else (self.model.served_name, self.model.name))
         delivered = (0, 0)

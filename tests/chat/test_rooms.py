@@ -225,3 +225,28 @@ async def test_a_cold_model_says_it_is_warming(room_portal: Deployment) -> None:
     done = await client.wait_for("done", timeout=20)
     assert done["status"] == "failed" and done["cost_micros"] == 0
     await client.close()
+
+
+async def test_a_key_revoked_while_its_socket_is_open_can_no_longer_ask(
+        room_portal: Deployment) -> None:
+    key_id, key = room_portal.key("1")
+    client = await ChatClient.connect(room_portal.url, "revoked", key)
+    room_portal.portal.cli("keys", "revoke", str(key_id))
+    await asyncio.sleep(0.5)
+    before = room_portal.sql("SELECT COUNT(*) FROM usage_log WHERE key_id=?", key_id)
+    await client.send(type="message", text="still here?", params={"max_tokens": 3})
+    error = await client.wait_for("error")
+    assert error["code"] == "invalid_api_key"
+    await asyncio.wait_for(client._reader, 10)
+    assert client.socket.close_code == 1008
+    assert room_portal.sql("SELECT COUNT(*) FROM usage_log WHERE key_id=?", key_id) == before
+    assert not [e for e in client.events if e["type"] == "delta"]
+
+
+async def test_huge_ids_are_refused_not_fatal(room_portal: Deployment) -> None:
+    client = await ChatClient.connect(room_portal.url, "rough", room_portal.key("1")[1])
+    await client.send(type="history", before=2**63)
+    assert (await client.wait_for("error"))["code"] == "bad_field"
+    await client.send(type="ping")
+    await client.wait_for("pong")
+    await client.close()

@@ -103,3 +103,14 @@ def test_topup_without_redis_goes_to_sql(tmp_path) -> None:
     created = server.cli_json("keys", "create", "--name", "solo", "--credit", "1")
     topped = server.cli_json("keys", "topup", str(created["id"]), "0.5")
     assert topped["balance"] == "1.500000"
+
+
+def test_topup_reference_stays_unique_when_redis_forgot_it(portal: PortalServer) -> None:
+    import redis
+
+    created = portal.cli_json("keys", "create", "--name", "carol", "--credit", "1")
+    portal.cli_json("keys", "topup", str(created["id"]), "1", "--reference", "once")
+    client = redis.Redis.from_url(portal.redis_url)
+    client.delete(f"{portal.namespace}:applied:once")  # expired, or reset
+    again = portal.cli_json("keys", "topup", str(created["id"]), "1", "--reference", "once")
+    assert again["duplicate"] is True and again["balance"] == "2.000000"

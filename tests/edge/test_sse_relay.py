@@ -64,3 +64,20 @@ def test_error_events_and_comments_pass_through() -> None:
     data = b': keep-alive\n\ndata: {"error":{"message":"boom"}}\n\n'
     out = StreamRelay(include_usage=False, continuous=False).feed(data)
     assert out == data
+
+
+def test_several_choices_are_summed() -> None:
+    """vLLM's running usage is per choice: two choices of 10 tokens are 20 tokens."""
+    def piece(index: int, completion: int) -> bytes:
+        body = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": index, "delta": {"content": "x"}, "finish_reason": None}],
+                "usage": {"prompt_tokens": 9, "total_tokens": 9 + completion,
+                          "completion_tokens": completion}}
+        return b"data: " + json.dumps(body, separators=(",", ":")).encode() + b"\n\n"
+
+    relay = StreamRelay(include_usage=False, continuous=False, n=2)
+    relay.feed(b"".join(piece(i % 2, i // 2 + 1) for i in range(20)))
+    assert (relay.prompt_tokens, relay.completion_tokens) == (9, 20)
+    several = StreamRelay(include_usage=False, continuous=False, n=1, prompts=2)
+    several.feed(piece(0, 3) + piece(1, 4))
+    assert (several.prompt_tokens, several.completion_tokens) == (18, 7)

@@ -135,3 +135,34 @@ def test_a_job_past_its_deadline_expires_and_costs_nothing(cluster: Cluster) -> 
     assert job["error"]["code"] == "job_expired"
     balance = httpx.get(cluster.url + "/v1/key", headers=headers).json()["data"]
     assert balance["balance_micros"] == 1_000_000
+
+
+def test_a_job_whose_credit_vanished_fails_instead_of_running_free(cluster: Cluster) -> None:
+    import redis
+
+    from simnode.testing import start_simnode
+
+    cluster.portal.stop_child("worker")
+    with start_simnode("--model", MODEL) as node:
+        cluster.portal.cli("nodes", "add", "--model", MODEL, "--url", node.url)
+        key_id, key = cluster.portal.create_key("1")
+        headers = {"authorization": f"Bearer {key}"}
+        job = httpx.post(cluster.url + "/v1/jobs", json=BODY, headers=headers).json()
+        client = redis.Redis.from_url(cluster.portal.redis_url)
+        request_id = "req_" + job["id"].removeprefix("job_")
+        assert client.delete(f"{cluster.portal.namespace}:resv:{request_id}") == 1
+        cluster.portal.start_worker("worker2")
+        deadline = time.monotonic() + 30
+        while job["status"] in ("queued", "running") and time.monotonic() < deadline:
+            job = httpx.get(cluster.url + f"/v1/jobs/{job['id']}?wait=5", headers=headers,
+                            timeout=10).json()
+        assert job["status"] == "failed" and job["error"]["code"] == "reservation_lost"
+        assert served_requests(node) == 0
+
+
+def served_requests(node) -> int:
+    import re
+
+    text = httpx.get(node.url + "/metrics").text
+    return int(sum(float(v) for v in re.findall(
+        r"vllm:request_success_total\{[^}]*\} (\S+)", text)))

@@ -188,3 +188,15 @@ def test_without_stripe_the_portal_runs_and_payments_are_off(
     history = httpx.get(unpaid_portal.url + "/v1/key/payments", headers=auth)
     assert history.status_code == 200 and history.json()["data"] == []
     assert httpx.get(unpaid_portal.url + "/v1/key", headers=auth).status_code == 200
+
+
+def test_absurd_numbers_are_400s_not_500s(shop: Shop) -> None:
+    _key_id, key = shop.key()
+    for amount in ("1e999999", "1e-999999", "NaN", "-5", "²"):
+        response = shop.topup(key, amount)
+        assert response.status_code == 400, (amount, response.text)
+    import httpx
+
+    listing = httpx.get(shop.url + "/v1/key/payments?limit=²",
+                        headers={"authorization": f"Bearer {key}"})
+    assert listing.status_code == 400

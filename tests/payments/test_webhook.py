@@ -209,6 +209,23 @@ def test_a_refund_after_spending_takes_back_what_is_left(any_shop: Shop) -> None
     assert shop.assert_books_balance(key_id) == 0
 
 
+def test_a_refund_that_arrives_before_the_completion(shop: Shop) -> None:
+    """Stripe does not order its events: the refund finds its top-up all the same."""
+    key_id, key = shop.key()
+    session_id = shop.open_session(key, "25.00")
+    completed = shop.stripe.pay(session_id)  # delivered late, below
+    charge = shop.stripe.refund(session_id, 2500)
+    response = shop.send("charge.refunded", charge)
+    assert response.status_code == 200, response.text
+    assert "ignored" not in response.json()["outcome"]
+    assert shop.stripe.calls("GET", "/v1/checkout/sessions")  # it asked whose intent it is
+    assert shop.assert_books_balance(key_id) == 0  # credited, then taken back
+    late = shop.send("checkout.session.completed", completed)
+    assert late.status_code == 200 and late.json()["duplicate"] is False
+    assert shop.assert_books_balance(key_id) == 0  # the late completion credits nothing more
+    assert shop.payment(session_id)["status"] == "refunded"
+
+
 def test_partial_refunds_each_debit_once(any_shop: Shop) -> None:
     shop = any_shop
     key_id, key = shop.key()
@@ -270,3 +287,18 @@ def test_a_lost_dispute_takes_the_credit_back_and_keeps_the_key_frozen(any_shop:
     assert until(lambda: shop.sql("SELECT frozen FROM api_keys WHERE id=?", key_id)[0][0])
     assert shop.assert_books_balance(key_id) == 0
     assert ledger(shop, f"dispute:{session_id}:{dispute['id']}")[0][0] == -8_000_000
+
+
+def test_a_refund_that_fails_gives_the_credit_back_once(shop: Shop) -> None:
+    key_id, key = shop.key()
+    session_id = shop.paid(key, "10.00")
+    charge = shop.stripe.refund(session_id, 400)
+    refund = charge["refunds"]["data"][0]
+    refund["status"] = "pending"
+    assert shop.send("charge.refunded", charge).status_code == 200
+    assert shop.assert_books_balance(key_id) == 6_000_000
+    failed = {**refund, "status": "failed"}
+    for _ in range(2):
+        response = shop.send("refund.failed", failed)
+        assert response.status_code == 200, response.text
+    assert shop.assert_books_balance(key_id) == 10_000_000

@@ -203,6 +203,8 @@ class FakeStripe:
             sessions = [s for s in sessions if s["created"] < int(query["created[lt]"])]
         if "status" in query:
             sessions = [s for s in sessions if s["status"] == query["status"]]
+        if "payment_intent" in query:
+            sessions = [s for s in sessions if s["payment_intent"] == query["payment_intent"]]
         if "starting_after" in query:
             ids = [s["id"] for s in sessions]
             after = ids.index(query["starting_after"]) + 1 if query["starting_after"] in ids \
