@@ -10,11 +10,14 @@ for it go as soon as it can serve, and records how long the model takes to boot.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import dramatiq
+from redis.exceptions import LockError
 
 from dramatiq_actors.broker import QUEUE_LIFECYCLE
 from dramatiq_actors.fleet import FleetError, LaunchSpec, fleet_for, hourly_price
@@ -45,6 +48,26 @@ def boot_lock(model: str) -> str:
 
 def _region(node: Node) -> str:
     return node.region or runtime().settings.regions[0]
+
+
+@contextlib.asynccontextmanager
+async def _locked(node_id: int) -> AsyncIterator[Node | None]:
+    """One action at a time on a node, whatever worker runs it; yields the node, fresh.
+
+    Without it a reboot still watching its node could mark it running again just
+    after a stop took it down.
+    """
+    rt = runtime()
+    hold = max(rt.settings.boot_timeout, rt.settings.upstream_timeout) + 600
+    lock = rt.store.client.lock(f"{rt.store.ns}:nodelock:{node_id}", timeout=hold,
+                                blocking_timeout=rt.settings.boot_timeout + 60)
+    if not await lock.acquire():
+        raise TimeoutError(f"node {node_id} is busy with another action")
+    try:
+        yield await _node(node_id)
+    finally:
+        with contextlib.suppress(LockError):
+            await lock.release()
 
 
 async def _node(node_id: int) -> Node | None:
@@ -85,9 +108,9 @@ async def launch_node(model: str, instance_type: str, *, region: str = "", image
 @dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=3_600_000, **RETRIES)
 async def boot_node(node_id: int) -> None:
     """Start a stopped node and watch it until it serves."""
-    node = await _node(node_id)
-    if node is not None:
-        await _boot(node)
+    async with _locked(node_id) as node:
+        if node is not None:
+            await _boot(node)
 
 
 async def _boot(node: Node) -> None:
@@ -177,9 +200,9 @@ async def _record_boot(node: Node) -> None:
 @dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=600_000, **RETRIES)
 async def stop_node(node_id: int) -> None:
     """Stop a node's instance; it leaves routing at once."""
-    node = await _node(node_id)
-    if node is not None:
-        await _stop(node)
+    async with _locked(node_id) as node:
+        if node is not None:
+            await _stop(node)
 
 
 async def _stop(node: Node) -> None:
@@ -198,34 +221,38 @@ async def _stop(node: Node) -> None:
 @dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=1_800_000, **RETRIES)
 async def reboot_node(node_id: int) -> None:
     """Reboot a node's instance and watch it until it serves again."""
-    node = await _node(node_id)
-    if node is None or node.state is not NodeState.RUNNING:
-        return
-    store = runtime().store
-    if not node.static:
-        await asyncio.to_thread(fleet().reboot, _region(node), node.instance_id)
-    await update_node(node, store, healthy=False, health_failures=0,
-                      boot_requested_at=datetime.now(UTC))
-    await asyncio.sleep(HEALTH_POLL)
-    await _watch_boot(node.id)
+    async with _locked(node_id) as node:
+        if node is None or node.state is not NodeState.RUNNING:
+            return
+        store = runtime().store
+        if not node.static:
+            await asyncio.to_thread(fleet().reboot, _region(node), node.instance_id)
+        await update_node(node, store, healthy=False, health_failures=0,
+                          boot_requested_at=datetime.now(UTC))
+        await asyncio.sleep(HEALTH_POLL)
+        await _watch_boot(node.id)
 
 
 @dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=600_000, **RETRIES)
 async def terminate_node(node_id: int) -> None:
     """Terminate a node's instance (for good)."""
-    node = await _node(node_id)
-    if node is None or node.state is NodeState.TERMINATED:
-        return
-    if not node.static:
-        await asyncio.to_thread(fleet().terminate, _region(node), node.instance_id)
-    await update_node(node, runtime().store, state=NodeState.TERMINATED, healthy=False)
+    async with _locked(node_id) as node:
+        if node is None or node.state is NodeState.TERMINATED:
+            return
+        if not node.static:
+            await asyncio.to_thread(fleet().terminate, _region(node), node.instance_id)
+        await update_node(node, runtime().store, state=NodeState.TERMINATED, healthy=False)
 
 
 @dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=7_200_000, **RETRIES)
 async def drain_node(node_id: int, timeout: float = 0) -> None:
     """Take a node out of routing, wait for its requests to finish, then stop it."""
+    async with _locked(node_id) as node:
+        await _drain(node, timeout)
+
+
+async def _drain(node: Node | None, timeout: float) -> None:
     rt = runtime()
-    node = await _node(node_id)
     if node is None or node.state in (NodeState.STOPPED, NodeState.TERMINATED):
         return
     await update_node(node, rt.store, state=NodeState.DRAINING)
@@ -271,7 +298,9 @@ async def boot_model(model: str) -> None:
     cheapest = min(stopped, key=lambda n: (n.hourly_cost or hourly_price(n.instance_type), n.id))
     log.info("booting node %s for model %s", cheapest.id, model)
     try:
-        await _boot(cheapest)
+        async with _locked(cheapest.id) as node:
+            if node is not None:
+                await _boot(node)
     except Exception:
         await rt.store.client.delete(boot_lock(model))
         raise

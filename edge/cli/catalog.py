@@ -231,6 +231,13 @@ async def node_action(ctx: CommandContext, args: argparse.Namespace, action: str
         return 0
     goal = _ACTION_GOAL[action]
     deadline = time.monotonic() + args.wait
+    if action == "reboot":  # it is "running" before as after: first see it go down
+        before = node.boot_requested_at
+        while time.monotonic() < deadline:
+            await node.refresh_from_db()
+            if not node.healthy or node.boot_requested_at != before:
+                break
+            await asyncio.sleep(0.1)
     while time.monotonic() < deadline:
         await node.refresh_from_db()
         if str(node.state) == goal and (goal != "running" or node.healthy):
