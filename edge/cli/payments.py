@@ -76,12 +76,15 @@ async def reconcile_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
                           "differences": len(differences),
                           "paid": format_usd(sum(line.paid for line in lines)),
                           "credited": format_usd(sum(line.credited for line in lines)),
+                          "refunded": format_usd(sum(line.refunded for line in lines)),
+                          "taken_back": format_usd(sum(line.taken for line in lines)),
                           "sessions": [line.row() for line in lines]}, indent=2))
     else:
         for outcome in applied:
             print(f"applied: {outcome}")
         print_table([line.row() for line in lines],
-                    ["session", "key", "status", "stripe", "paid", "credited", "problem"])
+                    ["session", "key", "status", "stripe", "paid", "credited", "refunded",
+                     "taken back", "problem"])
         print(f"{day}: {len(lines)} sessions, paid ${format_usd(sum(li.paid for li in lines))}, "
               f"credited ${format_usd(sum(li.credited for li in lines))}, "
               f"{len(differences)} difference(s)")

@@ -33,7 +33,8 @@ if TYPE_CHECKING:
     from edge.hotstore import HotStore
     from edge.settings import Settings
 
-__all__ = ["HANDLERS", "PaymentsContext", "credit_session", "topup_reference"]
+__all__ = ["HANDLERS", "REFUNDING", "PaymentsContext", "credit_session", "give_back_refund",
+           "refund_reference", "take_back_refund", "topup_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ BOOKKEEPER_GRACE = 2.0
 #: Statuses a paid session may move a payment out of.
 _UNPAID = (PaymentStatus.CREATED, PaymentStatus.FAILED, PaymentStatus.EXPIRED)
 #: Refund statuses that return money to the payer (pending ones almost always do).
-_REFUNDING = ("succeeded", "pending", "requires_action")
+REFUNDING = ("succeeded", "pending", "requires_action")
 #: Closed disputes the merchant kept the money of.
 _DISPUTE_WON = ("won", "warning_closed")
 
@@ -216,13 +217,10 @@ async def on_charge_refunded(event: StripeEvent, ctx: PaymentsContext) -> str:
     sid = payment.session_id
     asked = debited = 0
     for refund in await _refunds(charge, charge_id, ctx.settings):
-        if not isinstance(refund, dict) or refund.get("status") not in _REFUNDING:
+        if not isinstance(refund, dict) or refund.get("status") not in REFUNDING:
             continue
-        refund_id = text(refund, "id")
         amount = cents_to_micros(cents(refund, "amount"))
-        applied, duplicate = await apply_credit(
-            payment.key_id, -amount, reference=f"refund:{sid}:{refund_id}",
-            kind=LedgerKind.REFUND, note=f"Stripe refund {refund_id} of {sid}", store=ctx.store)
+        applied, duplicate = await take_back_refund(payment, refund, ctx)
         if not duplicate:
             asked += amount
             debited -= applied
@@ -338,11 +336,30 @@ async def on_refund_failed(event: StripeEvent, ctx: PaymentsContext) -> str:
                                       reference__endswith=f":{refund_id}").all()
     if not debits:
         return f"ignored: refund {refund_id} was never debited"
-    debit = debits[0]
+    duplicate = await give_back_refund(debits[0], refund_id, ctx)
+    return f"refund {refund_id} failed: {'already given back' if duplicate else 'given back'}"
+
+
+def refund_reference(session_id: str, refund_id: str) -> str:
+    return f"refund:{session_id}:{refund_id}"
+
+
+async def take_back_refund(payment: Payment, refund: Mapping[str, Any],
+                           ctx: PaymentsContext) -> tuple[int, bool]:
+    """Debit one refund of ``payment`` from its key, once: ``(applied, duplicate)``."""
+    refund_id = text(refund, "id")
+    return await apply_credit(
+        payment.key_id, -cents_to_micros(cents(refund, "amount")),
+        reference=refund_reference(payment.session_id, refund_id), kind=LedgerKind.REFUND,
+        note=f"Stripe refund {refund_id} of {payment.session_id}", store=ctx.store)
+
+
+async def give_back_refund(debit: LedgerEntry, refund_id: str, ctx: PaymentsContext) -> bool:
+    """Undo the debit of a refund that failed, once; True when it was already undone."""
     _applied, duplicate = await apply_credit(
         debit.key_id, -debit.amount, reference=f"refund-failed:{debit.reference}",
         kind=LedgerKind.ADJUSTMENT, note=f"Stripe refund {refund_id} failed", store=ctx.store)
-    return f"refund {refund_id} failed: {'already given back' if duplicate else 'given back'}"
+    return duplicate
 
 
 HANDLERS: dict[str, Handler] = {

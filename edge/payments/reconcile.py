@@ -8,10 +8,18 @@ one. Each session is matched with its top-up in the ledger (``checkout:<id>``):
 * credited, not paid at Stripe      → ``credited but not paid``
 * credited a different amount       → ``credited X, paid Y``
 * paid with portal metadata, but no payment row → ``unknown to the portal``
+
+and each refund Stripe lists for the session's payment with its debit
+(``refund:<session>:<refund>``):
+
+* refunded at Stripe, not taken back   → ``refund <id> not taken back`` (``--apply`` debits it)
+* taken back, but failed at Stripe     → ``refund <id> failed, not given back``
+  (``--apply`` gives it back)
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -20,9 +28,20 @@ from edge.db.models import LedgerEntry, Payment
 from edge.errors import PortalError
 from edge.money import format_usd
 from edge.payments.config import cents_to_micros, stripe_client
-from edge.payments.handlers import PaymentsContext, credit_session, topup_reference
+from edge.payments.handlers import (
+    REFUNDING,
+    PaymentsContext,
+    credit_session,
+    give_back_refund,
+    refund_reference,
+    take_back_refund,
+    topup_reference,
+)
 
 __all__ = ["Line", "StripeUnreachable", "apply_missing", "reconcile_day"]
+
+#: Refund lists asked of Stripe at once (its rate limit is 100 reads/s).
+REFUND_LOOKUPS = 8
 
 
 class StripeUnreachable(PortalError):
@@ -41,11 +60,17 @@ class Line:
     credited: int  # micro-dollars the ledger credited for it
     problem: str  # empty when both sides agree
     session: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
+    payment: Payment | None = dataclasses.field(default=None, repr=False)
+    refunded: int = 0  # micro-dollars Stripe refunded (or is refunding)
+    taken: int = 0  # micro-dollars the ledger's refund debits took back, net of give-backs
+    untaken: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
+    ungiven: list[tuple[LedgerEntry, str]] = dataclasses.field(default_factory=list, repr=False)
 
     def row(self) -> dict[str, Any]:
         return {"session": self.session_id, "key": self.key_id, "status": self.status,
                 "stripe": self.stripe_status, "paid": format_usd(self.paid),
-                "credited": format_usd(self.credited), "problem": self.problem}
+                "credited": format_usd(self.credited), "refunded": format_usd(self.refunded),
+                "taken back": format_usd(self.taken), "problem": self.problem}
 
 
 async def reconcile_day(ctx: PaymentsContext, day: date) -> list[Line]:
@@ -87,7 +112,55 @@ async def reconcile_day(ctx: PaymentsContext, day: date) -> list[Line]:
         if payment is None and not metadata.get("key_id"):
             continue  # another product sold on the same Stripe account
         lines.append(_line(session_id, session, payment, credits.get(session_id, 0)))
+    await _compare_refunds(client, [line for line in lines if line.payment is not None])
     return sorted(lines, key=lambda line: (line.problem == "", line.session_id))
+
+
+async def _compare_refunds(client: Any, lines: list[Line]) -> None:
+    """Match every refund Stripe lists for each line's payment with its ledger debit."""
+    import stripe
+
+    asking = asyncio.Semaphore(REFUND_LOOKUPS)
+
+    async def refunds_of(line: Line) -> list[dict[str, Any]]:
+        intent = (line.session or {}).get("payment_intent")
+        if not isinstance(intent, str) or not intent:
+            return []
+        async with asking:
+            page = await client.v1.refunds.list_async(
+                params={"payment_intent": intent, "limit": 100})
+            return [refund.to_dict() async for refund in page.auto_paging_iter()]
+
+    try:
+        listed = await asyncio.gather(*(refunds_of(line) for line in lines))
+    except stripe.StripeError as exc:
+        raise StripeUnreachable(str(exc)) from exc
+    prefixes = [refund_reference(line.session_id, "") for line in lines]
+    debits: dict[str, LedgerEntry] = {}
+    given_back: set[str] = set()
+    for prefix in prefixes:
+        for entry in await LedgerEntry.filter(reference__startswith=prefix):
+            debits[entry.reference] = entry
+        given_back.update(await LedgerEntry.filter(
+            reference__startswith=f"refund-failed:{prefix}").values_list("reference", flat=True))
+    for line, refunds in zip(lines, listed, strict=True):
+        problems = [line.problem] if line.problem else []
+        for refund in refunds:
+            refund_id = str(refund.get("id"))
+            reference = refund_reference(line.session_id, refund_id)
+            debit = debits.get(reference)
+            undone = f"refund-failed:{reference}" in given_back
+            if refund.get("status") in REFUNDING:
+                line.refunded += cents_to_micros(int(refund.get("amount") or 0))
+                if debit is None:
+                    line.untaken.append(refund)
+                    problems.append(f"refund {refund_id} not taken back")
+            elif debit is not None and not undone:
+                line.ungiven.append((debit, refund_id))
+                problems.append(f"refund {refund_id} failed, not given back")
+            if debit is not None and not undone:
+                line.taken -= debit.amount
+        line.problem = "; ".join(problems)
 
 
 def _line(session_id: str, session: dict[str, Any], payment: Payment | None,
@@ -106,7 +179,7 @@ def _line(session_id: str, session: dict[str, Any], payment: Payment | None,
         problem = f"credited {format_usd(credited)}, paid {format_usd(paid)}"
     key_id = payment.key_id if payment else _int((session.get("metadata") or {}).get("key_id"))
     return Line(session_id, key_id, str(payment.status) if payment else "-", stripe_status,
-                paid, credited, problem, session)
+                paid, credited, problem, session, payment)
 
 
 def _int(value: Any) -> int | None:
@@ -114,9 +187,18 @@ def _int(value: Any) -> int | None:
 
 
 async def apply_missing(ctx: PaymentsContext, lines: list[Line]) -> list[str]:
-    """Credit the paid sessions the webhook missed, exactly as the webhook would have."""
+    """Do what the missed webhooks would have done: credit paid sessions, debit refunds
+    and give back failed ones, each once by its reference."""
     outcomes = []
     for line in lines:
-        if line.problem == "not credited" and line.session is not None:
+        if line.problem.startswith("not credited") and line.session is not None:
             outcomes.append(f"{line.session_id}: {await credit_session(line.session, ctx)}")
+        for refund in line.untaken if line.payment is not None else ():
+            applied, _duplicate = await take_back_refund(line.payment, refund, ctx)
+            outcomes.append(f"{line.session_id}: refund {refund.get('id')} took back "
+                            f"{format_usd(-applied)} of key {line.payment.key_id}")
+        for debit, refund_id in line.ungiven:
+            await give_back_refund(debit, refund_id, ctx)
+            outcomes.append(f"{line.session_id}: refund {refund_id} failed, gave back "
+                            f"{format_usd(-debit.amount)} to key {debit.key_id}")
     return outcomes

@@ -145,7 +145,7 @@ def test_a_job_whose_credit_vanished_fails_instead_of_running_free(cluster: Clus
     cluster.portal.stop_child("worker")
     with start_simnode("--model", MODEL) as node:
         cluster.portal.cli("nodes", "add", "--model", MODEL, "--url", node.url)
-        key_id, key = cluster.portal.create_key("1")
+        _key_id, key = cluster.portal.create_key("1")
         headers = {"authorization": f"Bearer {key}"}
         job = httpx.post(cluster.url + "/v1/jobs", json=BODY, headers=headers).json()
         client = redis.Redis.from_url(cluster.portal.redis_url)

@@ -14,8 +14,8 @@ from tests.payments.conftest import Shop, until
 DAY = "2020-01-15"
 
 
-def reconcile(shop: Shop, *args: str) -> tuple[int, dict]:
-    result = shop.portal.cli("payments", "reconcile", "--day", DAY, "--json", *args,
+def reconcile(shop: Shop, *args: str, day: str = DAY) -> tuple[int, dict]:
+    result = shop.portal.cli("payments", "reconcile", "--day", day, "--json", *args,
                              check=False)
     assert result.returncode in (0, 1), result.stderr
     return result.returncode, json.loads(result.stdout)
@@ -60,6 +60,45 @@ def test_reconcile_finds_and_fixes_what_the_webhook_missed(shop: Shop) -> None:
     table = shop.portal.cli("payments", "reconcile", "--day", DAY, check=False)
     assert table.returncode == 1
     assert "credited but not paid" in table.stdout and "1 difference(s)" in table.stdout
+
+
+def test_reconcile_matches_each_refund_with_its_debit(shop: Shop) -> None:
+    day = "2020-02-20"
+    key_id, key = shop.key()
+    shop.stripe.clock = datetime.fromisoformat(f"{day}T10:00:00+00:00").timestamp()
+    try:
+        session_id = shop.paid(key, "10.00")
+    finally:
+        shop.stripe.clock = None
+    delivered = shop.stripe.refund(session_id, 100)  # $1 back, its webhook arrives
+    assert shop.send("charge.refunded", delivered).status_code == 200
+    pending = shop.stripe.refund(session_id, 200)  # $2, debited while pending ...
+    pending["refunds"]["data"][0]["status"] = "pending"
+    assert shop.send("charge.refunded", pending).status_code == 200
+    failed_id = pending["refunds"]["data"][0]["id"]
+    shop.stripe.charges[session_id]["refunds"]["data"][0]["status"] = "failed"  # ... then not
+    missed = shop.stripe.refund(session_id, 300)  # $3 whose webhook never came
+    missed_id = missed["refunds"]["data"][0]["id"]
+    assert shop.assert_books_balance(key_id) == 7_000_000
+
+    status, report = reconcile(shop, day=day)
+
+    assert status == 1
+    (line,) = report["sessions"]
+    assert set(line["problem"].split("; ")) == {f"refund {failed_id} failed, not given back",
+                                                f"refund {missed_id} not taken back"}
+    assert (line["refunded"], line["taken back"]) == ("4.000000", "3.000000")
+
+    status, fixed = reconcile(shop, "--apply", day=day)
+
+    assert status == 0, fixed
+    assert len(fixed["applied"]) == 2
+    (line,) = fixed["sessions"]
+    assert (line["problem"], line["refunded"], line["taken back"]) == ("", "4.000000", "4.000000")
+    assert shop.assert_books_balance(key_id) == 6_000_000
+    again_status, again = reconcile(shop, "--apply", day=day)
+    assert (again_status, again["applied"]) == (0, [])
+    assert shop.assert_books_balance(key_id) == 6_000_000
 
 
 def test_payments_list_and_unfreeze_from_the_cli(shop: Shop) -> None:

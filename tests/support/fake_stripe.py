@@ -164,7 +164,8 @@ class FakeStripe:
                 return 200, session, {}
             if method == "GET" and split.path == "/v1/refunds":
                 refunds = [r for charge in self.charges.values()
-                           if charge["id"] == query.get("charge")
+                           if query.get("charge") in (None, charge["id"])
+                           and query.get("payment_intent") in (None, charge["payment_intent"])
                            for r in charge["refunds"]["data"]]
                 return 200, {"object": "list", "data": refunds, "has_more": False,
                              "url": "/v1/refunds"}, {}
