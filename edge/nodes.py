@@ -82,6 +82,7 @@ class Probe:
     running: int = 0
     waiting: int = 0
     error: str = ""
+    context: int = 0  # the max_model_len the node reports for the model, 0 if none
 
 
 async def probe_node(client: httpx.AsyncClient, node: Node, served_name: str,
@@ -95,15 +96,17 @@ async def probe_node(client: httpx.AsyncClient, node: Node, served_name: str,
         if health.status_code != 200:
             return Probe(False, error=f"/health answered {health.status_code}")
         models = await client.get(node.url + "/v1/models", headers=headers)
-        served = [m.get("id") for m in models.json().get("data", [])] \
-            if models.status_code == 200 else []
-        if served_name not in served:
+        cards = {m.get("id"): m for m in models.json().get("data", [])} \
+            if models.status_code == 200 else {}
+        if served_name not in cards:
             return Probe(False, error=f"/v1/models does not list {served_name!r}")
+        context = cards[served_name].get("max_model_len")
         running = waiting = 0
         metrics = await client.get(node.url + "/metrics")
         if metrics.status_code == 200:
             running, waiting = _queue_gauges(metrics.text)
-        return Probe(True, running=running, waiting=waiting)
+        return Probe(True, running=running, waiting=waiting,
+                     context=context if type(context) is int and context > 0 else 0)
     except (httpx.HTTPError, ValueError, AttributeError) as exc:
         return Probe(False, error=f"{type(exc).__name__}: {exc}")
 

@@ -137,7 +137,8 @@ class ReplyRunner:
         node = await self._node(room, model, reply)
         if node is None:
             return
-        max_tokens = int(params.get("max_tokens") or DEFAULT_MAX_TOKENS)
+        max_tokens = min(int(params.get("max_tokens") or DEFAULT_MAX_TOKENS),
+                         model.context_length)
         history = list(reversed(await ChatMessage.filter(
             room_id=question.room_id, id__lte=question.id).order_by("-id")
             .limit(CONTEXT_MESSAGES)))

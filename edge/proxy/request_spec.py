@@ -14,7 +14,7 @@ from typing import Any
 
 from edge.errors import InvalidRequest
 
-__all__ = ["Endpoint", "RequestSpec", "parse_request"]
+__all__ = ["Endpoint", "RequestSpec", "capped_body", "parse_request"]
 
 
 class Endpoint(StrEnum):
@@ -106,6 +106,20 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> RequestSpec:
                        max_tokens=max_tokens, choices=prompts * (n or 1), n=n or 1,
                        prompts=prompts,
                        include_usage=include_usage, continuous_usage=continuous)
+
+
+def capped_body(body: dict[str, Any], limit: int) -> dict[str, Any]:
+    """``body`` with ``max_tokens`` and ``max_completion_tokens`` at most ``limit``.
+
+    The reservation counts at most the catalogue's context per choice; a node
+    started with a longer ``--max-model-len`` must not be asked for more.
+    """
+    capped = dict(body)
+    for name in ("max_tokens", "max_completion_tokens"):
+        value = capped.get(name)
+        if isinstance(value, int) and value > limit:
+            capped[name] = limit
+    return capped
 
 
 def _no_constant(name: str) -> None:

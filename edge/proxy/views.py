@@ -23,7 +23,7 @@ from edge.auth import authenticate
 from edge.billing import Reservation, Settlement, worst_case_tokens
 from edge.errors import APIError, ModelNotFound, ModelWarming, NodeFailed
 from edge.money import format_usd
-from edge.proxy.request_spec import Endpoint, RequestSpec, parse_request
+from edge.proxy.request_spec import Endpoint, RequestSpec, capped_body, parse_request
 from edge.proxy.sse import StreamRelay
 from edge.proxy.upstream import NODE_FAILURES, node_error
 
@@ -112,9 +112,10 @@ class ProxyCall:
 
     def upstream_body(self) -> bytes:
         spec, model = self.spec, self.model
-        if not spec.stream and model.served_name == model.name:
+        over = spec.max_tokens is not None and spec.max_tokens > model.context_length
+        if not spec.stream and not over and model.served_name == model.name:
             return self.request.body
-        body = dict(spec.body)
+        body = capped_body(spec.body, model.context_length) if over else dict(spec.body)
         body["model"] = model.served_name
         if spec.stream:
             options = dict(body.get("stream_options") or {})

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import openai
 import pytest
 
 from simnode.tokenizer import chat_prompt_tokens, completion_prompt_tokens
-from tests.edge.conftest import MODEL, REPLY_TOKENS, Deployment, expected_cost
+from tests.edge.conftest import MODEL, REPLY_TOKENS, SERVED, Deployment, expected_cost
 
 MESSAGES = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "Name three prime numbers, please."}]
@@ -131,3 +133,37 @@ def test_metrics_count_requests_and_spend(deployment: Deployment) -> None:
     assert f'portal_requests_total{{endpoint="chat",model="{MODEL}",status="200"}}' in text
     assert "portal_spend_micro_dollars_total" in text
     assert "portal_request_duration_seconds_bucket" in text
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_max_tokens_beyond_the_catalogued_context_is_capped_at_it(deployment: Deployment,
+                                                                  stream: bool) -> None:
+    """The node serves 8,192 tokens of context but the catalogue says 40: the reservation
+    held 40 completion tokens, so the node is never asked for more."""
+    short = "m1-short"
+    if not any(m["id"] == short for m in deployment.portal.cli_json("models", "list", "--json")):
+        deployment.portal.add_model(short, served_name=SERVED, context=40)
+        deployment.portal.add_node(short, deployment.node.url)
+    key_id, key = deployment.key("0.01")
+    client = sdk(deployment, key)
+    ask = {"model": short, "messages": MESSAGES, "max_tokens": 500,
+           "extra_body": {"ignore_eos": True}}
+    for _ in range(50):
+        try:
+            client.models.retrieve(short)
+            break
+        except openai.NotFoundError:
+            time.sleep(0.1)  # every worker hears of the new model
+    if stream:
+        chunks = list(client.chat.completions.create(
+            **ask, stream=True, stream_options={"include_usage": True}))
+        usage, finish = chunks[-1].usage, chunks[-2].choices[0].finish_reason
+    else:
+        answer = client.chat.completions.create(**ask)
+        usage, finish = answer.usage, answer.choices[0].finish_reason
+
+    assert (usage.completion_tokens, finish) == (40, "length")
+    deployment.wait_ledger(key_id, 1)
+    (cost,), = deployment.sql("SELECT cost FROM usage_log WHERE key_id=?", key_id)
+    assert cost == expected_cost(usage.prompt_tokens, 40)
+    assert deployment.assert_books_balance(key_id) == 10_000 - cost

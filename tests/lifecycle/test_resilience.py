@@ -156,3 +156,37 @@ def test_autostop_keeps_min_warm_nodes_and_stops_the_dearest(cluster: Cluster) -
     time.sleep(2)  # more rounds of the scheduler change nothing
     assert cluster.node(small_id)["state"] == "running"
     assert cluster.moto.state(small) == "running"
+
+
+def test_a_node_serving_a_longer_context_caps_jobs_then_raises_the_catalogue(
+        cluster: Cluster) -> None:
+    """A catalogue that says less context than a node serves: queued jobs are not
+    asked for more than was reserved, and the health check corrects the catalogue."""
+    short = "m-short"
+    cluster.portal.add_model(short, served_name=MODEL, context=40)
+    node = start_simnode("--model", MODEL, "--max-model-len", "4096")
+    cluster.nodes.append(node)
+    cluster.portal.add_node(short, node.url)
+    key_id, key = cluster.portal.create_key("0.01")
+    headers = {"authorization": f"Bearer {key}"}
+    job = httpx.post(cluster.url + "/v1/jobs", headers=headers,
+                     json={**BODY, "model": short, "max_tokens": 500}).json()
+    job = httpx.get(cluster.url + f"/v1/jobs/{job['id']}?wait=20", headers=headers,
+                    timeout=30).json()
+    assert job["status"] == "succeeded", job
+    assert job["result"]["usage"]["completion_tokens"] == 40
+
+    cluster.portal.cli("nodes", "health")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and cluster.sql(
+            "SELECT context_length FROM llm_models WHERE name=?", short) != [(4096,)]:
+        time.sleep(0.1)
+    assert cluster.sql("SELECT context_length FROM llm_models WHERE name=?", short) == [(4096,)]
+    listed = httpx.get(cluster.url + f"/v1/models/{short}").json()
+    assert listed["context_length"] == 4096, listed
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not cluster.sql(
+            "SELECT 1 FROM ledger WHERE key_id=? AND kind='usage'", key_id):
+        time.sleep(0.1)
+    assert cluster.sql("SELECT amount FROM ledger WHERE key_id=? AND kind='usage'",
+                       key_id) == [(-job["cost_micros"],)]
