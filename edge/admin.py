@@ -6,13 +6,13 @@ Node actions are enqueued for the workers and answered ``202`` at once; watch
 
 from __future__ import annotations
 
-import hmac
 from datetime import UTC, datetime
 
 from sanic import Blueprint, Request
 from sanic.response import json as json_response
 
-from edge.db.models import LLM, Job, Node
+from edge.auth import same_secret
+from edge.db.models import LLM, MAX_ID, Job, JobStatus, Node
 from edge.errors import InvalidAPIKey, InvalidRequest, NotFound, PermissionDenied
 from edge.jobs.store import job_view
 from edge.jsonbody import json_object
@@ -32,8 +32,7 @@ async def require_admin(request: Request) -> None:
     if not token:
         raise PermissionDenied("The admin API is disabled: set PORTAL_ADMIN_TOKEN.")
     scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                            token.encode()):
+    if scheme.lower() != "bearer" or not same_secret(given.strip(), token):
         raise InvalidAPIKey("A valid admin token is required.", code="invalid_admin_token")
 
 
@@ -89,7 +88,7 @@ async def launch(request: Request):
 async def node_action(request: Request, node_id: int, action: str):
     if action not in ACTIONS:
         raise NotFound(f"Unknown action '{action}'; one of {', '.join(ACTIONS)}.")
-    if not await Node.exists(id=node_id):
+    if not 0 < node_id <= MAX_ID or not await Node.exists(id=node_id):
         raise NotFound(f"No node {node_id}.")
     message = await enqueue(request.app.ctx.portal.settings, f"{action}_node", node_id)
     return json_response({"enqueued": f"{action}_node", "node": node_id,
@@ -101,6 +100,10 @@ async def list_jobs(request: Request):
     query = Job.all().order_by("-created_at")
     status = request.args.get("status")
     if status:
+        statuses = [s.value for s in JobStatus]
+        if status not in statuses:
+            raise InvalidRequest(f"'status' must be one of {', '.join(statuses)}.",
+                                 param="status")
         query = query.filter(status=status)
     try:
         limit = min(500, max(1, int(request.args.get("limit", 100))))

@@ -20,7 +20,7 @@ from sanic import HTTPResponse, Request, Sanic
 from sanic.exceptions import RequestCancelled, SanicException
 from sanic.handlers import ErrorHandler
 from sanic.response import json as json_response
-from tortoise.exceptions import BaseORMException
+from tortoise.exceptions import BaseORMException, ValidationError
 
 from edge.bookkeeper import start_bookkeeper
 from edge.errors import APIError, api_error_payload, error_payload
@@ -45,6 +45,14 @@ class OpenAIErrorHandler(ErrorHandler):
         if isinstance(exception, APIError):
             response = json_response(api_error_payload(exception), status=exception.status,
                                      headers=exception.headers)
+        elif isinstance(exception, ValidationError):  # a client's value does not fit a column
+            log.warning("refused on %s %s: %s", request.method, request.path, exception)
+            response = json_response(error_payload(
+                f"A value does not fit: {exception}", type="invalid_request_error",
+                code="invalid_value"), status=400)
+        elif isinstance(exception, IsADirectoryError | NotADirectoryError):
+            response = json_response(error_payload(  # /static/ itself, or a file's "child"
+                "Not found.", type="invalid_request_error", code="not_found"), status=404)
         elif isinstance(exception, (*RedisUnavailable, RedisError, BaseORMException)):
             log.error("store unavailable on %s %s: %r", request.method, request.path, exception)
             response = json_response(
@@ -130,7 +138,7 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
         "NOISY_EXCEPTIONS": False,
         "FALLBACK_ERROR_FORMAT": "json",
         "MOTD": False,
-        "REAL_IP_HEADER": "x-real-ip",
+        "REAL_IP_HEADER": settings.real_ip_header or None,
         "GRACEFUL_SHUTDOWN_TIMEOUT": settings.shutdown_grace,
         "WEBSOCKET_MAX_SIZE": 64 * 1024,
         "WEBSOCKET_PING_INTERVAL": 20,

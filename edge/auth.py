@@ -13,7 +13,13 @@ if TYPE_CHECKING:
     from edge.context import PortalContext
     from edge.keys import KeyRecord
 
-__all__ = ["authenticate", "bearer_token"]
+__all__ = ["authenticate", "bearer_token", "same_secret"]
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Compare in constant time; a header's undecodable bytes (surrogates) just differ."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               expected.encode("utf-8", "surrogateescape"))
 
 
 def bearer_token(header: str | None) -> str:

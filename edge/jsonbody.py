@@ -3,15 +3,40 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from edge.errors import InvalidRequest
 
-__all__ = ["json_object"]
+__all__ = ["json_object", "loads"]
+
+#: An escape of a UTF-16 surrogate (D800 to DFFF): half of a pair, or a lone one.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number JSON allows")
+
+
+def loads(raw: str | bytes, **kwargs: Any) -> Any:
+    """``json.loads`` that refuses lone UTF-16 surrogates such as ``"\\ud800"``.
+
+    JSON allows them, but they are not text: they cannot be encoded to store,
+    hash or send, and would fail deep inside whatever touched them first.
+
+    Raises:
+      ValueError: not JSON, or a lone surrogate.
+    """
+    value = json.loads(raw, **kwargs)
+    escape = _SURROGATE_ESCAPE_BYTES if isinstance(raw, bytes | bytearray) else _SURROGATE_ESCAPE
+    if escape.search(raw):  # rare; pairs (escaped emoji) pass the check below
+        try:
+            json.dumps(value, ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            raise ValueError("a string holds a lone UTF-16 surrogate (\\ud800-\\udfff), "
+                             "which is not text") from None
+    return value
 
 
 def json_object(raw: bytes | None, *, empty_ok: bool = False) -> dict[str, Any]:
@@ -27,7 +52,7 @@ def json_object(raw: bytes | None, *, empty_ok: bool = False) -> dict[str, Any]:
     if not raw and empty_ok:
         return {}
     try:
-        body = json.loads(raw or b"", parse_constant=_no_constant)
+        body = loads(raw or b"", parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

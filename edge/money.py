@@ -7,12 +7,15 @@ rounding is :func:`token_cost`'s ceiling, which never undercharges by a fraction
 
 from __future__ import annotations
 
+import re
 from decimal import ROUND_HALF_EVEN, Decimal, DecimalException, InvalidOperation
 
 __all__ = ["MICROS_PER_USD", "format_usd", "parse_usd", "token_cost"]
 
 #: Micro-dollars in one US dollar.
 MICROS_PER_USD = 1_000_000
+#: A written amount: ASCII digits, an optional point and exponent.
+_AMOUNT = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?")
 
 #: Tokens a price is quoted for.
 PRICE_UNIT_TOKENS = 1_000_000
@@ -24,6 +27,9 @@ def parse_usd(text: str | int | float | Decimal) -> int:
     Raises:
       ValueError: not a finite number, or finer than a micro-dollar.
     """
+    if isinstance(text, str) and not _AMOUNT.fullmatch(text.strip()):
+        # Decimal also reads "1_0" and non-ASCII digits; an amount of money is plainer.
+        raise ValueError(f"not an amount of dollars: {text[:40]!r}")
     try:
         amount = Decimal(str(text).strip())
     except InvalidOperation:

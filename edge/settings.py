@@ -97,6 +97,10 @@ class Settings:
     chat_rooms_per_key: int = _setting(10, "Rooms one key may be in at once.")
     signup_credit: str = _setting("0", "USD of credit a key made on the web page starts with.")
     signups_per_hour: int = _setting(20, "Keys one IP address may make on the web page per hour.")
+    real_ip_header: str = _setting("", "Header in which a trusted reverse proxy passes the "
+                                   "client's address (x-real-ip behind the role's Nginx); "
+                                   "empty: the connection's own address, as clients can "
+                                   "forge any header.")
     demo_models: str = _setting("demo-small,demo-large", "Models `portal dev` creates, each "
                                 "with a simulated node.")
     stripe_secret_key: str = _setting("", "Stripe secret API key (sk_live_... or sk_test_...); "

@@ -24,6 +24,8 @@ import dataclasses
 import json
 from typing import Any
 
+from edge.jsonbody import loads
+
 __all__ = ["ClientFrame", "FrameError", "event", "parse_frame"]
 
 #: Longest text of a message, in characters.
@@ -78,7 +80,7 @@ def parse_frame(raw: str | bytes) -> ClientFrame:
     if len(raw) > MAX_FRAME:
         raise FrameError("too_large", f"Frames may be at most {MAX_FRAME} bytes.")
     try:
-        data = json.loads(raw)
+        data = loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise FrameError("not_json", "Frames must be JSON objects.") from None
     if not isinstance(data, dict):

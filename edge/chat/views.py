@@ -32,6 +32,7 @@ from edge.jsonbody import json_object
 from edge.web.sessions import COOKIE, session_key
 
 if TYPE_CHECKING:
+    from edge.chat import ChatService
     from edge.context import PortalContext
     from edge.keys import KeyRecord
 
@@ -118,10 +119,18 @@ async def chat_socket(request: Request, ws: Socket, room: str) -> None:
     except ConnectionClosed:
         pass
     finally:
-        await chat.hub.leave(member)
-        await chat.quota.leave(key.id, room)
         if writer is not None:
             writer.cancel()
+        # Shielded: a second cancellation (the connection lost while leaving) must not
+        # skip the quota, or the key would hold a room it is not in.
+        await asyncio.shield(_leave(chat, member, key.id))
+
+
+async def _leave(chat: ChatService, member: Member, key_id: int) -> None:
+    try:
+        await chat.hub.leave(member)
+    finally:
+        await chat.quota.leave(key_id, member.room)
 
 
 async def _refuse(ws: Socket, code: int, reason: str) -> None:
@@ -184,6 +193,10 @@ async def _read(portal: PortalContext, ws: Socket, member: Member, key: KeyRecor
             member.deliver(event("error", code=exc.code, message=exc.message))
         except APIError as exc:
             member.deliver(event("error", code=exc.code or exc.type, message=exc.message))
+        except Exception:  # ours, not the client's: say so and keep the socket usable
+            log.exception("chat frame failed in room %s", room.name)
+            member.deliver(event("error", code="internal",
+                                 message="The server could not handle that frame."))
 
 
 async def _handle(portal: PortalContext, member: Member, key: KeyRecord, room: ChatRoom,
@@ -254,6 +267,8 @@ async def create_room(request: Request):
     if not isinstance(name, str) or not ROOM_NAME.match(name):
         raise InvalidRequest("Room names are 1-64 letters, digits, - and _.", param="name")
     model = body.get("model") or ""
+    if not isinstance(model, str):
+        raise InvalidRequest("'model' must be a string.", param="model")
     if model and portal.registry.model(model) is None:
         raise InvalidRequest(f"No model named {model!r}.", param="model")
     system = body.get("system_prompt") or ""

@@ -13,7 +13,11 @@ from enum import StrEnum
 from tortoise import fields
 from tortoise.models import Model
 
-__all__ = ["LLM", "ApiKey", "LedgerEntry", "LedgerKind", "Node", "NodeState", "UsageRecord"]
+__all__ = ["LLM", "MAX_ID", "ApiKey", "LedgerEntry", "LedgerKind", "Node", "NodeState",
+           "UsageRecord"]
+
+#: The largest id a row can have (a signed 64-bit integer in SQLite and PostgreSQL).
+MAX_ID = 2**63 - 1
 
 
 class NodeState(StrEnum):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 
 from sanic import Blueprint, Request
@@ -33,6 +34,8 @@ bp = Blueprint("jobs", url_prefix="/v1")
 
 #: Longest long-poll, seconds.
 MAX_WAIT = 60.0
+#: What ``new_job_id`` makes.
+JOB_ID = re.compile(r"job_[0-9a-f]{24}")
 
 
 @bp.post("/jobs")
@@ -105,6 +108,8 @@ async def status(request: Request, job_id: str):
     portal = request.app.ctx.portal
     key = await authenticate(portal, request.headers.get("authorization"))
     wait = _wait_seconds(request.args.get("wait"))
+    if not JOB_ID.fullmatch(job_id):
+        raise NotFound(f"No job '{job_id[:64]}' for this key.", param="id")
     future = portal.job_waiters.register(job_id) if wait else None
     try:
         job = await Job.get_or_none(id=job_id, key_id=key.id)

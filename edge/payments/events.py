@@ -15,11 +15,11 @@ a sender puts in a body may turn into a 500.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from edge.errors import PortalError
+from edge.jsonbody import loads
 
 __all__ = ["BadSignature", "MalformedEvent", "StripeEvent", "WebhookRefused", "cents",
            "object_id", "parse_event", "text", "verify_event"]
@@ -75,7 +75,7 @@ def parse_event(payload: bytes | str) -> StripeEvent:
       MalformedEvent: not JSON, or missing ``id``, ``type`` or ``data.object``.
     """
     try:
-        data = json.loads(payload)
+        data = loads(payload)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise MalformedEvent("The body is not valid JSON.") from None
     if not isinstance(data, dict):

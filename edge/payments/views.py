@@ -18,7 +18,7 @@ from sanic.response import json as json_response
 
 from edge.admin import require_admin
 from edge.auth import authenticate, bearer_token
-from edge.db.models import PaymentStatus, WebhookEvent
+from edge.db.models import MAX_ID, PaymentStatus, WebhookEvent
 from edge.errors import InvalidRequest, PermissionDenied
 from edge.jsonbody import json_object
 from edge.keys import KeyRecord, hash_key, key_prefix
@@ -108,7 +108,8 @@ async def admin_payments(request: Request):
     if status is not None and status not in statuses:
         raise InvalidRequest(f"'status' must be one of {', '.join(statuses)}.", param="status")
     key_id = request.args.get("key_id")
-    if key_id is not None and not (key_id.isascii() and key_id.isdigit()):
+    if key_id is not None and not (key_id.isascii() and key_id.isdigit()
+                                   and len(key_id) < 20 and int(key_id) <= MAX_ID):
         raise InvalidRequest("'key_id' must be a number.", param="key_id")
     data = await list_payments(key_id=int(key_id) if key_id else None, status=status,
                                limit=_limit(request, default=100, most=500), admin=True)

@@ -8,11 +8,11 @@ parameter's range, is the node's to judge: vLLM answers 400 and we pass it on.
 from __future__ import annotations
 
 import dataclasses
-import json
 from enum import StrEnum
 from typing import Any
 
 from edge.errors import InvalidRequest
+from edge.jsonbody import loads
 
 __all__ = ["Endpoint", "RequestSpec", "capped_body", "parse_request"]
 
@@ -54,7 +54,7 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> RequestSpec:
     if not raw:
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        body = json.loads(raw, parse_constant=_no_constant)
+        body = loads(raw, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):

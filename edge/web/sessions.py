@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import hmac
+import re
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeGuard
+
+from edge.auth import same_secret
 
 if TYPE_CHECKING:
     from edge.hotstore import HotStore
@@ -25,6 +27,8 @@ COOKIE = "portal_session"
 CSRF_COOKIE = "portal_csrf"
 #: Seconds a session lasts without use.
 TTL = 7 * 24 * 3600
+#: What ``secrets.token_urlsafe`` makes.
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +40,15 @@ class Session:
 
 
 def same_token(given: str | None, expected: str | None) -> bool:
-    return bool(given and expected) and hmac.compare_digest(given.encode(), expected.encode())
+    if not given or not expected:
+        return False
+    return same_secret(given, expected)
+
+
+def _well_formed(session_id: str | None) -> TypeGuard[str]:
+    """A session id as ``create`` makes them; anything else (odd bytes in a cookie) is none."""
+    return session_id is not None and len(session_id) <= 100 \
+        and _SESSION_ID.fullmatch(session_id) is not None
 
 
 class Sessions:
@@ -54,7 +66,7 @@ class Sessions:
         return session
 
     async def load(self, session_id: str | None) -> Session | None:
-        if not session_id or len(session_id) > 100:
+        if not _well_formed(session_id):
             return None
         raw = await self.store.client.hgetall(self._key(session_id))
         if not raw:
@@ -64,7 +76,7 @@ class Sessions:
                        raw[b"csrf"].decode())
 
     async def destroy(self, session_id: str | None) -> None:
-        if session_id:
+        if _well_formed(session_id):
             await self.store.client.delete(self._key(session_id))
 
 

@@ -133,6 +133,8 @@ async def test_reconnecting_with_the_last_id_replays_what_was_missed(
     (json.dumps({"type": "stop", "reply_id": "x"}), "bad_field"),
     (json.dumps({"type": "resume", "after": -1}), "bad_field"),
     (json.dumps({"type": "auth", "key": "again"}), "bad_frame"),
+    ('{"type": "message", "text": "\\ud800", "ask": false}', "not_json"),  # lone surrogate
+    ('{"type": "message", "text": "hi", "system": "\\udfff"}', "not_json"),
 ])
 async def test_bad_frames_get_an_error_and_the_socket_stays_usable(
         room_portal: Deployment, frame: str, code: str) -> None:

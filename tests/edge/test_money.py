@@ -17,7 +17,8 @@ def test_parse_usd(text, micros) -> None:
     assert parse_usd(text) == micros
 
 
-@pytest.mark.parametrize("text", ["", "abc", "0.0000001", "NaN", "inf", "1,5"])
+@pytest.mark.parametrize("text", ["", "abc", "0.0000001", "NaN", "inf", "1,5", "1_0",
+                                  "\u0661\u0660", "１０", "0x10", "1.5.2"])
 def test_parse_usd_refuses(text) -> None:
     with pytest.raises(ValueError):
         parse_usd(text)
