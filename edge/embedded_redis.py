@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -50,7 +51,14 @@ class EmbeddedRedis:
                                    config={"maxmemory-policy": "noeviction"})
 
     def start(self) -> str:
-        self.server.start(timeout=15)
+        # Started with SIGINT blocked (the mask is inherited): a Ctrl-C in the terminal
+        # must not stop Redis under the processes still using it; its owner stops it
+        # last, with SIGTERM.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            self.server.start(timeout=15)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
         url = f"redis://127.0.0.1:{self.server.port}/0"
         self.record.write_text(json.dumps({"url": url, "pid": os.getpid()}))
         log.info("started an embedded Redis-compatible server at %s", url)

@@ -40,6 +40,9 @@ __all__ = ["bp", "message_view"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds a closing socket's writer gets to send what is queued.
+WRITER_DRAIN = 2.0
+
 bp = Blueprint("chat")
 
 #: What a room name may be.
@@ -119,11 +122,13 @@ async def chat_socket(request: Request, ws: Socket, room: str) -> None:
     except ConnectionClosed:
         pass
     finally:
-        if writer is not None:
-            writer.cancel()
         # Shielded: a second cancellation (the connection lost while leaving) must not
         # skip the quota, or the key would hold a room it is not in.
         await asyncio.shield(_leave(chat, member, key.id))
+        if writer is not None:
+            member.close()  # the writer sends what is queued (an error, say), then closes
+            await asyncio.wait({writer}, timeout=WRITER_DRAIN)
+            writer.cancel()
 
 
 async def _leave(chat: ChatService, member: Member, key_id: int) -> None:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 
 import httpx
 
@@ -28,6 +30,8 @@ __all__ = ["register"]
 DEMO_PRICES = {"demo-small": ("0.10", "0.30", 80.0), "demo-large": ("0.50", "1.50", 30.0)}
 #: Opening credit of the demo key, USD.
 DEMO_CREDIT = "5.00"
+#: Seconds the worker, scheduler and nodes get to stop before they are killed.
+STOP_GRACE = 10.0
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -59,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         for model in _demo_models(settings):
             port = free_port()
             speed = DEMO_PRICES.get(model, ("0", "0", 50.0))[2]
-            children.append(subprocess.Popen(
+            children.append(_spawn(
                 [sys.executable, "-m", "simnode", "--model", model, "--port", str(port),
                  "--tokens-per-second", str(speed), "--ttft", "0.15"]))
             urls[model] = f"http://127.0.0.1:{port}"
@@ -67,22 +71,44 @@ def run(args: argparse.Namespace) -> int:
             _wait_healthy(url)
         secret = asyncio.run(_seed(settings, urls))
         # Queued jobs and health checks need the background actors.
-        children.append(subprocess.Popen([sys.executable, "-m", "edge.cli", "worker",
-                                          "--processes", "1"]))
-        children.append(subprocess.Popen([sys.executable, "-m", "edge.cli", "scheduler"]))
+        children.append(_spawn([sys.executable, "-m", "edge.cli", "worker",
+                                "--processes", "1"]))
+        children.append(_spawn([sys.executable, "-m", "edge.cli", "scheduler"]))
         _banner(settings, secret)
         from edge.cli.serve import serve
 
         return serve(settings)
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            try:
-                child.wait(10)
-            except subprocess.TimeoutExpired:
-                child.kill()
-        resolved.close()
+        _stop(reversed(children))
+        resolved.close()  # Redis last: the others use it until they are gone
+
+
+def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
+    """A child in its own process group: a Ctrl-C reaches only us, and we stop them
+    in order, each with everything it forked."""
+    return subprocess.Popen(command, start_new_session=True)
+
+
+def _stop(children: Iterable[subprocess.Popen[bytes]], grace: float = STOP_GRACE) -> None:
+    """SIGTERM to each child's group, then SIGKILL to what is left after ``grace``."""
+    children = list(children)
+    for child in children:
+        _signal_group(child, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for child in children:
+        try:
+            child.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(child, signal.SIGKILL)  # also the group's forked workers
+        child.wait()
+
+
+def _signal_group(child: subprocess.Popen[bytes], signum: int) -> None:
+    try:
+        os.killpg(child.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _demo_models(settings: Settings) -> list[str]:

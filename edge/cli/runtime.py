@@ -49,6 +49,8 @@ def run_command(body: Callable[[CommandContext], Awaitable[int | None]], *,
     except NoRedis as exc:
         print(f"portal: {exc}", file=sys.stderr)
         return 1
+    if resolved.url:  # the embedded server `portal dev` runs, found in the data dir
+        settings = settings.replace(redis_url=resolved.url)
 
     async def run() -> int:
         store = HotStore(connect_redis(resolved.url), settings.redis_namespace) \

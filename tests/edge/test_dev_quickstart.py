@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -61,11 +62,20 @@ def test_portal_dev_serves_the_demo_key_with_the_openai_sdk(tmp_path) -> None:
         balance = httpx.get(url + "/v1/key", headers=headers).json()
         assert 0 < balance["data"]["balance_micros"] < 5_000_000
 
+        # Another command in another shell finds the embedded Redis too: an enqueued
+        # stop reaches the dev worker, which stops the (static) node.
+        node = next(n for n in cli_json(env, tmp_path, "nodes", "list", "--json")
+                    if n["model"] == "demo-large")
+        stopped = subprocess.run([PORTAL_BIN, "nodes", "stop", str(node["id"]), "--wait", "20"],
+                                 env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+
         children = psutil.Process(process.pid).children(recursive=True)
         assert any("valkey" in " ".join(c.cmdline()) for c in children)  # embedded Redis
         assert sum("simnode" in " ".join(c.cmdline()) for c in children) == 2
+        assert sum("worker" in " ".join(c.cmdline()) for c in children) >= 2  # and its fork
     finally:
-        process.send_signal(signal.SIGINT)
+        os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         try:
             process.wait(40)
         except subprocess.TimeoutExpired:
@@ -74,3 +84,9 @@ def test_portal_dev_serves_the_demo_key_with_the_openai_sdk(tmp_path) -> None:
     time.sleep(0.5)
     leftovers = [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not leftovers, f"portal dev left processes behind: {leftovers}"
+
+
+def cli_json(env: dict[str, str], cwd, *args: str):
+    done = subprocess.run([PORTAL_BIN, *args], env=env, cwd=cwd, capture_output=True,
+                          text=True, check=True)
+    return json.loads(done.stdout)
