@@ -2,9 +2,15 @@
 
 Order: the configured ``PORTAL_REDIS_URL`` if it answers; else an embedded server
 this data directory already runs (recorded in ``data_dir/redis.json``); else,
-when allowed, a new embedded server. The embedded server keeps nothing on disk:
-when it stops, balances are reloaded from SQL on first use, which is correct
-because the ledger stream and the reservations went with them.
+when allowed, a new embedded server.
+
+The embedded server keeps nothing on disk: when it stops, balances are reloaded
+from SQL on first use, which is correct because the ledger stream and the
+reservations went with them.
+
+A Redis namespace is claimed for one database (its installation identity): a
+Redis whose namespace holds another database's balances is passed over (or
+refused, with ``PORTAL_EMBEDDED_REDIS=never``), never shared.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ import redis
 
 from edge.settings import Settings
 
-__all__ = ["EmbeddedRedis", "NoRedis", "ResolvedRedis", "redis_answers", "resolve_redis"]
+__all__ = ["EmbeddedRedis", "NoRedis", "ResolvedRedis", "claim_namespace", "redis_answers",
+           "resolve_redis"]
 
 log = logging.getLogger(__name__)
 
@@ -91,28 +98,75 @@ def _recorded_url(settings: Settings) -> str | None:
     return url if redis_answers(url) else None
 
 
-def resolve_redis(settings: Settings, *, start: bool) -> ResolvedRedis:
+def claim_namespace(url: str, namespace: str, identity: str) -> str | None:
+    """Claim ``namespace`` at ``url`` for the database ``identity``.
+
+    Returns None when it is (now) this database's, else the identity holding it.
+    """
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        key = f"{namespace}:installation"
+        client.set(key, identity, nx=True)
+        owner = (client.get(key) or b"").decode()
+        return None if owner in ("", identity) else owner
+    finally:
+        client.close()
+
+
+def _where(url: str) -> str:
+    parsed = urlparse(url)
+    return f"{parsed.hostname}:{parsed.port or 6379}/{parsed.path.lstrip('/') or 0}"
+
+
+def _taken(url: str, namespace: str, owner: str) -> str:
+    return (f"the Redis namespace '{namespace}' at {_where(url)} holds the balances of another "
+            f"database (installation {owner[:8]}); give this one its own "
+            "PORTAL_REDIS_NAMESPACE, or delete that namespace's keys if its database is gone")
+
+
+def resolve_redis(settings: Settings, *, start: bool, identity: str | None = None
+                  ) -> ResolvedRedis:
     """Pick the Redis to use.
 
     Parameters:
       settings: the portal's settings.
       start: start an embedded server when none answers (long-running commands).
+      identity: the database's installation identity; a Redis whose namespace
+        another database claimed is not used. None: no check (not migrated yet).
 
     Raises:
-      NoRedis: nothing answers and ``PORTAL_EMBEDDED_REDIS=never``.
+      NoRedis: nothing usable answers and ``PORTAL_EMBEDDED_REDIS=never``, or the
+        data directory's own embedded server holds another database's namespace.
     """
-    mode = settings.embedded_redis
+    mode, namespace = settings.embedded_redis, settings.redis_namespace
+
+    def owner_of(url: str) -> str | None:
+        return claim_namespace(url, namespace, identity) if identity else None
+
     if mode != "always" and redis_answers(settings.redis_url):
-        return ResolvedRedis(settings.redis_url)
-    if mode == "never":
-        where = urlparse(settings.redis_url)
-        raise NoRedis(f"Redis at {where.hostname}:{where.port or 6379} does not answer "
+        owner = owner_of(settings.redis_url)
+        if owner is None:
+            return ResolvedRedis(settings.redis_url)
+        if mode == "never":
+            raise NoRedis(_taken(settings.redis_url, namespace, owner))
+        log.warning("not using Redis at %s: %s; using an embedded server instead",
+                    _where(settings.redis_url), _taken(settings.redis_url, namespace, owner))
+    elif mode == "never":
+        raise NoRedis(f"Redis at {_where(settings.redis_url)} does not answer "
                       "(PORTAL_EMBEDDED_REDIS=never).")
     recorded = _recorded_url(settings)
     if recorded:
+        owner = owner_of(recorded)
+        if owner is not None:
+            raise NoRedis(_taken(recorded, namespace, owner))
         return ResolvedRedis(recorded)
     if not start:
         return ResolvedRedis(None)
     settings.data_path.mkdir(parents=True, exist_ok=True)
     embedded = EmbeddedRedis(settings)
-    return ResolvedRedis(embedded.start(), embedded)
+    url = embedded.start()
+    owner = owner_of(url)
+    if owner is not None:  # its saved data belongs to another database
+        embedded.stop()
+        raise NoRedis(_taken(url, namespace, owner))
+    return ResolvedRedis(url, embedded)

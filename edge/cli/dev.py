@@ -19,8 +19,8 @@ from collections.abc import Iterable
 
 import httpx
 
-from edge.db import close_database, migrate, open_database
-from edge.embedded_redis import resolve_redis
+from edge.db import close_database, migrate, open_database, read_identity
+from edge.embedded_redis import NoRedis, resolve_redis
 from edge.money import format_usd, parse_usd
 from edge.settings import Settings
 
@@ -53,10 +53,15 @@ def run(args: argparse.Namespace) -> int:
     changes = {k: v for k, v in (("host", args.host), ("port", args.port),
                                  ("workers", args.workers)) if v is not None}
     settings = settings.replace(**changes)
-    resolved = resolve_redis(settings, start=True)
+    asyncio.run(migrate(settings.effective_database_url))
+    try:
+        resolved = resolve_redis(settings, start=True,
+                                 identity=read_identity(settings.effective_database_url))
+    except NoRedis as exc:
+        print(f"portal: {exc}", file=sys.stderr)
+        return 1
     settings = settings.replace(redis_url=resolved.url)
     os.environ["PORTAL_REDIS_URL"] = resolved.url  # for the worker and the scheduler
-    asyncio.run(migrate(settings.effective_database_url))
     children: list[subprocess.Popen[bytes]] = []
     try:
         urls = {}

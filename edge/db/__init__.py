@@ -6,12 +6,16 @@ write); PostgreSQL is used when ``PORTAL_DATABASE_URL`` says so.
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 from tortoise import Tortoise
 from tortoise.connection import get_connection
+from tortoise.exceptions import IntegrityError, OperationalError
 
-__all__ = ["close_database", "dialect", "migrate", "open_database", "tortoise_config"]
+__all__ = ["close_database", "dialect", "installation_identity", "migrate", "open_database",
+           "read_identity", "tortoise_config"]
 
 #: Tortoise app label of every model.
 APP_LABEL = "portal"
@@ -74,7 +78,39 @@ async def migrate(database_url: str) -> list[str]:
         await run_migrations(config=tortoise_config(database_url), progress=progress)
     finally:
         await Tortoise.close_connections()
+    await open_database(database_url)
+    try:
+        await installation_identity()  # made once, so that every backup carries it
+    finally:
+        await close_database()
     return applied
+
+
+async def installation_identity() -> str:
+    """This database's random identity, made on first use (by ``migrate``)."""
+    from edge.db.models import Installation
+
+    row = await Installation.get_or_none(id=1)
+    if row is None:
+        try:
+            row = await Installation.create(id=1, identity=str(uuid.uuid4()))
+        except IntegrityError:  # another process made it first
+            row = await Installation.get(id=1)
+    return row.identity
+
+
+def read_identity(database_url: str) -> str | None:
+    """:func:`installation_identity` from outside an event loop; None before migrations."""
+    async def read() -> str | None:
+        await open_database(database_url)
+        try:
+            return await installation_identity()
+        except OperationalError:  # no tables yet
+            return None
+        finally:
+            await close_database()
+
+    return asyncio.run(read())
 
 
 def dialect() -> str:

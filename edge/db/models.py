@@ -283,3 +283,18 @@ class WebhookEvent(Model):
 
     class Meta:
         table = "webhook_events"
+
+
+class Installation(Model):
+    """This database's identity, which the Redis namespace it uses is claimed for.
+
+    Two databases must never share the balances held in one Redis namespace (a
+    second checkout, a fresh SQLite file beside an old Redis).
+    """
+
+    id = fields.IntField(primary_key=True, generated=False, description="always 1")
+    identity = fields.CharField(max_length=36, unique=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "installation"
