@@ -18,6 +18,8 @@ from edge.settings import Settings
 __all__ = ["PortalRuntime", "Runtime", "runtime"]
 
 log = logging.getLogger(__name__)
+# A line per health probe buries what matters; failures are logged by the actors.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclasses.dataclass

@@ -22,6 +22,8 @@ def run_scheduler(settings: Settings) -> None:
     from dramatiq_actors.jobs import sweep_jobs
     from dramatiq_actors.maintenance import autostop_idle, check_health, sync_nodes
 
+    # "Running job ..." and "executed successfully" every few seconds say nothing.
+    logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
     scheduler = BlockingScheduler(timezone="UTC")
     periodic = (
         (sync_nodes, settings.sync_interval),

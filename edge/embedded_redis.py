@@ -27,7 +27,7 @@ import redis
 from edge.settings import Settings
 
 __all__ = ["EmbeddedRedis", "NoRedis", "ResolvedRedis", "claim_namespace", "redis_answers",
-           "resolve_redis"]
+           "redis_for_database", "resolve_redis"]
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,14 @@ def _taken(url: str, namespace: str, owner: str) -> str:
     return (f"the Redis namespace '{namespace}' at {_where(url)} holds the balances of another "
             f"database (installation {owner[:8]}); give this one its own "
             "PORTAL_REDIS_NAMESPACE, or delete that namespace's keys if its database is gone")
+
+
+def redis_for_database(settings: Settings, *, start: bool) -> ResolvedRedis:
+    """:func:`resolve_redis` for the settings' database, by its installation identity."""
+    from edge.db import read_identity
+
+    return resolve_redis(settings, start=start,
+                         identity=read_identity(settings.effective_database_url))
 
 
 def resolve_redis(settings: Settings, *, start: bool, identity: str | None = None

@@ -244,7 +244,11 @@ async def node_action(ctx: CommandContext, args: argparse.Namespace, action: str
             print(f"node {node.id} is {goal}")
             return 0
         await asyncio.sleep(0.5)
-    raise fail(f"node {node.id} is {node.state} after {args.wait:.0f}s, not {goal}")
+    state = str(node.state)
+    if state == "running" and not node.healthy:
+        state = "running but not healthy"
+    raise fail(f"node {node.id} is {state} after {args.wait:.0f}s, not {goal}"
+               f"{' and healthy' if goal == 'running' else ''}")
 
 
 async def launch_nodes(ctx: CommandContext, args: argparse.Namespace) -> int:

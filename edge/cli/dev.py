@@ -19,8 +19,8 @@ from collections.abc import Iterable
 
 import httpx
 
-from edge.db import close_database, migrate, open_database, read_identity
-from edge.embedded_redis import NoRedis, resolve_redis
+from edge.db import close_database, migrate, open_database
+from edge.embedded_redis import NoRedis, redis_for_database
 from edge.money import format_usd, parse_usd
 from edge.settings import Settings
 
@@ -30,6 +30,8 @@ __all__ = ["register"]
 DEMO_PRICES = {"demo-small": ("0.10", "0.30", 80.0), "demo-large": ("0.50", "1.50", 30.0)}
 #: Opening credit of the demo key, USD.
 DEMO_CREDIT = "5.00"
+#: Credit of a key made on the web page, USD, unless PORTAL_SIGNUP_CREDIT says otherwise.
+DEV_SIGNUP_CREDIT = "1.00"
 #: Seconds the worker, scheduler and nodes get to stop before they are killed.
 STOP_GRACE = 10.0
 
@@ -52,11 +54,12 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
     changes = {k: v for k, v in (("host", args.host), ("port", args.port),
                                  ("workers", args.workers)) if v is not None}
+    if settings.signup_credit == "0":  # payments are off here: a key from the page
+        changes["signup_credit"] = DEV_SIGNUP_CREDIT  # must be able to chat
     settings = settings.replace(**changes)
     asyncio.run(migrate(settings.effective_database_url))
     try:
-        resolved = resolve_redis(settings, start=True,
-                                 identity=read_identity(settings.effective_database_url))
+        resolved = redis_for_database(settings, start=True)
     except NoRedis as exc:
         print(f"portal: {exc}", file=sys.stderr)
         return 1
@@ -167,15 +170,19 @@ def _banner(settings: Settings, secret: str) -> None:
     print(f"""
   Inference Portal is starting at {url}
 
-  Demo API key (${format_usd(parse_usd(DEMO_CREDIT))} of credit; shown once):
+  Demo API key (${format_usd(parse_usd(DEMO_CREDIT))} of credit; shown once; a restart
+  makes a new one):
     {secret}
+
+  Keys made on the web page start with ${format_usd(parse_usd(settings.signup_credit))}.
+  Operate it from another shell with .venv/bin/portal (keys, models, nodes, ledger).
 
   Try it:
     curl {url}/v1/chat/completions -H "Authorization: Bearer {secret}" \\
       -H "Content-Type: application/json" \\
       -d '{{"model": "demo-small", "messages": [{{"role": "user", "content": "Hello"}}]}}'
 
-  Or with the openai SDK:
+  Or with the openai SDK (.venv/bin/pip install openai):
     from openai import OpenAI
     client = OpenAI(base_url="{url}/v1", api_key="{secret}")
     client.chat.completions.create(model="demo-small",

@@ -10,8 +10,8 @@ from typing import Any
 
 from tortoise.exceptions import OperationalError
 
-from edge.db import close_database, open_database, read_identity
-from edge.embedded_redis import NoRedis, resolve_redis
+from edge.db import close_database, open_database
+from edge.embedded_redis import NoRedis, redis_for_database
 from edge.hotstore import HotStore, connect_redis
 from edge.settings import Settings
 
@@ -45,8 +45,7 @@ def run_command(body: Callable[[CommandContext], Awaitable[int | None]], *,
     """
     settings = Settings.from_env()
     try:
-        resolved = resolve_redis(settings, start=needs_redis,
-                                 identity=read_identity(settings.effective_database_url))
+        resolved = redis_for_database(settings, start=needs_redis)
     except NoRedis as exc:
         print(f"portal: {exc}", file=sys.stderr)
         return 1

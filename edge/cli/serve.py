@@ -7,8 +7,7 @@ import os
 import shutil
 from functools import partial
 
-from edge.db import read_identity
-from edge.embedded_redis import NoRedis, resolve_redis
+from edge.embedded_redis import NoRedis, redis_for_database
 from edge.settings import Settings
 
 __all__ = ["register", "serve"]
@@ -32,8 +31,7 @@ def run(args: argparse.Namespace) -> int:
 def serve(settings: Settings) -> int:
     """Run the edge until interrupted; starts an embedded Redis if none answers."""
     try:
-        resolved = resolve_redis(settings, start=True,
-                                 identity=read_identity(settings.effective_database_url))
+        resolved = redis_for_database(settings, start=True)
     except NoRedis as exc:
         print(f"portal: {exc}")
         return 1

@@ -6,8 +6,7 @@ import argparse
 import logging
 import os
 
-from edge.db import read_identity
-from edge.embedded_redis import NoRedis, resolve_redis
+from edge.embedded_redis import NoRedis, redis_for_database
 from edge.settings import Settings
 
 __all__ = ["register"]
@@ -29,8 +28,7 @@ def _environment() -> Settings | None:
     """Settings with the Redis actually in use, exported for child processes."""
     settings = Settings.from_env()
     try:
-        resolved = resolve_redis(settings, start=False,
-                                 identity=read_identity(settings.effective_database_url))
+        resolved = redis_for_database(settings, start=False)
     except NoRedis as exc:
         print(f"portal: {exc}")
         return None

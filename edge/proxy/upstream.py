@@ -70,10 +70,11 @@ def make_client(*, connect_timeout: float, timeout: float, max_connections: int,
 
 def node_error(status: int, body: bytes) -> APIError:
     """The error to answer when a node replied ``status`` with ``body``."""
-    message = _message(body) or f"The GPU node answered HTTP {status}."
+    message = _message(body)
     if status in (400, 422):
-        return InvalidRequest(message)
-    return NodeFailed(f"The GPU node failed (HTTP {status}): {message}")
+        return InvalidRequest(message or f"The GPU node refused the request (HTTP {status}).")
+    return NodeFailed(f"The GPU node failed (HTTP {status})" + (f": {message}" if message
+                                                                 else "."))
 
 
 def _message(body: bytes) -> str:

@@ -11,6 +11,7 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "Bad request", 401: "Invalid API key", 402: "Insufficient credit",
+            403: "The key is frozen (a payment dispute)",
             404: "Not found", 413: "Body too large", 429: "Rate limited (Retry-After)",
             502: "The GPU node failed", 503: "Model warming up (Retry-After)"}
     return {str(s): {"description": text[s],
@@ -96,5 +97,29 @@ def openapi_document(base_url: str) -> dict[str, Any]:
                 "responses": {"200": {"description": "The job", "content": {
                     "application/json": {"schema": {"type": "object"}}}},
                     **_errors(400, 401, 404)}}},
+            "/v1/key/payments": {"get": {
+                "summary": "The caller's Stripe payments", "operationId": "listPayments",
+                "parameters": [{"name": "limit", "in": "query", "required": False,
+                                "schema": {"type": "integer", "minimum": 1, "maximum": 100}}],
+                "responses": {"200": _object("The payments, newest first"),
+                              **_errors(400, 401)}}},
+            "/api/topup": {"post": {
+                "summary": "Start a Stripe Checkout top-up; answers the payment page's URL",
+                "operationId": "createTopup",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["amount"], "properties": {
+                        "amount": {"type": ["string", "number"],
+                                   "description": "USD, within the configured bounds"}}}}}},
+                "responses": {"200": _object("The Checkout Session: its id and url"),
+                              **_errors(400, 401, 403, 429, 503)}}},
+            "/api/payments/config": {"get": {
+                "summary": "Whether payments are on, with the top-up bounds",
+                "operationId": "getPaymentsConfig", "security": [],
+                "responses": {"200": _object("The configuration")}}},
         },
     }
+
+
+def _object(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"type": "object"}}}}

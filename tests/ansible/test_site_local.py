@@ -107,13 +107,15 @@ def converged() -> Iterator[tuple[Run, Run]]:
     """Converge twice (installing only once); yield both runs; stop what was started."""
     require_machine()
     before = {name: service_running(name) for name in ("supervisor", "nginx")}
-    source = snapshot_source()
-    first = converge(source, "converge-1").check()
-    second = converge(source, "converge-2").check()
-    yield first, second
-    for name, was_running in before.items():
-        if not was_running and which("service"):
-            subprocess.run(["service", name, "stop"], capture_output=True, check=False)
+    try:  # a converge that fails half-way is cleaned up too
+        source = snapshot_source()
+        first = converge(source, "converge-1").check()
+        second = converge(source, "converge-2").check()
+        yield first, second
+    finally:
+        for name, was_running in before.items():
+            if not was_running and which("service"):
+                subprocess.run(["service", name, "stop"], capture_output=True, check=False)
 
 
 def portal_cli(*args: str) -> str:

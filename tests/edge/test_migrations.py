@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import pytest
@@ -14,10 +15,15 @@ from tests.support.services import sql_query
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def database(request: pytest.FixtureRequest, tmp_path) -> str:
+def database(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    # Tortoise caches each model's SQL per process, in the first dialect it met: one
+    # process, one database, except here.
+    EXECUTOR_CACHE.clear()
     if request.param == "sqlite":
-        return f"sqlite://{tmp_path / 'old.sqlite3'}"
-    return request.getfixturevalue("postgres_url")
+        yield f"sqlite://{tmp_path / 'old.sqlite3'}"
+    else:
+        yield request.getfixturevalue("postgres_url")
+    EXECUTOR_CACHE.clear()
 
 
 async def test_upgrading_a_database_with_rows(database: str) -> None:
@@ -35,7 +41,11 @@ async def test_upgrading_a_database_with_rows(database: str) -> None:
         applied = await migrate(database)
     finally:
         EXECUTOR_CACHE.clear()
-    assert applied == ["0002_jobs_and_node_health", "0003_chat_and_payments"]
+    assert applied == ["0002_jobs_and_node_health", "0003_chat_and_payments",
+                       "0004_installation"]
     assert sql_query(database, "SELECT url, hourly_cost, health_failures, running_requests "
                      "FROM nodes") == [("http://n", 0, 0, 0)]
+    ((identity,),) = sql_query(database, "SELECT identity FROM installation WHERE id = 1")
+    assert len(identity) == 36  # a UUID, made once
     assert await migrate(database) == []
+    assert sql_query(database, "SELECT identity FROM installation") == [(identity,)]

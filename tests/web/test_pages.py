@@ -112,7 +112,9 @@ def test_chat_page_and_api_docs(browser: httpx.Client, room_portal: Deployment) 
     assert room_portal.url + "/v1" in docs.text and "openai" in docs.text
     spec = httpx.get(room_portal.url + "/openapi.json").json()
     assert spec["openapi"].startswith("3.1")
-    assert {"/v1/chat/completions", "/v1/models", "/v1/jobs"} <= set(spec["paths"])
+    assert {"/v1/chat/completions", "/v1/completions", "/v1/models", "/v1/key", "/v1/jobs",
+            "/v1/jobs/{id}", "/v1/key/payments", "/api/topup",
+            "/api/payments/config"} <= set(spec["paths"])
 
 
 def test_errors_are_pages_for_browsers_and_json_for_programs(browser: httpx.Client,
