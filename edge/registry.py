@@ -40,6 +40,7 @@ class NodeInfo:
     queue_depth: int = 0
     in_flight: int = 0  # requests this worker has open on the node
     down_until: float = 0.0  # monotonic time until which this worker skips it
+    static: bool = False  # no EC2 instance: the portal never boots it on demand
 
     @property
     def routable(self) -> bool:
@@ -68,6 +69,12 @@ class Registry:
             if best is None or load < best_load:
                 best, best_load = node, load
         return best
+
+    def can_boot(self, model: ModelInfo) -> bool:
+        """Will a node of ``model`` come up without an operator: one booting or bootable?"""
+        return any(node.state in ("pending", "running") or
+                   (node.state == "stopped" and not node.static)
+                   for node in self.nodes.get(model.id, ()))
 
     def node_states(self, model: ModelInfo) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -99,7 +106,7 @@ class Registry:
             old = previous.get(row.id)
             info = NodeInfo(id=row.id, model_id=row.model_id, url=row.url.rstrip("/"),
                             state=str(row.state), healthy=row.healthy,
-                            queue_depth=row.queue_depth,
+                            queue_depth=row.queue_depth, static=row.static,
                             in_flight=old.in_flight if old else 0,
                             down_until=old.down_until if old else 0.0)
             if old is not None:

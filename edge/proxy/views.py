@@ -90,6 +90,11 @@ async def warming(portal: PortalContext, model: ModelInfo) -> ModelWarming:
                 retry_after = eta
         except Exception:  # asking for a boot must not turn a 503 into a 500
             log.exception("could not request a boot of %s", model.name)
+    if not portal.registry.can_boot(model):
+        return ModelWarming(
+            f"No GPU node is running the model '{model.name}', and none can be started on "
+            "demand: its nodes are started by the operator. Retry later, or submit it to "
+            "POST /v1/jobs to be answered when one is up.", retry_after=int(retry_after))
     return ModelWarming(
         f"The model '{model.name}' is warming up: no GPU node is running it yet. "
         f"Retry in about {int(retry_after)} seconds, or submit it to POST /v1/jobs.",

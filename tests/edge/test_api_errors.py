@@ -157,6 +157,7 @@ def test_model_without_running_node_is_503_warming(deployment: Deployment, key) 
             break
     error = assert_error(response, 503, "model_warming")
     assert "cold-model" in error["message"]
+    assert "none can be started on demand" in error["message"]  # no EC2 node to boot
     assert int(response.headers["retry-after"]) > 0
     assert deployment.balance(secret) == before
 

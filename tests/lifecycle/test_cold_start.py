@@ -32,6 +32,7 @@ def test_a_burst_on_a_cold_model_boots_exactly_one_node(cluster: Cluster) -> Non
     responses = asyncio.run(burst())
     assert {r.status_code for r in responses} == {503}
     assert {r.json()["error"]["code"] for r in responses} == {"model_warming"}
+    assert all("is warming up" in r.json()["error"]["message"] for r in responses)
     assert all(int(r.headers["retry-after"]) > 0 for r in responses)
 
     deadline = time.monotonic() + 20
