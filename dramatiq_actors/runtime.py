@@ -84,7 +84,9 @@ class PortalRuntime(Middleware):
         get_event_loop_thread().run_coroutine(open_runtime(self.settings))
         log.info("portal runtime open")
 
-    def before_worker_shutdown(self, broker, worker) -> None:
+    def after_worker_shutdown(self, broker, worker) -> None:
+        # After the worker threads finished their messages (closing before would fail
+        # them), and before AsyncIO's own hook stops the loop: hooks run in reverse here.
         thread = get_event_loop_thread()
         if thread is not None:
             thread.run_coroutine(close_runtime())

@@ -12,7 +12,6 @@ __all__ = ["json_object", "loads"]
 
 #: An escape of a UTF-16 surrogate (D800 to DFFF): half of a pair, or a lone one.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE_ESCAPE_BYTES = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _no_constant(name: str) -> None:
@@ -25,12 +24,15 @@ def loads(raw: str | bytes, **kwargs: Any) -> Any:
     JSON allows them, but they are not text: they cannot be encoded to store,
     hash or send, and would fail deep inside whatever touched them first.
 
+    Bytes must be UTF-8 (RFC 8259): ``json.loads`` would also take UTF-16 and
+    UTF-8-encoded surrogates.
+
     Raises:
-      ValueError: not JSON, or a lone surrogate.
+      ValueError: not UTF-8, not JSON, or a lone surrogate.
     """
-    value = json.loads(raw, **kwargs)
-    escape = _SURROGATE_ESCAPE_BYTES if isinstance(raw, bytes | bytearray) else _SURROGATE_ESCAPE
-    if escape.search(raw):  # rare; pairs (escaped emoji) pass the check below
+    text = raw.decode("utf-8-sig") if isinstance(raw, bytes | bytearray) else raw
+    value = json.loads(text, **kwargs)
+    if _SURROGATE_ESCAPE.search(text):  # rare; pairs (escaped emoji) pass the check below
         try:
             json.dumps(value, ensure_ascii=False).encode()
         except UnicodeEncodeError:

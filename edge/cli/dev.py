@@ -98,10 +98,14 @@ def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
 
 
 def _stop(children: Iterable[subprocess.Popen[bytes]], grace: float = STOP_GRACE) -> None:
-    """SIGTERM to each child's group, then SIGKILL to what is left after ``grace``."""
+    """SIGTERM to each child, then SIGKILL to what is left of its group after ``grace``.
+
+    Only the child itself is asked: it stops what it forked (Dramatiq's main process
+    forwards the signal; a worker process signalled twice would hang in its exit).
+    """
     children = list(children)
     for child in children:
-        _signal_group(child, signal.SIGTERM)
+        child.terminate()
     deadline = time.monotonic() + grace
     for child in children:
         try:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from edge.settings import Settings
 
 __all__ = ["HANDLERS", "REFUNDING", "PaymentsContext", "credit_session", "give_back_refund",
-           "refund_reference", "take_back_refund", "topup_reference"]
+           "record_refunded", "refund_reference", "take_back_refund", "topup_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -220,19 +220,16 @@ async def on_charge_refunded(event: StripeEvent, ctx: PaymentsContext) -> str:
         if not isinstance(refund, dict) or refund.get("status") not in REFUNDING:
             continue
         amount = cents_to_micros(cents(refund, "amount"))
-        applied, duplicate = await take_back_refund(payment, refund, ctx)
+        taken = await take_back_refund(payment, refund, ctx)
+        if taken is None:
+            return f"refund of {sid} not taken back: it was never credited"
+        applied, duplicate = taken
         if not duplicate:
             asked += amount
             debited -= applied
-    refunded = cents_to_micros(cents(charge, "amount_refunded"))
-    now = datetime.now(UTC)
-    await Payment.filter(id=payment.id, refunded__lt=refunded).update(refunded=refunded,
-                                                                       updated_at=now)
     await Payment.filter(id=payment.id, charge_id__isnull=True).update(charge_id=charge_id)
-    status = PaymentStatus.REFUNDED if charge.get("refunded") is True \
-        else PaymentStatus.PARTIALLY_REFUNDED
-    await Payment.filter(id=payment.id).exclude(status=PaymentStatus.DISPUTED).update(
-        status=status, updated_at=now)
+    await record_refunded(payment, cents_to_micros(cents(charge, "amount_refunded")),
+                          full=charge.get("refunded") is True)
     if not asked:
         return f"refunds of {sid} already taken back"
     if debited < asked:
@@ -345,13 +342,29 @@ def refund_reference(session_id: str, refund_id: str) -> str:
 
 
 async def take_back_refund(payment: Payment, refund: Mapping[str, Any],
-                           ctx: PaymentsContext) -> tuple[int, bool]:
-    """Debit one refund of ``payment`` from its key, once: ``(applied, duplicate)``."""
+                           ctx: PaymentsContext) -> tuple[int, bool] | None:
+    """Debit one refund of ``payment`` from its key, once: ``(applied, duplicate)``.
+
+    None when the payment was never credited (refused at completion): there is
+    nothing of it to take back, and the key's other credit is not its to lose.
+    """
+    if not await LedgerEntry.exists(reference=topup_reference(payment.session_id)):
+        return None
     refund_id = text(refund, "id")
     return await apply_credit(
         payment.key_id, -cents_to_micros(cents(refund, "amount")),
         reference=refund_reference(payment.session_id, refund_id), kind=LedgerKind.REFUND,
         note=f"Stripe refund {refund_id} of {payment.session_id}", store=ctx.store)
+
+
+async def record_refunded(payment: Payment, refunded: int, *, full: bool) -> None:
+    """Note on the payment what Stripe says was refunded (it only grows)."""
+    now = datetime.now(UTC)
+    await Payment.filter(id=payment.id, refunded__lt=refunded).update(refunded=refunded,
+                                                                       updated_at=now)
+    status = PaymentStatus.REFUNDED if full else PaymentStatus.PARTIALLY_REFUNDED
+    await Payment.filter(id=payment.id).exclude(status=PaymentStatus.DISPUTED).update(
+        status=status, updated_at=now)
 
 
 async def give_back_refund(debit: LedgerEntry, refund_id: str, ctx: PaymentsContext) -> bool:

@@ -33,6 +33,7 @@ from edge.payments.handlers import (
     PaymentsContext,
     credit_session,
     give_back_refund,
+    record_refunded,
     refund_reference,
     take_back_refund,
     topup_reference,
@@ -189,14 +190,32 @@ def _int(value: Any) -> int | None:
 async def apply_missing(ctx: PaymentsContext, lines: list[Line]) -> list[str]:
     """Do what the missed webhooks would have done: credit paid sessions, debit refunds
     and give back failed ones, each once by its reference."""
+    import stripe
+
+    client = stripe_client(ctx.settings)
     outcomes = []
     for line in lines:
         if line.problem.startswith("not credited") and line.session is not None:
             outcomes.append(f"{line.session_id}: {await credit_session(line.session, ctx)}")
-        for refund in line.untaken if line.payment is not None else ():
-            applied, _duplicate = await take_back_refund(line.payment, refund, ctx)
+        payment = line.payment
+        for listed in line.untaken if payment is not None else ():
+            try:  # as it is now: it may have failed since it was listed
+                refund = (await client.v1.refunds.retrieve_async(str(listed["id"]))).to_dict()
+            except stripe.StripeError as exc:
+                raise StripeUnreachable(str(exc)) from exc
+            if refund.get("status") not in REFUNDING:
+                outcomes.append(f"{line.session_id}: refund {refund.get('id')} is "
+                                f"{refund.get('status')} now; nothing taken")
+                continue
+            taken = await take_back_refund(payment, refund, ctx)
+            if taken is None:
+                outcomes.append(f"{line.session_id}: refund {refund.get('id')} not taken back: "
+                                "the payment was never credited")
+                continue
             outcomes.append(f"{line.session_id}: refund {refund.get('id')} took back "
-                            f"{format_usd(-applied)} of key {line.payment.key_id}")
+                            f"{format_usd(-taken[0])} of key {payment.key_id}")
+        if payment is not None and line.untaken:
+            await record_refunded(payment, line.refunded, full=line.refunded >= line.paid > 0)
         for debit, refund_id in line.ungiven:
             await give_back_refund(debit, refund_id, ctx)
             outcomes.append(f"{line.session_id}: refund {refund_id} failed, gave back "

@@ -96,9 +96,58 @@ def test_reconcile_matches_each_refund_with_its_debit(shop: Shop) -> None:
     (line,) = fixed["sessions"]
     assert (line["problem"], line["refunded"], line["taken back"]) == ("", "4.000000", "4.000000")
     assert shop.assert_books_balance(key_id) == 6_000_000
+    payment = shop.payment(session_id)
+    assert (payment["status"], payment["refunded"]) == ("partially_refunded", 4_000_000)
     again_status, again = reconcile(shop, "--apply", day=day)
     assert (again_status, again["applied"]) == (0, [])
     assert shop.assert_books_balance(key_id) == 6_000_000
+
+
+def test_reconcile_apply_asks_stripe_again_before_taking_a_refund_back(shop: Shop) -> None:
+    """A refund listed as pending may fail before --apply: then nothing is taken."""
+    day = "2020-03-03"
+    key_id, key = shop.key()
+    shop.stripe.clock = datetime.fromisoformat(f"{day}T10:00:00+00:00").timestamp()
+    try:
+        session_id = shop.paid(key, "10.00")
+    finally:
+        shop.stripe.clock = None
+    refund = shop.stripe.refund(session_id, 500)["refunds"]["data"][0]
+    refund["status"] = "pending"
+    # Listed as pending, failed by the time --apply fetches it (its refund.failed
+    # found nothing to give back, and nothing must be taken now).
+    shop.stripe.refund_later[refund["id"]] = {"status": "failed"}
+
+    _status, fixed = reconcile(shop, "--apply", day=day)
+
+    assert fixed["applied"] == [f"{session_id}: refund {refund['id']} is failed now; "
+                                "nothing taken"]
+    assert shop.assert_books_balance(key_id) == 10_000_000
+
+
+def test_a_refund_of_a_top_up_never_credited_takes_nothing(shop: Shop) -> None:
+    """Paid in another currency (refused at completion), then refunded: the key's
+    other credit is untouched, by the webhook and by reconcile --apply."""
+    day = "2020-04-04"
+    key_id, key = shop.key()
+    kept = shop.paid(key, "5.00")
+    shop.stripe.clock = datetime.fromisoformat(f"{day}T10:00:00+00:00").timestamp()
+    try:
+        refused = shop.open_session(key, "8.00")
+    finally:
+        shop.stripe.clock = None
+    shop.stripe.sessions[refused]["currency"] = "eur"
+    completed = shop.send("checkout.session.completed", shop.stripe.pay(refused))
+    assert "ignored: paid in 'eur'" in completed.json()["outcome"]
+    charge = shop.stripe.refund(refused, 800)
+    refunded = shop.send("charge.refunded", charge)
+    assert "never credited" in refunded.json()["outcome"], refunded.text
+    assert shop.assert_books_balance(key_id) == 5_000_000
+
+    _status, fixed = reconcile(shop, "--apply", day=day)
+    assert shop.assert_books_balance(key_id) == 5_000_000
+    assert shop.payment(kept)["status"] == "paid"
+    assert not any("took back" in outcome for outcome in fixed["applied"])
 
 
 def test_payments_list_and_unfreeze_from_the_cli(shop: Shop) -> None:

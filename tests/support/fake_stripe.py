@@ -64,6 +64,8 @@ class FakeStripe:
         self.requests: list[Recorded] = []
         self._by_idempotency: dict[str, str] = {}
         self._failures: list[tuple[int, dict[str, Any]]] = []
+        #: Fields a refund has when fetched by id, not when listed: it changed in between.
+        self.refund_later: dict[str, dict[str, Any]] = {}
         self._lock = threading.Lock()
         #: Unix time new sessions say they were created at; None: now.
         self.clock: float | None = None
@@ -162,6 +164,13 @@ class FakeStripe:
                 if session is None:
                     return 404, _error("invalid_request_error", "No such checkout.session"), {}
                 return 200, session, {}
+            if method == "GET" and split.path.startswith("/v1/refunds/"):
+                wanted = split.path.rsplit("/", 1)[1]
+                for charge in self.charges.values():
+                    for refund in charge["refunds"]["data"]:
+                        if refund["id"] == wanted:
+                            return 200, {**refund, **self.refund_later.get(wanted, {})}, {}
+                return 404, _error("invalid_request_error", "No such refund"), {}
             if method == "GET" and split.path == "/v1/refunds":
                 refunds = [r for charge in self.charges.values()
                            if query.get("charge") in (None, charge["id"])

@@ -81,6 +81,10 @@ def test_admin_parameters_out_of_range(room_portal: Deployment, method: str, pat
     ("/v1/jobs", b'{"model": "talker", "messages": [{"role": "user", "content": "\\udc00"}]}'),
     ("/v1/chat/completions",
      b'{"model": "talker", "messages": [{"role": "user", "content": "a\\ud800b"}]}'),
+    ("/api/rooms", b'{"name": "sur4", "system_prompt": "\xed\xa0\x80"}'),  # encoded
+    ("/api/rooms", '{"name": "sur5", "system_prompt": "\\ud800"}'.encode("utf-16")),
+    ("/v1/chat/completions",
+     '{"model": "talker", "messages": [{"role": "user", "content": "hi"}]}'.encode("utf-16")),
 ])
 def test_lone_surrogates_and_wrong_types_are_400(room_portal: Deployment, path: str,
                                                  body: bytes) -> None:
