@@ -15,10 +15,12 @@ refused, with ``PORTAL_EMBEDDED_REDIS=never``), never shared.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -98,17 +100,40 @@ def _recorded_url(settings: Settings) -> str | None:
     return url if redis_answers(url) else None
 
 
-def claim_namespace(url: str, namespace: str, identity: str) -> str | None:
+#: Mirrored API keys compared with the database before an unclaimed namespace is taken.
+FINGERPRINT_KEYS = 50
+#: What ``claim_namespace`` calls the owner of an unclaimed namespace that is not ours.
+UNCLAIMED = "unclaimed"
+
+KnownPrefixes = Callable[[list[str]], bool]
+
+
+def claim_namespace(url: str, namespace: str, identity: str,
+                    knows: KnownPrefixes | None = None) -> str | None:
     """Claim ``namespace`` at ``url`` for the database ``identity``.
 
-    Returns None when it is (now) this database's, else the identity holding it.
+    A namespace nobody claimed yet (written before claims existed) is taken only
+    when ``knows`` says this database has the API keys mirrored there (their
+    prefixes are random: a fingerprint of the database).
+
+    Returns None when it is (now) this database's, else who holds it
+    (an identity, or :data:`UNCLAIMED`).
     """
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
         key = f"{namespace}:installation"
-        client.set(key, identity, nx=True)
+        created = client.set(key, identity, nx=True)
         owner = (client.get(key) or b"").decode()
-        return None if owner in ("", identity) else owner
+        if owner not in ("", identity):
+            return owner
+        if created and knows is not None:
+            mirrored = list(itertools.islice(
+                client.scan_iter(match=f"{namespace}:key:*", count=1000), FINGERPRINT_KEYS))
+            prefixes = [name.decode().rsplit(":", 1)[1] for name in mirrored]
+            if prefixes and not knows(prefixes):
+                client.delete(key)
+                return UNCLAIMED
+        return None
     finally:
         client.close()
 
@@ -119,21 +144,24 @@ def _where(url: str) -> str:
 
 
 def _taken(url: str, namespace: str, owner: str) -> str:
+    whose = "an older database" if owner == UNCLAIMED else f"installation {owner[:8]}"
     return (f"the Redis namespace '{namespace}' at {_where(url)} holds the balances of another "
-            f"database (installation {owner[:8]}); give this one its own "
-            "PORTAL_REDIS_NAMESPACE, or delete that namespace's keys if its database is gone")
+            f"database ({whose}); give this database a PORTAL_REDIS_NAMESPACE of its own, or, "
+            "if it replaced that one (a restore), run `portal ledger reset-hot --yes`: it "
+            "writes what Redis still holds to this database and hands the namespace to it")
 
 
 def redis_for_database(settings: Settings, *, start: bool) -> ResolvedRedis:
     """:func:`resolve_redis` for the settings' database, by its installation identity."""
-    from edge.db import read_identity
+    from edge.db import has_key_prefixes, read_identity
 
-    return resolve_redis(settings, start=start,
-                         identity=read_identity(settings.effective_database_url))
+    database_url = settings.effective_database_url
+    return resolve_redis(settings, start=start, identity=read_identity(database_url),
+                         knows=lambda prefixes: has_key_prefixes(database_url, prefixes))
 
 
-def resolve_redis(settings: Settings, *, start: bool, identity: str | None = None
-                  ) -> ResolvedRedis:
+def resolve_redis(settings: Settings, *, start: bool, identity: str | None = None,
+                  knows: KnownPrefixes | None = None) -> ResolvedRedis:
     """Pick the Redis to use.
 
     Parameters:
@@ -149,7 +177,7 @@ def resolve_redis(settings: Settings, *, start: bool, identity: str | None = Non
     mode, namespace = settings.embedded_redis, settings.redis_namespace
 
     def owner_of(url: str) -> str | None:
-        return claim_namespace(url, namespace, identity) if identity else None
+        return claim_namespace(url, namespace, identity, knows) if identity else None
 
     if mode != "always" and redis_answers(settings.redis_url):
         owner = owner_of(settings.redis_url)

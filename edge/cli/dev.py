@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import httpx
 
-from edge.db import close_database, migrate, open_database
+from edge.db import DatabaseUnavailable, close_database, migrate, open_database
 from edge.embedded_redis import NoRedis, redis_for_database
 from edge.money import format_usd, parse_usd
 from edge.settings import Settings
@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     asyncio.run(migrate(settings.effective_database_url))
     try:
         resolved = redis_for_database(settings, start=True)
-    except NoRedis as exc:
+    except (NoRedis, DatabaseUnavailable) as exc:
         print(f"portal: {exc}", file=sys.stderr)
         return 1
     settings = settings.replace(redis_url=resolved.url)

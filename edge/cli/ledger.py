@@ -19,7 +19,8 @@ from edge.ledger_writer import LedgerWriter
 __all__ = ["register"]
 
 #: Redis key patterns ``reset-hot`` drops (under the namespace).
-HOT_PATTERNS = ("bal:*", "applied:*", "key:*", "keys:mirrored", "resv:*", "rl:*")
+HOT_PATTERNS = ("bal:*", "applied:*", "key:*", "keys:mirrored", "resv:*", "rl:*",
+                "installation")  # the next process claims the namespace for this database
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -31,7 +32,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "reset-hot", help="after a database restore: make SQL the truth again "
                           "(stop the edge and the workers first)")
     reset.add_argument("--yes", action="store_true", help="really do it")
-    reset.set_defaults(func=lambda a: run_command(lambda c: reset_cmd(c, a)))
+    reset.set_defaults(func=lambda a: run_command(lambda c: reset_cmd(c, a), claim=False))
 
 
 async def _drain(ctx: CommandContext, *, claim_all: bool = False) -> int:

@@ -10,8 +10,8 @@ from typing import Any
 
 from tortoise.exceptions import OperationalError
 
-from edge.db import close_database, open_database
-from edge.embedded_redis import NoRedis, redis_for_database
+from edge.db import DatabaseUnavailable, close_database, open_database
+from edge.embedded_redis import NoRedis, redis_for_database, resolve_redis
 from edge.hotstore import HotStore, connect_redis
 from edge.settings import Settings
 
@@ -37,16 +37,19 @@ class CommandContext:
 
 
 def run_command(body: Callable[[CommandContext], Awaitable[int | None]], *,
-                needs_redis: bool = False) -> int:
+                needs_redis: bool = False, claim: bool = True) -> int:
     """Run ``body`` with the database open and Redis connected if one answers.
 
     Parameters:
       needs_redis: start an embedded Redis for the command if none answers.
+      claim: use only a Redis namespace this database may claim (not for
+        ``ledger reset-hot``, which hands a namespace over).
     """
     settings = Settings.from_env()
     try:
-        resolved = redis_for_database(settings, start=needs_redis)
-    except NoRedis as exc:
+        resolved = redis_for_database(settings, start=needs_redis) if claim \
+            else resolve_redis(settings, start=needs_redis)
+    except (NoRedis, DatabaseUnavailable) as exc:
         print(f"portal: {exc}", file=sys.stderr)
         return 1
     if resolved.url:  # the embedded server `portal dev` runs, found in the data dir

@@ -7,6 +7,7 @@ import os
 import shutil
 from functools import partial
 
+from edge.db import DatabaseUnavailable
 from edge.embedded_redis import NoRedis, redis_for_database
 from edge.settings import Settings
 
@@ -32,7 +33,7 @@ def serve(settings: Settings) -> int:
     """Run the edge until interrupted; starts an embedded Redis if none answers."""
     try:
         resolved = redis_for_database(settings, start=True)
-    except NoRedis as exc:
+    except (NoRedis, DatabaseUnavailable) as exc:
         print(f"portal: {exc}")
         return 1
     settings = settings.replace(redis_url=resolved.url)

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 
+from edge.db import DatabaseUnavailable
 from edge.embedded_redis import NoRedis, redis_for_database
 from edge.settings import Settings
 
@@ -29,12 +30,13 @@ def _environment() -> Settings | None:
     settings = Settings.from_env()
     try:
         resolved = redis_for_database(settings, start=False)
-    except NoRedis as exc:
+    except (NoRedis, DatabaseUnavailable) as exc:
         print(f"portal: {exc}")
         return None
     if resolved.url is None:
-        print("portal: no Redis answers; start `portal serve` or `portal dev` first, "
-              "or set PORTAL_REDIS_URL")
+        print("portal: no usable Redis (none answers, or its namespace holds another "
+              "database's balances); start `portal serve` or `portal dev` first, or set "
+              "PORTAL_REDIS_URL")
         return None
     os.environ["PORTAL_REDIS_URL"] = resolved.url
     return settings.replace(redis_url=resolved.url)

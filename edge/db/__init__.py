@@ -12,10 +12,15 @@ from typing import Any
 
 from tortoise import Tortoise
 from tortoise.connection import get_connection
-from tortoise.exceptions import IntegrityError, OperationalError
+from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
 
-__all__ = ["close_database", "dialect", "installation_identity", "migrate", "open_database",
-           "read_identity", "tortoise_config"]
+__all__ = ["DatabaseUnavailable", "close_database", "dialect", "has_key_prefixes",
+           "installation_identity", "migrate", "open_database", "read_identity",
+           "tortoise_config"]
+
+class DatabaseUnavailable(RuntimeError):
+    """The database does not answer (commands say so instead of a traceback)."""
+
 
 #: Tortoise app label of every model.
 APP_LABEL = "portal"
@@ -99,18 +104,37 @@ async def installation_identity() -> str:
     return row.identity
 
 
+def has_key_prefixes(database_url: str, prefixes: list[str]) -> bool:
+    """Does this database hold every API key of ``prefixes``? (outside an event loop)"""
+    from edge.db.models import ApiKey
+
+    async def count() -> int:
+        await open_database(database_url)
+        try:
+            return await ApiKey.filter(prefix__in=set(prefixes)).count()
+        finally:
+            await close_database()
+
+    return asyncio.run(count()) == len(set(prefixes))
+
+
 def read_identity(database_url: str) -> str | None:
     """:func:`installation_identity` from outside an event loop; None before migrations."""
     async def read() -> str | None:
         await open_database(database_url)
         try:
             return await installation_identity()
-        except OperationalError:  # no tables yet
-            return None
+        except OperationalError as exc:
+            if "no such table" in str(exc) or "does not exist" in str(exc):
+                return None  # not migrated yet
+            raise
         finally:
             await close_database()
 
-    return asyncio.run(read())
+    try:
+        return asyncio.run(read())
+    except (DBConnectionError, OSError) as exc:
+        raise DatabaseUnavailable(f"the database does not answer: {exc}") from None
 
 
 def dialect() -> str:

@@ -56,3 +56,35 @@ def test_with_embedded_redis_allowed_the_second_database_gets_its_own(tmp_path,
                          headers={"authorization": f"Bearer {key}"}).json()["data"]
         assert data["balance_micros"] == 3_000_000
         assert "using an embedded server instead" in second.log()
+
+
+def test_an_unclaimed_namespace_is_taken_only_by_its_own_database(tmp_path,
+                                                                  redis_url: str) -> None:
+    """A namespace written before namespaces were claimed: its mirrored API keys tell
+    whose it is. A restore hands it over with `portal ledger reset-hot --yes`."""
+    import redis
+
+    first = PortalServer(tmp_path / "first", redis_url, workers=1)
+    first.cli("migrate")
+    first.create_key("5")
+    with first:  # the edge mirrors every key into Redis
+        pass
+    client = redis.Redis.from_url(redis_url)
+    assert client.keys(f"{first.namespace}:key:*")
+    client.delete(f"{first.namespace}:installation")  # as an older release left it
+
+    second = PortalServer(tmp_path / "second", redis_url, workers=1,
+                          env={"PORTAL_REDIS_NAMESPACE": first.namespace})
+    second.cli("migrate")
+    refused = second.cli("keys", "list", check=False)
+    assert refused.returncode == 1 and "(an older database)" in refused.stderr
+    assert client.get(f"{first.namespace}:installation") is None  # not taken
+
+    assert first.cli("keys", "list").returncode == 0  # its own keys: claimed
+    assert client.get(f"{first.namespace}:installation") is not None
+    assert second.cli("keys", "list", check=False).returncode == 1
+
+    # The second database replaces the first (a restore, say): hand the namespace over.
+    second.cli("ledger", "reset-hot", "--yes")
+    assert second.cli("keys", "list").returncode == 0
+    assert "another database" in first.cli("keys", "list", check=False).stderr
