@@ -23,7 +23,7 @@ from dramatiq_actors.broker import QUEUE_LIFECYCLE
 from dramatiq_actors.fleet import FleetError, LaunchSpec, fleet_for, hourly_price
 from dramatiq_actors.runtime import runtime
 from edge.db.models import LLM, Node, NodeState
-from edge.nodes import EC2_STATES, busy_node_ids, probe_many, update_node
+from edge.nodes import EC2_STATES, busy_node_ids, learn_contexts, probe_many, update_node
 
 __all__ = ["boot_model", "boot_node", "drain_node", "launch_node", "reboot_node",
            "stop_node", "terminate_node"]
@@ -175,6 +175,8 @@ async def _watch_boot(node_id: int) -> None:
         (probe,) = await probe_many([node], rt.settings.node_api_key, timeout=2.0)
         if probe.ok:
             await _record_boot(node)
+            if await learn_contexts([node], [probe]):  # before it takes requests
+                await rt.store.publish("models")
             await update_node(node, rt.store, healthy=True, health_failures=0,
                               queue_depth=probe.waiting, running_requests=probe.running)
             await rt.store.client.delete(boot_lock((await LLM.get(id=node.model_id)).name))

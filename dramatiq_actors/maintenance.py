@@ -17,7 +17,14 @@ from dramatiq_actors.fleet import Instance, aws_configured, hourly_price
 from dramatiq_actors.lifecycle import _stop, fleet
 from dramatiq_actors.runtime import runtime
 from edge.db.models import LLM, Node, NodeState
-from edge.nodes import EC2_STATES, Probe, busy_node_ids, node_url, probe_many, update_node
+from edge.nodes import (
+    EC2_STATES,
+    busy_node_ids,
+    learn_contexts,
+    node_url,
+    probe_many,
+    update_node,
+)
 
 __all__ = ["autostop_idle", "check_health", "sync_nodes"]
 
@@ -137,26 +144,6 @@ async def probe_running() -> dict[str, int]:
         await rt.store.publish("models")
     return {"healthy": healthy, "unhealthy": len(nodes) - healthy}
 
-
-async def learn_contexts(nodes: list[Node], probes: list[Probe]) -> bool:
-    """Raise a model's context to the longest its nodes report serving.
-
-    Reservations hold at most the catalogue's context per answer; a node started
-    with a longer ``--max-model-len`` could otherwise write past what was held.
-    """
-    longest: dict[int, int] = {}
-    for node, probe in zip(nodes, probes, strict=True):
-        if probe.ok and probe.context:
-            longest[node.model_id] = max(longest.get(node.model_id, 0), probe.context)
-    raised = False
-    for model in await LLM.filter(id__in=list(longest)):
-        if longest[model.id] > model.context_length:
-            log.warning("model %s: a node serves %s tokens of context, the catalogue said %s; "
-                        "raised", model.name, longest[model.id], model.context_length)
-            await LLM.filter(id=model.id, context_length__lt=longest[model.id]).update(
-                context_length=longest[model.id])
-            raised = True
-    return raised
 
 
 @dramatiq.actor(queue_name=QUEUE_MAINTENANCE, time_limit=600_000, **RETRIES)

@@ -21,7 +21,8 @@ from edge.db.models import LLM, Node, NodeState
 if TYPE_CHECKING:
     from edge.hotstore import HotStore
 
-__all__ = ["EC2_STATES", "Probe", "busy_node_ids", "node_url", "probe_node", "update_node"]
+__all__ = ["EC2_STATES", "Probe", "busy_node_ids", "learn_contexts", "node_url", "probe_many",
+           "probe_node", "update_node"]
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +151,24 @@ async def probe_many(nodes: list[Node], api_key: str, timeout: float = 3.0) -> l
             id__in={n.model_id for n in nodes})}
         return await asyncio.gather(*(probe_node(client, n, served[n.model_id], api_key)
                                       for n in nodes))
+
+
+async def learn_contexts(nodes: list[Node], probes: list[Probe]) -> bool:
+    """Raise a model's context to the longest its nodes report serving.
+
+    Reservations hold at most the catalogue's context per answer; a node started
+    with a longer ``--max-model-len`` could otherwise write past what was held.
+    """
+    longest: dict[int, int] = {}
+    for node, probe in zip(nodes, probes, strict=True):
+        if probe.ok and probe.context:
+            longest[node.model_id] = max(longest.get(node.model_id, 0), probe.context)
+    raised = False
+    for model in await LLM.filter(id__in=list(longest)):
+        if longest[model.id] > model.context_length:
+            log.warning("model %s: a node serves %s tokens of context, the catalogue said %s; "
+                        "raised", model.name, longest[model.id], model.context_length)
+            await LLM.filter(id=model.id, context_length__lt=longest[model.id]).update(
+                context_length=longest[model.id])
+            raised = True
+    return raised

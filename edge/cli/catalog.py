@@ -13,6 +13,7 @@ import json
 from edge.cli.runtime import CommandContext, fail, print_table, run_command, usd_argument
 from edge.db.models import LLM, Node, NodeState
 from edge.money import format_usd
+from edge.nodes import learn_contexts, probe_many
 
 __all__ = ["register"]
 
@@ -154,6 +155,10 @@ async def add_node(ctx: CommandContext, args: argparse.Namespace) -> int:
         outcome = "updated"
     else:
         outcome = "unchanged"
+    if row.static and row.state is NodeState.RUNNING:  # it takes requests at once
+        probes = await probe_many([row], ctx.settings.node_api_key, timeout=3.0)
+        if await learn_contexts([row], probes):
+            await ctx.publish("models")
     if outcome != "unchanged":
         await ctx.publish("nodes")
     _report(args, outcome, f"node {row.id} ({url})", {"id": row.id, "url": url})

@@ -144,6 +144,9 @@ def test_max_tokens_beyond_the_catalogued_context_is_capped_at_it(deployment: De
     if not any(m["id"] == short for m in deployment.portal.cli_json("models", "list", "--json")):
         deployment.portal.add_model(short, served_name=SERVED, context=40)
         deployment.portal.add_node(short, deployment.node.url)
+        # Adding the node learnt its context (8,192); say 40 again, as an operator's
+        # edit would, until the next health check.
+        deployment.portal.add_model(short, served_name=SERVED, context=40)
     key_id, key = deployment.key("0.01")
     client = sdk(deployment, key)
     ask = {"model": short, "messages": MESSAGES, "max_tokens": 500,

@@ -167,6 +167,9 @@ def test_a_node_serving_a_longer_context_caps_jobs_then_raises_the_catalogue(
     node = start_simnode("--model", MODEL, "--max-model-len", "4096")
     cluster.nodes.append(node)
     cluster.portal.add_node(short, node.url)
+    assert cluster.sql("SELECT context_length FROM llm_models WHERE name=?",
+                       short) == [(4096,)]  # adding the node asked it
+    cluster.portal.add_model(short, served_name=MODEL, context=40)  # an operator's edit
     key_id, key = cluster.portal.create_key("0.01")
     headers = {"authorization": f"Bearer {key}"}
     job = httpx.post(cluster.url + "/v1/jobs", headers=headers,
