@@ -66,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
     settings = settings.replace(redis_url=resolved.url)
     os.environ["PORTAL_REDIS_URL"] = resolved.url  # for the worker and the scheduler
     children: list[subprocess.Popen[bytes]] = []
+    # The children have no terminal: when ours hangs up, or we are told to stop before
+    # the edge takes over SIGTERM, leave through `finally`, which stops them.
+    for signum in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(signum, _leave)
     try:
         urls = {}
         for model in _demo_models(settings):
@@ -87,8 +91,13 @@ def run(args: argparse.Namespace) -> int:
 
         return serve(settings)
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not orphan them
         _stop(reversed(children))
         resolved.close()  # Redis last: the others use it until they are gone
+
+
+def _leave(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _spawn(command: list[str]) -> subprocess.Popen[bytes]:
