@@ -21,6 +21,15 @@ def reconcile(shop: Shop, *args: str, day: str = DAY) -> tuple[int, dict]:
     return result.returncode, json.loads(result.stdout)
 
 
+def paid_on(shop: Shop, key: str, day: str, amount: str) -> str:
+    """A top-up paid and credited, dated ``day`` by the fake Stripe."""
+    shop.stripe.clock = datetime.fromisoformat(f"{day}T10:00:00+00:00").timestamp()
+    try:
+        return shop.paid(key, amount)
+    finally:
+        shop.stripe.clock = None
+
+
 def test_reconcile_finds_and_fixes_what_the_webhook_missed(shop: Shop) -> None:
     key_id, key = shop.key()
     shop.stripe.clock = datetime.fromisoformat(f"{DAY}T10:00:00+00:00").timestamp()
@@ -65,11 +74,7 @@ def test_reconcile_finds_and_fixes_what_the_webhook_missed(shop: Shop) -> None:
 def test_reconcile_matches_each_refund_with_its_debit(shop: Shop) -> None:
     day = "2020-02-20"
     key_id, key = shop.key()
-    shop.stripe.clock = datetime.fromisoformat(f"{day}T10:00:00+00:00").timestamp()
-    try:
-        session_id = shop.paid(key, "10.00")
-    finally:
-        shop.stripe.clock = None
+    session_id = paid_on(shop, key, day, "10.00")
     delivered = shop.stripe.refund(session_id, 100)  # $1 back, its webhook arrives
     assert shop.send("charge.refunded", delivered).status_code == 200
     pending = shop.stripe.refund(session_id, 200)  # $2, debited while pending ...
@@ -107,11 +112,7 @@ def test_reconcile_apply_asks_stripe_again_before_taking_a_refund_back(shop: Sho
     """A refund listed as pending may fail before --apply: then nothing is taken."""
     day = "2020-03-03"
     key_id, key = shop.key()
-    shop.stripe.clock = datetime.fromisoformat(f"{day}T10:00:00+00:00").timestamp()
-    try:
-        session_id = shop.paid(key, "10.00")
-    finally:
-        shop.stripe.clock = None
+    session_id = paid_on(shop, key, day, "10.00")
     refund = shop.stripe.refund(session_id, 500)["refunds"]["data"][0]
     refund["status"] = "pending"
     # Listed as pending, failed by the time --apply fetches it (its refund.failed
