@@ -18,12 +18,13 @@ from datetime import UTC, datetime, timedelta
 
 import dramatiq
 import httpx
+from tortoise.expressions import Q
 
 from dramatiq_actors.broker import QUEUE_JOBS, QUEUE_MAINTENANCE
 from dramatiq_actors.runtime import runtime
 from edge.billing import Billing
 from edge.db.models import LLM, Job, JobStatus, Node, NodeState
-from edge.jobs.store import claim_job, finish_job, renew_lease, settle_job
+from edge.jobs.store import claim_job, finish_job, renew_lease, requeue_job, settle_job
 from edge.proxy.request_spec import Endpoint
 from edge.proxy.upstream import node_error
 
@@ -35,8 +36,15 @@ log = logging.getLogger(__name__)
 MAX_NODE_FAILURES = 3
 #: Longest wait, in seconds, between two looks for a routable node.
 NODE_WAIT = 1.0
+#: Seconds one attempt waits for a node before giving its worker thread back: jobs
+#: waiting for a boot must not hold every thread, the boot's own included.
+WAIT_SLICE = 5.0
+#: Seconds before a job given back is looked at again.
+WAIT_AGAIN = 1.0
 #: Seconds a job may stay queued before the sweeper enqueues it again.
 QUEUED_GRACE = 300
+#: Seconds a given-back job's scheduled message may be late before the sweeper steps in.
+SCHEDULED_GRACE = 60
 
 
 def _billing() -> Billing:
@@ -48,8 +56,14 @@ async def _publish(job: Job) -> None:
     await runtime().store.publish(f"job:{job.id}")
 
 
+class _NoNodeYet(Exception):
+    """No routable node within this attempt's slice of waiting."""
+
+
+# After node actions in a worker's queue (a lower priority runs later): a boot must not
+# wait behind the jobs that wait for it.
 @dramatiq.actor(queue_name=QUEUE_JOBS, max_retries=5, min_backoff=1_000, max_backoff=30_000,
-                time_limit=25 * 3_600_000)
+                time_limit=25 * 3_600_000, priority=10)
 async def run_job(job_id: str) -> None:
     """Answer one job."""
     outcome = await answer_job(job_id)
@@ -78,6 +92,11 @@ async def answer_job(job_id: str) -> str:
                 "The job's credit reservation was lost; submit it again.", "reservation_lost"))
         else:
             await _answer(job)
+    except _NoNodeYet:
+        await requeue_job(job_id, WAIT_AGAIN + SCHEDULED_GRACE)
+        await asyncio.to_thread(run_job.send_with_options, args=(job_id,),
+                                delay=int(WAIT_AGAIN * 1000))
+        return "waiting"
     finally:
         renewer.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -106,6 +125,7 @@ async def _answer(job: Job) -> None:
     payload = json.dumps(body, separators=(",", ":")).encode()
     asked_boot = False
     events = None  # subscribed before the first wait, so no "nodes" event is missed
+    give_back_at = time.monotonic() + WAIT_SLICE
     try:
         while True:
             remaining = await _time_left(job)
@@ -114,6 +134,8 @@ async def _answer(job: Job) -> None:
             node = await _routable_node(model)
             if node is not None:
                 break
+            if time.monotonic() > give_back_at:
+                raise _NoNodeYet
             if events is None:
                 events = rt.store.client.pubsub(ignore_subscribe_messages=True)
                 await events.subscribe(rt.store.events_channel)
@@ -229,8 +251,9 @@ async def sweep() -> dict[str, int]:
     # A running job whose lease ran out lost its worker; a job still queued after
     # QUEUED_GRACE was probably never enqueued (Redis was away when it was made).
     dead = await Job.filter(status=JobStatus.RUNNING, lease_until__lt=now)
-    lost = await Job.filter(status=JobStatus.QUEUED,
-                            created_at__lt=now - timedelta(seconds=QUEUED_GRACE))
+    lost = await Job.filter(Q(status=JobStatus.QUEUED),
+                            Q(created_at__lt=now - timedelta(seconds=QUEUED_GRACE)),
+                            Q(lease_until__isnull=True) | Q(lease_until__lt=now))
     orphaned = dead + lost
     unsettled = await Job.filter(settled=False, status__in=[
         JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.EXPIRED])

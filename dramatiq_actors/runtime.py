@@ -1,6 +1,6 @@
 """What actors share in a worker process: settings, the database, Redis, a node client.
 
-:class:`PortalRuntime` is a Dramatiq middleware: after the worker boots it opens
+:class:`PortalRuntime` is a Dramatiq middleware: before the worker takes messages it opens
 the database and Redis on the worker's event loop (async actors run there), and
 closes them at shutdown. Actors reach it with :func:`runtime`.
 """
@@ -80,7 +80,9 @@ class PortalRuntime(Middleware):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def after_worker_boot(self, broker, worker) -> None:
+    def before_worker_boot(self, broker, worker) -> None:
+        # Before the worker threads take messages (after AsyncIO's own hook, which
+        # started the loop: hooks run in order here).
         get_event_loop_thread().run_coroutine(open_runtime(self.settings))
         log.info("portal runtime open")
 

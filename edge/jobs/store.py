@@ -22,7 +22,8 @@ from edge.money import format_usd, token_cost
 if TYPE_CHECKING:
     from edge.billing import Billing
 
-__all__ = ["claim_job", "finish_job", "job_view", "new_job_id", "renew_lease", "settle_job"]
+__all__ = ["claim_job", "finish_job", "job_view", "new_job_id", "renew_lease", "requeue_job",
+           "settle_job"]
 
 
 def new_job_id() -> str:
@@ -37,11 +38,23 @@ async def claim_job(job_id: str, lease_seconds: int) -> bool:
     """Take a queued job, or a running one whose worker's lease ran out."""
     now = _now()
     taken = await Job.filter(
-        Q(id=job_id), Q(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]),
-        Q(lease_until__isnull=True) | Q(lease_until__lt=now),
+        Q(id=job_id),
+        Q(status=JobStatus.QUEUED) | (Q(status=JobStatus.RUNNING) & (
+            Q(lease_until__isnull=True) | Q(lease_until__lt=now))),
     ).update(status=JobStatus.RUNNING, lease_until=now + timedelta(seconds=lease_seconds),
              attempts=F("attempts") + 1, started_at=Coalesce(F("started_at"), now))
     return bool(taken)
+
+
+async def requeue_job(job_id: str, scheduled_for: float) -> None:
+    """Give a running job back to the queue while it waits for a node.
+
+    Waiting is not an attempt. ``lease_until`` of a queued job says until when a
+    message is scheduled for it, so that the sweeper does not send another.
+    """
+    await Job.filter(id=job_id, status=JobStatus.RUNNING).update(
+        status=JobStatus.QUEUED, lease_until=_now() + timedelta(seconds=scheduled_for),
+        attempts=F("attempts") - 1)
 
 
 async def renew_lease(job_id: str, lease_seconds: int) -> None:

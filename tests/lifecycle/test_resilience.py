@@ -193,3 +193,30 @@ def test_a_node_serving_a_longer_context_caps_jobs_then_raises_the_catalogue(
         time.sleep(0.1)
     assert cluster.sql("SELECT amount FROM ledger WHERE key_id=? AND kind='usage'",
                        key_id) == [(-job["cost_micros"],)]
+
+
+def test_jobs_waiting_for_a_node_do_not_starve_its_boot(cluster: Cluster) -> None:
+    """More jobs wait for a stopped node than the worker has threads: the boot still
+    runs (a waiting job gives its thread back), and every job is answered."""
+    node = start_simnode("--model", MODEL)
+    cluster.nodes.append(node)
+    node_id = cluster.portal.add_node(MODEL, node.url)
+    cluster.portal.kill("worker")
+    cluster.portal.start_worker("few-threads", threads=2)
+    cluster.portal.cli("nodes", "stop", str(node_id), "--wait", "20")
+    _key_id, key = cluster.portal.create_key("1")
+    headers = {"authorization": f"Bearer {key}"}
+    jobs = [httpx.post(cluster.url + "/v1/jobs", headers=headers,
+                       json={**BODY, "max_tokens": 3, "deadline": 120}).json()
+            for _ in range(6)]
+    assert all(job["status"] == "queued" for job in jobs), jobs
+    time.sleep(1.0)  # the worker's two threads now hold waiting jobs
+
+    booted = cluster.portal.cli("nodes", "boot", str(node_id), "--wait", "30", check=False)
+
+    assert booted.returncode == 0, booted.stdout + booted.stderr
+    for job in jobs:
+        done = httpx.get(cluster.url + f"/v1/jobs/{job['id']}?wait=30", headers=headers,
+                         timeout=40).json()
+        assert done["status"] == "succeeded", done
+        assert done["result"]["usage"]["completion_tokens"] == 3
