@@ -168,6 +168,12 @@ class ReplyRunner:
         node = portal.registry.pick(model)
         if node is not None:
             return node
+        if not portal.registry.can_boot(model):
+            await self._finish(room, reply, None, "failed", None, (0, 0),
+                               error=f"No node is running {model.name}, and none can be "
+                                     "started on demand: its nodes are started by the "
+                                     "operator.")
+            return None
         eta = model.boot_seconds or portal.settings.warming_retry_after
         if portal.on_cold_model is not None:
             try:

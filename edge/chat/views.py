@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from sanic import Blueprint, Request
+from sanic.exceptions import WebsocketClosed
 from sanic.response import json as json_response
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed as _WebsocketsClosed
 
 from edge.auth import authenticate, check_key
 from edge.chat.hub import Member
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 __all__ = ["bp", "message_view"]
 
 log = logging.getLogger(__name__)
+
+#: A peer gone, as the websockets library or Sanic says it.
+ConnectionClosed = (_WebsocketsClosed, WebsocketClosed)
 
 #: Seconds a closing socket's writer gets to send what is queued.
 WRITER_DRAIN = 2.0

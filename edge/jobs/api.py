@@ -23,7 +23,7 @@ from edge.db.models import Job
 from edge.errors import InvalidRequest, ModelNotFound, NotFound
 from edge.jobs.store import job_view, new_job_id
 from edge.jsonbody import json_object
-from edge.proxy.request_spec import Endpoint, capped_body, parse_request
+from edge.proxy.request_spec import Endpoint, check_fits, parse_request
 from edge.tasks import enqueue
 
 __all__ = ["bp"]
@@ -62,10 +62,9 @@ async def submit(request: Request):
     if model is None:
         raise ModelNotFound(f"The model '{spec.model}' does not exist or is not enabled.",
                             param="model")
+    check_fits(spec, model.context_length)
     prompt, completion = worst_case_tokens(len(raw), spec.max_tokens, spec.choices,
                                            model.context_length, spec.prompts)
-    if spec.max_tokens is not None and spec.max_tokens > model.context_length:
-        body = capped_body(body, model.context_length)
     # Reserving, recording and enqueueing run to the end even if the client goes
     # away meanwhile: a job must never exist without its credit, nor credit stay
     # held for a job that does not exist.

@@ -14,7 +14,7 @@ from typing import Any
 from edge.errors import InvalidRequest
 from edge.jsonbody import loads
 
-__all__ = ["Endpoint", "RequestSpec", "capped_body", "parse_request"]
+__all__ = ["Endpoint", "RequestSpec", "check_fits", "parse_request"]
 
 
 class Endpoint(StrEnum):
@@ -108,18 +108,21 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> RequestSpec:
                        include_usage=include_usage, continuous_usage=continuous)
 
 
-def capped_body(body: dict[str, Any], limit: int) -> dict[str, Any]:
-    """``body`` with ``max_tokens`` and ``max_completion_tokens`` at most ``limit``.
+def check_fits(spec: RequestSpec, context_length: int) -> None:
+    """Refuse a ``max_tokens`` beyond the model's context.
 
-    The reservation counts at most the catalogue's context per choice; a node
-    started with a longer ``--max-model-len`` must not be asked for more.
+    No answer can be that long, and the reservation holds at most the context per
+    choice: a node started with a longer ``--max-model-len`` must not be asked for
+    more than was reserved.
+
+    Raises:
+      InvalidRequest: code ``context_length_exceeded``.
     """
-    capped = dict(body)
-    for name in ("max_tokens", "max_completion_tokens"):
-        value = capped.get(name)
-        if isinstance(value, int) and value > limit:
-            capped[name] = limit
-    return capped
+    if spec.max_tokens is not None and spec.max_tokens > context_length:
+        name = "max_completion_tokens" if "max_completion_tokens" in spec.body else "max_tokens"
+        raise InvalidRequest(f"'{name}' is {spec.max_tokens}, more than the model's context "
+                             f"of {context_length} tokens.", param=name,
+                             code="context_length_exceeded")
 
 
 def _no_constant(name: str) -> None:

@@ -23,7 +23,7 @@ from edge.auth import authenticate
 from edge.billing import Reservation, Settlement, worst_case_tokens
 from edge.errors import APIError, ModelNotFound, ModelWarming, NodeFailed
 from edge.money import format_usd
-from edge.proxy.request_spec import Endpoint, RequestSpec, capped_body, parse_request
+from edge.proxy.request_spec import Endpoint, RequestSpec, check_fits, parse_request
 from edge.proxy.sse import StreamRelay
 from edge.proxy.upstream import NODE_FAILURES, node_error
 
@@ -64,6 +64,7 @@ async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
     if model is None:
         raise ModelNotFound(f"The model '{spec.model}' does not exist or is not enabled. "
                             "GET /v1/models lists the models.", param="model")
+    check_fits(spec, model.context_length)
     node = portal.registry.pick(model)
     if node is None:
         raise await warming(portal, model)
@@ -117,10 +118,9 @@ class ProxyCall:
 
     def upstream_body(self) -> bytes:
         spec, model = self.spec, self.model
-        over = spec.max_tokens is not None and spec.max_tokens > model.context_length
-        if not spec.stream and not over and model.served_name == model.name:
+        if not spec.stream and model.served_name == model.name:
             return self.request.body
-        body = capped_body(spec.body, model.context_length) if over else dict(spec.body)
+        body = dict(spec.body)
         body["model"] = model.served_name
         if spec.stream:
             options = dict(body.get("stream_options") or {})

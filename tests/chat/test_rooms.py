@@ -217,15 +217,17 @@ async def test_private_rooms_and_room_list(room_portal: Deployment) -> None:
         assert made["name"] not in names  # private rooms are listed to their maker only
 
 
-async def test_a_cold_model_says_it_is_warming(room_portal: Deployment) -> None:
+async def test_a_model_no_node_can_serve_says_so_at_once(room_portal: Deployment) -> None:
+    """No node, or only static ones an operator stopped: nothing will boot, so no
+    "warming up" (tests/lifecycle/test_chat_warming.py has a model that boots)."""
     room_portal.portal.add_model("sleepy")
     await asyncio.sleep(0.5)
     client = await ChatClient.connect(room_portal.url, "cold", room_portal.key("1")[1])
     await client.send(type="message", text="anyone there?", model="sleepy")
-    status = await client.wait_for("status", kind="warming")
-    assert "sleepy" in status["message"] and status["eta"] > 0
-    done = await client.wait_for("done", timeout=20)
+    done = await client.wait_for("done", timeout=5)
     assert done["status"] == "failed" and done["cost_micros"] == 0
+    assert "none can be started on demand" in done["error"]
+    assert not [e for e in client.events if e["type"] == "status"]
     await client.close()
 
 

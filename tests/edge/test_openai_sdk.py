@@ -136,10 +136,10 @@ def test_metrics_count_requests_and_spend(deployment: Deployment) -> None:
 
 
 @pytest.mark.parametrize("stream", [False, True])
-def test_max_tokens_beyond_the_catalogued_context_is_capped_at_it(deployment: Deployment,
-                                                                  stream: bool) -> None:
-    """The node serves 8,192 tokens of context but the catalogue says 40: the reservation
-    held 40 completion tokens, so the node is never asked for more."""
+def test_max_tokens_beyond_the_catalogued_context_is_refused(deployment: Deployment,
+                                                             stream: bool) -> None:
+    """The node serves 8,192 tokens of context but the catalogue says 40: the
+    reservation can hold 40 completion tokens, so no more may be asked for."""
     short = "m1-short"
     if not any(m["id"] == short for m in deployment.portal.cli_json("models", "list", "--json")):
         deployment.portal.add_model(short, served_name=SERVED, context=40)
@@ -149,23 +149,30 @@ def test_max_tokens_beyond_the_catalogued_context_is_capped_at_it(deployment: De
         deployment.portal.add_model(short, served_name=SERVED, context=40)
     key_id, key = deployment.key("0.01")
     client = sdk(deployment, key)
-    ask = {"model": short, "messages": MESSAGES, "max_tokens": 500,
-           "extra_body": {"ignore_eos": True}}
     for _ in range(50):
         try:
-            client.models.retrieve(short)
-            break
+            if client.models.retrieve(short).context_length == 40:
+                break
         except openai.NotFoundError:
-            time.sleep(0.1)  # every worker hears of the new model
+            pass
+        time.sleep(0.1)  # every worker hears of the model
+    ask = {"model": short, "messages": MESSAGES, "stream": stream,
+           "extra_body": {"ignore_eos": True}}
+
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(**ask, max_tokens=500)
+    error = refused.value.body
+    assert (error["code"], error["param"]) == ("context_length_exceeded", "max_tokens")
+    assert "500" in error["message"] and "40" in error["message"]
+    assert deployment.balance(key) == 10_000  # nothing held, nothing charged
+
     if stream:
         chunks = list(client.chat.completions.create(
-            **ask, stream=True, stream_options={"include_usage": True}))
-        usage, finish = chunks[-1].usage, chunks[-2].choices[0].finish_reason
+            **ask, max_tokens=40, stream_options={"include_usage": True}))
+        usage = chunks[-1].usage
     else:
-        answer = client.chat.completions.create(**ask)
-        usage, finish = answer.usage, answer.choices[0].finish_reason
-
-    assert (usage.completion_tokens, finish) == (40, "length")
+        usage = client.chat.completions.create(**ask, max_tokens=40).usage
+    assert usage.completion_tokens == 40
     deployment.wait_ledger(key_id, 1)
     (cost,), = deployment.sql("SELECT cost FROM usage_log WHERE key_id=?", key_id)
     assert cost == expected_cost(usage.prompt_tokens, 40)

@@ -158,10 +158,10 @@ def test_autostop_keeps_min_warm_nodes_and_stops_the_dearest(cluster: Cluster) -
     assert cluster.moto.state(small) == "running"
 
 
-def test_a_node_serving_a_longer_context_caps_jobs_then_raises_the_catalogue(
+def test_a_node_serving_a_longer_context_bounds_jobs_then_raises_the_catalogue(
         cluster: Cluster) -> None:
-    """A catalogue that says less context than a node serves: queued jobs are not
-    asked for more than was reserved, and the health check corrects the catalogue."""
+    """A catalogue that says less context than a node serves: a job may not ask for
+    more than the catalogue's context, and the health check corrects the catalogue."""
     short = "m-short"
     cluster.portal.add_model(short, served_name=MODEL, context=40)
     node = start_simnode("--model", MODEL, "--max-model-len", "4096")
@@ -172,8 +172,13 @@ def test_a_node_serving_a_longer_context_caps_jobs_then_raises_the_catalogue(
     cluster.portal.add_model(short, served_name=MODEL, context=40)  # an operator's edit
     key_id, key = cluster.portal.create_key("0.01")
     headers = {"authorization": f"Bearer {key}"}
+    time.sleep(0.5)  # the edge workers hear of the edit
+    refused = httpx.post(cluster.url + "/v1/jobs", headers=headers,
+                         json={**BODY, "model": short, "max_tokens": 500})
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["error"]["code"] == "context_length_exceeded"
     job = httpx.post(cluster.url + "/v1/jobs", headers=headers,
-                     json={**BODY, "model": short, "max_tokens": 500}).json()
+                     json={**BODY, "model": short, "max_tokens": 40}).json()
     job = httpx.get(cluster.url + f"/v1/jobs/{job['id']}?wait=20", headers=headers,
                     timeout=30).json()
     assert job["status"] == "succeeded", job
