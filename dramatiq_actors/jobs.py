@@ -40,7 +40,7 @@ NODE_WAIT = 1.0
 #: waiting for a boot must not hold every thread, the boot's own included.
 WAIT_SLICE = 5.0
 #: Seconds before a job given back is looked at again.
-WAIT_AGAIN = 1.0
+WAIT_AGAIN = 0.25
 #: Seconds a job may stay queued before the sweeper enqueues it again.
 QUEUED_GRACE = 300
 #: Seconds a given-back job's scheduled message may be late before the sweeper steps in.
