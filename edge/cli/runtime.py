@@ -10,7 +10,7 @@ from typing import Any
 
 from tortoise.exceptions import OperationalError
 
-from edge.db import DatabaseUnavailable, close_database, open_database
+from edge.db import DatabaseUnavailable, close_database, missing_table, open_database
 from edge.embedded_redis import NoRedis, redis_for_database, resolve_redis
 from edge.hotstore import HotStore, connect_redis
 from edge.settings import Settings
@@ -72,7 +72,7 @@ def run_command(body: Callable[[CommandContext], Awaitable[int | None]], *,
         print(f"portal: {exc}", file=sys.stderr)
         return 1
     except OperationalError as exc:
-        if "no such table" in str(exc) or "does not exist" in str(exc):
+        if missing_table(exc):
             print("portal: the database has no tables yet; run `portal migrate` first",
                   file=sys.stderr)
             return 1

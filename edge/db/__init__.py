@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from tortoise import Tortoise
 from tortoise.connection import get_connection
 from tortoise.exceptions import DBConnectionError, IntegrityError, OperationalError
 
 __all__ = ["DatabaseUnavailable", "close_database", "dialect", "has_key_prefixes",
-           "installation_identity", "migrate", "open_database", "read_identity",
+           "installation_identity", "migrate", "missing_table", "open_database", "read_identity",
            "tortoise_config"]
+
+T = TypeVar("T")
+
 
 class DatabaseUnavailable(RuntimeError):
     """The database does not answer (commands say so instead of a traceback)."""
@@ -104,37 +108,49 @@ async def installation_identity() -> str:
     return row.identity
 
 
+def missing_table(exc: OperationalError) -> bool:
+    """Did a query fail because migrations have not made its table yet?"""
+    return "no such table" in str(exc) or "does not exist" in str(exc)
+
+
+def _run_on(database_url: str, work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work`` with the database open, from outside an event loop.
+
+    Raises:
+      DatabaseUnavailable: the database does not answer.
+    """
+    async def run() -> T:
+        await open_database(database_url)
+        try:
+            return await work()
+        finally:
+            await close_database()
+
+    try:
+        return asyncio.run(run())
+    except (DBConnectionError, OSError) as exc:
+        raise DatabaseUnavailable(f"the database does not answer: {exc}") from None
+
+
 def has_key_prefixes(database_url: str, prefixes: list[str]) -> bool:
     """Does this database hold every API key of ``prefixes``? (outside an event loop)"""
     from edge.db.models import ApiKey
 
-    async def count() -> int:
-        await open_database(database_url)
-        try:
-            return await ApiKey.filter(prefix__in=set(prefixes)).count()
-        finally:
-            await close_database()
-
-    return asyncio.run(count()) == len(set(prefixes))
+    wanted = set(prefixes)
+    return _run_on(database_url, lambda: ApiKey.filter(prefix__in=wanted).count()) == len(wanted)
 
 
 def read_identity(database_url: str) -> str | None:
     """:func:`installation_identity` from outside an event loop; None before migrations."""
     async def read() -> str | None:
-        await open_database(database_url)
         try:
             return await installation_identity()
         except OperationalError as exc:
-            if "no such table" in str(exc) or "does not exist" in str(exc):
-                return None  # not migrated yet
+            if missing_table(exc):
+                return None
             raise
-        finally:
-            await close_database()
 
-    try:
-        return asyncio.run(read())
-    except (DBConnectionError, OSError) as exc:
-        raise DatabaseUnavailable(f"the database does not answer: {exc}") from None
+    return _run_on(database_url, read)
 
 
 def dialect() -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from datetime import UTC, datetime, timedelta
 
 from sanic import Blueprint, Request
@@ -21,7 +20,7 @@ from edge.auth import authenticate
 from edge.billing import worst_case_tokens
 from edge.db.models import Job
 from edge.errors import InvalidRequest, ModelNotFound, NotFound
-from edge.jobs.store import job_view, new_job_id
+from edge.jobs.store import JOB_ID, job_view, new_job_id
 from edge.jsonbody import json_object
 from edge.proxy.request_spec import Endpoint, check_fits, parse_request
 from edge.tasks import enqueue
@@ -34,8 +33,6 @@ bp = Blueprint("jobs", url_prefix="/v1")
 
 #: Longest long-poll, seconds.
 MAX_WAIT = 60.0
-#: What ``new_job_id`` makes.
-JOB_ID = re.compile(r"job_[0-9a-f]{24}")
 
 
 @bp.post("/jobs")

@@ -9,6 +9,7 @@ job's request id, so a job is answered once and charged once whatever crashes.
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,8 +23,12 @@ from edge.money import format_usd, token_cost
 if TYPE_CHECKING:
     from edge.billing import Billing
 
-__all__ = ["claim_job", "finish_job", "job_view", "new_job_id", "renew_lease", "requeue_job",
-           "settle_job"]
+__all__ = ["JOB_ID", "claim_job", "finish_job", "job_view", "new_job_id", "renew_lease",
+           "requeue_job", "settle_job"]
+
+
+#: What :func:`new_job_id` makes.
+JOB_ID = re.compile(r"job_[0-9a-f]{24}")
 
 
 def new_job_id() -> str:

@@ -5,6 +5,7 @@ concurrently an event is delivered)::
 
     checkout:<session id>                 the top-up of a paid Checkout Session
     refund:<session id>:<refund id>       one refund, taken back from the balance
+    refund-failed:refund:<…>:<…>          that refund failed: its debit given back
     dispute:<session id>:<dispute id>     a dispute lost, taken back from the balance
 
 A debit never takes a balance below zero: the credit script takes what there is
@@ -34,7 +35,8 @@ if TYPE_CHECKING:
     from edge.settings import Settings
 
 __all__ = ["HANDLERS", "REFUNDING", "PaymentsContext", "credit_session", "give_back_refund",
-           "record_refunded", "refund_reference", "take_back_refund", "topup_reference"]
+           "given_back_reference", "record_refunded", "refund_reference", "take_back_refund",
+           "topup_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -341,6 +343,11 @@ def refund_reference(session_id: str, refund_id: str) -> str:
     return f"refund:{session_id}:{refund_id}"
 
 
+def given_back_reference(debit_reference: str) -> str:
+    """The reference of the credit that undoes a failed refund's debit."""
+    return f"refund-failed:{debit_reference}"
+
+
 async def take_back_refund(payment: Payment, refund: Mapping[str, Any],
                            ctx: PaymentsContext) -> tuple[int, bool] | None:
     """Debit one refund of ``payment`` from its key, once: ``(applied, duplicate)``.
@@ -370,7 +377,7 @@ async def record_refunded(payment: Payment, refunded: int, *, full: bool) -> Non
 async def give_back_refund(debit: LedgerEntry, refund_id: str, ctx: PaymentsContext) -> bool:
     """Undo the debit of a refund that failed, once; True when it was already undone."""
     _applied, duplicate = await apply_credit(
-        debit.key_id, -debit.amount, reference=f"refund-failed:{debit.reference}",
+        debit.key_id, -debit.amount, reference=given_back_reference(debit.reference),
         kind=LedgerKind.ADJUSTMENT, note=f"Stripe refund {refund_id} failed", store=ctx.store)
     return duplicate
 

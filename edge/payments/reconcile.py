@@ -33,6 +33,7 @@ from edge.payments.handlers import (
     PaymentsContext,
     credit_session,
     give_back_refund,
+    given_back_reference,
     record_refunded,
     refund_reference,
     take_back_refund,
@@ -143,14 +144,14 @@ async def _compare_refunds(client: Any, lines: list[Line]) -> None:
         for entry in await LedgerEntry.filter(reference__startswith=prefix):
             debits[entry.reference] = entry
         given_back.update(await LedgerEntry.filter(
-            reference__startswith=f"refund-failed:{prefix}").values_list("reference", flat=True))
+            reference__startswith=given_back_reference(prefix)).values_list("reference", flat=True))
     for line, refunds in zip(lines, listed, strict=True):
         problems = [line.problem] if line.problem else []
         for refund in refunds:
             refund_id = str(refund.get("id"))
             reference = refund_reference(line.session_id, refund_id)
             debit = debits.get(reference)
-            undone = f"refund-failed:{reference}" in given_back
+            undone = given_back_reference(reference) in given_back
             if refund.get("status") in REFUNDING:
                 line.refunded += cents_to_micros(int(refund.get("amount") or 0))
                 if debit is None:

@@ -12,7 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from edge.errors import InvalidRequest
-from edge.jsonbody import loads
+from edge.jsonbody import json_object
 
 __all__ = ["Endpoint", "RequestSpec", "check_fits", "parse_request"]
 
@@ -53,12 +53,7 @@ def parse_request(raw: bytes, endpoint: Endpoint) -> RequestSpec:
     """
     if not raw:
         raise InvalidRequest("The request body is empty; send a JSON object.")
-    try:
-        body = loads(raw, parse_constant=_no_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    body = json_object(raw)
 
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -123,10 +118,6 @@ def check_fits(spec: RequestSpec, context_length: int) -> None:
         raise InvalidRequest(f"'{name}' is {spec.max_tokens}, more than the model's context "
                              f"of {context_length} tokens.", param=name,
                              code="context_length_exceeded")
-
-
-def _no_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def _check_messages(messages: Any) -> None:
