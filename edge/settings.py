@@ -110,10 +110,11 @@ class Settings:
                                           env="STRIPE_WEBHOOK_SECRET")
     stripe_api_base: str = _setting("", "Base URL of Stripe's API; empty: Stripe's own (tests "
                                     "point it at a local server).", env="STRIPE_API_BASE")
-    currency: str = _setting("usd", "Currency of top-ups (an ISO code with cents, like usd); "
-                             "one cent credits 10,000 micro-units of balance.")
-    topup_min_usd: str = _setting("5.00", "Smallest top-up, in USD (whole cents).")
-    topup_max_usd: str = _setting("1000.00", "Largest top-up, in USD (whole cents).")
+    currency: str = _setting("usd", "Currency of top-ups and balances (a lower-case ISO code, "
+                             "like usd); one unit credits 1,000,000 micro-units of balance.")
+    topup_min_usd: str = _setting("5.00", "Smallest top-up, in the currency (an amount Stripe "
+                                  "charges: whole cents of usd, whole yen of jpy).")
+    topup_max_usd: str = _setting("1000.00", "Largest top-up, in the currency (likewise).")
     topup_success_url: str = _setting("", "Where Stripe sends a payer after paying; empty: "
                                       "<public_url>/account?topup=success&session_id="
                                       "{CHECKOUT_SESSION_ID} (Stripe fills in the id).")
@@ -189,30 +190,28 @@ class Settings:
         return f"Settings({shown})"
 
 
-#: Currencies Stripe counts in whole units, not cents; top-ups are counted in cents.
-_ZERO_DECIMAL_CURRENCIES = frozenset(
-    "bif clp djf gnf jpy kmf krw mga pyg rwf ugx vnd vuv xaf xof xpf".split())
-
-
 def _check_topup_settings(settings: Settings) -> None:
+    """Refuse at start a currency or bound Stripe could not charge exactly."""
     from edge.money import parse_usd
+    from edge.payments.currency import minor_unit
 
+    currency = settings.currency
+    if len(currency) != 3 or not currency.isascii() or not currency.isalpha() \
+            or not currency.islower():
+        raise ConfigError("PORTAL_CURRENCY must be a lower-case three-letter ISO code, like usd")
+    unit = minor_unit(currency)
     bounds = []
     for name in ("topup_min_usd", "topup_max_usd"):
         try:
             micros = parse_usd(getattr(settings, name))
         except ValueError:
             micros = -1
-        if micros <= 0 or micros % 10_000:
-            raise ConfigError(f"PORTAL_{name.upper()} must be a positive amount in whole cents")
+        if micros <= 0 or micros % unit.step_micros:
+            raise ConfigError(f"PORTAL_{name.upper()} must be a positive multiple of "
+                              f"{unit.step_text}: {unit.rule}")
         bounds.append(micros)
     if bounds[0] > bounds[1]:
         raise ConfigError("PORTAL_TOPUP_MIN_USD is above PORTAL_TOPUP_MAX_USD")
-    currency = settings.currency
-    if len(currency) != 3 or not currency.isalpha() or not currency.islower() \
-            or currency in _ZERO_DECIMAL_CURRENCIES:
-        raise ConfigError("PORTAL_CURRENCY must be a lower-case ISO code of a currency "
-                          "with cents, like usd")
 
 
 def _parse(name: str, raw: str, kind: Any) -> Any:

@@ -10,18 +10,45 @@ Public API (for the web pages and the CLI):
 * :func:`parse_topup_amount`: a form or JSON amount in USD → micro-dollars, checked.
 * :func:`list_payments`: a key's (or every) payment, newest first, as JSON views.
 * :class:`PaymentSettings`: whether payments are on, and the bounds.
+
+They load on first use: the settings check reads :mod:`edge.payments.currency`,
+which must not pull in Sanic and the database models with it.
 """
 
-from sanic import Blueprint
+from __future__ import annotations
 
-from edge.payments.checkout import parse_topup_amount, start_checkout
-from edge.payments.config import PaymentSettings, PaymentsOff
-from edge.payments.history import list_payments, payment_views
-from edge.payments.views import admin_bp, api_bp, webhook_bp
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sanic import Blueprint
+
+    from edge.payments.checkout import parse_topup_amount, start_checkout
+    from edge.payments.config import PaymentSettings, PaymentsOff
+    from edge.payments.history import list_payments, payment_views
+
+    #: Every payments route: ``/api/topup``, ``/api/payments/config``, ``/v1/key/payments``,
+    #: ``/webhooks/stripe``, ``/admin/payments`` and ``/admin/payments/events``.
+    bp: Blueprint
 
 __all__ = ["PaymentSettings", "PaymentsOff", "bp", "list_payments", "parse_topup_amount",
            "payment_views", "start_checkout"]
 
-#: Every payments route: ``/api/topup``, ``/api/payments/config``, ``/v1/key/payments``,
-#: ``/webhooks/stripe``, ``/admin/payments`` and ``/admin/payments/events``.
-bp = Blueprint.group(api_bp, webhook_bp, admin_bp)
+_HOMES = {"PaymentSettings": "config", "PaymentsOff": "config", "list_payments": "history",
+          "payment_views": "history", "parse_topup_amount": "checkout",
+          "start_checkout": "checkout"}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "bp":
+        from sanic import Blueprint
+
+        from edge.payments.views import admin_bp, api_bp, webhook_bp
+
+        value: Any = Blueprint.group(api_bp, webhook_bp, admin_bp)
+    elif name in _HOMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # once: every app registers the same group
+    return value

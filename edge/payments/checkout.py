@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Protocol
 from edge.db.models import Payment, PaymentStatus
 from edge.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
 from edge.money import format_usd, parse_usd
-from edge.payments.config import MICROS_PER_CENT, PaymentSettings, PaymentsOff, stripe_client
+from edge.payments.config import PaymentSettings, PaymentsOff, stripe_client
+from edge.payments.currency import minor_unit, to_minor
 
 if TYPE_CHECKING:
     from edge.context import PortalContext
@@ -45,7 +46,7 @@ def parse_topup_amount(value: object, payments: PaymentSettings) -> int:
     """An amount of USD from a request (``"25"``, ``"12.50"`` or a JSON number) in micro-dollars.
 
     Raises:
-      InvalidRequest: not an amount, not whole cents, or outside the configured bounds.
+      InvalidRequest: not an amount, finer than Stripe charges, or outside the bounds.
     """
     if isinstance(value, bool) or not isinstance(value, (str, int, float)) \
             or len(str(value)) > 32:
@@ -61,7 +62,7 @@ def parse_topup_amount(value: object, payments: PaymentSettings) -> int:
 
 
 def check_topup_amount(micros: int, payments: PaymentSettings) -> None:
-    """Refuse amounts outside the bounds or finer than a cent.
+    """Refuse amounts outside the bounds or finer than Stripe charges in the currency.
 
     Raises:
       InvalidRequest: with ``param="amount"``.
@@ -70,8 +71,10 @@ def check_topup_amount(micros: int, payments: PaymentSettings) -> None:
         raise InvalidRequest(
             f"A top-up must be from ${format_usd(payments.min_amount)} to "
             f"${format_usd(payments.max_amount)}.", param="amount")
-    if micros % MICROS_PER_CENT:
-        raise InvalidRequest("A top-up must be in whole cents.", param="amount")
+    unit = minor_unit(payments.currency)
+    if micros % unit.step_micros:
+        raise InvalidRequest(f"A top-up must be a multiple of {unit.step_text} ({unit.rule}).",
+                             param="amount")
 
 
 async def start_checkout(portal: PortalContext, key: TopupKey, amount: int) -> Payment:
@@ -83,12 +86,12 @@ async def start_checkout(portal: PortalContext, key: TopupKey, amount: int) -> P
     Parameters:
       portal: the worker's context (settings).
       key: the key to credit, a ``KeyRecord`` or an ``ApiKey`` row.
-      amount: micro-dollars, whole cents, within the configured bounds.
+      amount: micro-units, a multiple of what Stripe charges, within the bounds.
 
     Raises:
       PaymentsOff: Stripe is not configured (503).
       PermissionDenied: the key is frozen by a payment dispute (403).
-      InvalidRequest: the amount is out of bounds or finer than a cent (400).
+      InvalidRequest: the amount is out of bounds or finer than Stripe charges (400).
       ServiceUnavailable: Stripe did not answer or refused the call (503).
 
     Returns:
@@ -125,7 +128,7 @@ async def _create_session(settings, payments: PaymentSettings, key: TopupKey,
             "quantity": 1,
             "price_data": {
                 "currency": payments.currency,
-                "unit_amount": amount // MICROS_PER_CENT,
+                "unit_amount": to_minor(amount, payments.currency),
                 "product_data": {"name": PRODUCT_NAME,
                                  "description": f"Credit for API key {key.prefix}…"},
             },

@@ -1,7 +1,7 @@
 """What the settings say about payments, and the one Stripe client of a process.
 
-Stripe counts top-ups in cents; balances are micro-dollars, so one cent is
-:data:`MICROS_PER_CENT` micro-dollars and every Stripe amount converts exactly.
+Amounts here are micro-units of the configured currency; what they are in
+Stripe's minor units is :mod:`edge.payments.currency`'s business alone.
 """
 
 from __future__ import annotations
@@ -18,16 +18,12 @@ if TYPE_CHECKING:
     from edge.settings import Settings
 
 __all__ = [
-    "MICROS_PER_CENT",
     "PaymentSettings",
     "PaymentsOff",
-    "cents_to_micros",
     "close_stripe_clients",
     "stripe_client",
 ]
 
-#: Micro-dollars in one cent.
-MICROS_PER_CENT = 10_000
 #: Seconds Stripe may take to answer one call.
 STRIPE_TIMEOUT = 20.0
 #: Retries of a call that failed on the network or with a 5xx (the library sends
@@ -76,10 +72,6 @@ class PaymentSettings:
             "max_amount": format_usd(self.max_amount),
             "max_amount_micros": self.max_amount,
         }
-
-
-def cents_to_micros(cents: int) -> int:
-    return cents * MICROS_PER_CENT
 
 
 #: One client (and its HTTP pool) per secret key and API base, for this process.

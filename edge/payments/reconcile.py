@@ -27,7 +27,8 @@ from typing import Any
 from edge.db.models import LedgerEntry, Payment
 from edge.errors import PortalError
 from edge.money import format_usd
-from edge.payments.config import cents_to_micros, stripe_client
+from edge.payments.config import stripe_client
+from edge.payments.currency import to_micros
 from edge.payments.handlers import (
     REFUNDING,
     PaymentsContext,
@@ -147,13 +148,14 @@ async def _compare_refunds(client: Any, lines: list[Line]) -> None:
             reference__startswith=given_back_reference(prefix)).values_list("reference", flat=True))
     for line, refunds in zip(lines, listed, strict=True):
         problems = [line.problem] if line.problem else []
+        currency = line.payment.currency if line.payment is not None else ""
         for refund in refunds:
             refund_id = str(refund.get("id"))
             reference = refund_reference(line.session_id, refund_id)
             debit = debits.get(reference)
             undone = given_back_reference(reference) in given_back
             if refund.get("status") in REFUNDING:
-                line.refunded += cents_to_micros(int(refund.get("amount") or 0))
+                line.refunded += to_micros(int(refund.get("amount") or 0), currency)
                 if debit is None:
                     line.untaken.append(refund)
                     problems.append(f"refund {refund_id} not taken back")
@@ -169,7 +171,10 @@ def _line(session_id: str, session: dict[str, Any], payment: Payment | None,
           credited: int) -> Line:
     stripe_status = str(session.get("payment_status") or "unknown")
     total = session.get("amount_total")
-    paid = cents_to_micros(total) if stripe_status == "paid" and isinstance(total, int) else 0
+    paid = 0
+    if stripe_status == "paid" and isinstance(total, int):
+        currency = session.get("currency") or (payment.currency if payment else "")
+        paid = to_micros(total, str(currency))
     problem = ""
     if payment is None:
         problem = "unknown to the portal" if paid else ""
