@@ -53,7 +53,8 @@ async def open_runtime(settings: Settings) -> Runtime:
     await open_database(settings.effective_database_url)
     _current = Runtime(
         settings=settings,
-        store=HotStore(connect_redis(settings.redis_url, pool_size=64),
+        store=HotStore(connect_redis(settings.redis_url, pool_size=64,
+                                     checked_for=settings.redis_namespace),
                        settings.redis_namespace),
         upstream=Upstream(connect_timeout=settings.upstream_connect_timeout,
                           timeout=settings.upstream_timeout, max_connections=64,

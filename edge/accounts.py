@@ -89,12 +89,17 @@ async def wait_persisted(store: HotStore, reference: str) -> None:
 
 async def _credit_in_sql(key: ApiKey, amount: int, *, kind: LedgerKind, reference: str,
                          note: str) -> tuple[int, bool]:
+    """No Redis answers: SQL alone takes it, and counts it, so that the Redis that
+    comes back (same server, same generation) is found stale and healed from SQL."""
+    from edge.heal import count_sql_only_change
+
     await key.refresh_from_db(fields=["balance"])
     applied = max(amount, -key.balance)
     await persist_entries(
         [{"t": "credit", "ref": reference, "key": str(key.id), "kind": str(kind),
           "amount": str(applied), "requested": str(amount), "note": note}],
         [datetime.now(UTC)])
+    await count_sql_only_change()
     return applied, False
 
 

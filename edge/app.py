@@ -195,11 +195,14 @@ async def _open_resources(app: Sanic) -> None:
     from edge.chat.replies import ReplyRunner
     from edge.db import open_database
     from edge.events import EventListener
+    from edge.heal import HotWatch
+    from edge.heartbeat import new_owner
     from edge.hotstore import HotStore, connect_redis
     from edge.keys import KeyDirectory, mirror_all_keys
     from edge.pepper import load_pepper
     from edge.proxy.upstream import make_client
     from edge.registry import Registry
+    from edge.spool import Spool
     from edge.web.sessions import Sessions
 
     settings: Settings = app.ctx.settings
@@ -207,7 +210,11 @@ async def _open_resources(app: Sanic) -> None:
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     await open_database(settings.effective_database_url)
-    store = HotStore(connect_redis(settings.redis_url), settings.redis_namespace)
+    namespace = settings.redis_namespace
+    store = HotStore(connect_redis(settings.redis_url, checked_for=namespace), namespace)
+    watch = HotWatch(HotStore(connect_redis(settings.redis_url, pool_size=8), namespace))
+    await watch.ensure()  # a new, flushed or restarted Redis is healed before serving
+    owner = new_owner()
     registry = Registry()
     await registry.reload()
     keys = KeyDirectory(store, ttl=settings.key_cache_ttl)
@@ -218,7 +225,8 @@ async def _open_resources(app: Sanic) -> None:
         pepper=load_pepper(settings),
         store=store,
         keys=keys,
-        billing=Billing(store, reservation_ttl_ms=int(settings.upstream_timeout * 1000)),
+        billing=Billing(store, reservation_ttl_ms=int(settings.upstream_timeout * 1000),
+                        owner=owner, spool=Spool(settings.data_path / "spool", owner)),
         registry=registry,
         events=EventListener(store, keys, registry),
         http=make_client(connect_timeout=settings.upstream_connect_timeout,
@@ -226,6 +234,7 @@ async def _open_resources(app: Sanic) -> None:
                          max_connections=settings.upstream_max_connections,
                          api_key=settings.node_api_key),
     )
+    portal.watch = watch
     portal.on_cold_model = partial(request_boot, portal)
     portal.events.on("job:", portal.job_waiters.on_event)
     portal.sessions = Sessions(store)
@@ -252,9 +261,16 @@ async def request_boot(portal: Any, model: Any) -> float | None:
 
 
 def _start_background(app: Sanic, portal: Any) -> None:
+    from edge.heartbeat import heartbeat
     from edge.housekeeping import housekeeping
 
     portal.tasks += [
+        # First: it must be beating before this worker reserves anything.
+        asyncio.create_task(heartbeat(portal.store, portal.billing.owner, portal.stop),
+                            name="heartbeat"),
+        asyncio.create_task(portal.watch.run(portal.stop), name="hot-watch"),
+        asyncio.create_task(portal.billing.run_pending(portal.stop), name="pending"),
+        asyncio.create_task(portal.billing.spool.run_sync(portal.stop), name="spool-sync"),
         asyncio.create_task(portal.events.run(portal.stop), name="events"),
         asyncio.create_task(housekeeping(portal), name="housekeeping"),
         asyncio.create_task(portal.chat.hub.run(portal.stop), name="chat-hub"),
@@ -274,5 +290,9 @@ async def _close_resources(app: Sanic) -> None:
     with contextlib.suppress(Exception):
         await portal.chat.hub.close()
     await portal.http.aclose()
+    with contextlib.suppress(Exception):
+        await portal.billing.settle_pending()  # a last try: the spool has the rest
+    portal.billing.spool.close()
+    await portal.watch.raw.close()
     await portal.store.close()
     await close_database()

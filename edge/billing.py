@@ -3,24 +3,51 @@
 All three are single Lua scripts (``edge/lua/``), so they are atomic across every
 worker and host. Each settlement and credit appends an entry to the ledger
 stream; :mod:`edge.ledger_writer` copies those entries into SQL.
+
+Redis may fail under them. A settlement keeps trying for a moment while Redis
+is away or healing (:mod:`edge.heal`), then is kept for later (retried by this
+process, and in its spool, :mod:`edge.spool`, should it die): a client who was
+answered is always charged. A reservation that vanished with an older
+generation of Redis is charged anyway, on top of the healed balance.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any
 
-from edge.errors import InsufficientCredit, RateLimited
+from edge.errors import InsufficientCredit, RateLimited, ServiceUnavailable
+from edge.heal import HotStale
+from edge.hotstore import RedisUnavailable
 from edge.money import format_usd, token_cost
 
 if TYPE_CHECKING:
     from edge.hotstore import HotStore
     from edge.keys import KeyRecord
+    from edge.spool import Spool
 
-__all__ = ["Billing", "CreditResult", "Reservation", "Settlement", "worst_case_tokens"]
+__all__ = ["Billing", "CreditResult", "HotStoreHealing", "Reservation", "Settlement",
+           "worst_case_tokens"]
+
+log = logging.getLogger(__name__)
 
 #: Seconds a credit reference is remembered in Redis (SQL's unique index is forever).
 CREDIT_MARKER_TTL = 90 * 24 * 3600
+#: Script answers.
+RESERVED, NOT_LOADED, HEALING = 1, 0, -5
+#: Seconds a settlement keeps trying while Redis is away or healing, before it is
+#: kept for later (the client is answered meanwhile).
+SETTLE_PATIENCE = 3.0
+#: Errors of a Redis that is away or refuses until it is healed.
+_AWAY = (*RedisUnavailable, HotStale)
+
+
+class HotStoreHealing(ServiceUnavailable):
+    """Redis is being rebuilt from SQL after it lost or rolled back its state."""
+
+    code = "service_unavailable"
 
 
 @dataclasses.dataclass(slots=True)
@@ -34,6 +61,7 @@ class Reservation:
     input_price: int
     output_price: int
     balance_after: int
+    generation: str = ""  # of the hot store that holds it
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
@@ -41,13 +69,17 @@ class Settlement:
     charged: int  # micro-dollars actually taken
     balance: int  # balance after, micro-dollars
     settled: bool  # False when someone (the reaper) settled it first
+    deferred: bool = False  # Redis was away: charged later (balance is then -1)
 
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class CreditResult:
-    applied: int  # micro-dollars added (negative: taken)
+    applied: int  # micro-dollars added (negative: taken now)
     balance: int
     duplicate: bool  # the reference was applied before; nothing changed
+    #: Micro-dollars of a debit that open reservations hold: taken from what they
+    #: release when they settle (what they spend instead becomes shortfall).
+    deferred: int = 0
 
 
 def worst_case_tokens(prompt_estimate: int, max_tokens: int | None, choices: int,
@@ -64,11 +96,21 @@ def worst_case_tokens(prompt_estimate: int, max_tokens: int | None, choices: int
 
 
 class Billing:
-    """Reserve, settle and credit against the balances held in Redis."""
+    """Reserve, settle and credit against the balances held in Redis.
 
-    def __init__(self, store: HotStore, *, reservation_ttl_ms: int) -> None:
+    ``owner`` names the process in its reservations (see :mod:`edge.heartbeat`):
+    once its heartbeat stops, the reaper settles them within seconds. Empty: the
+    reservations have no owner, and only their deadline releases them.
+    """
+
+    def __init__(self, store: HotStore, *, reservation_ttl_ms: int, owner: str = "",
+                 spool: Spool | None = None) -> None:
         self.store = store
         self.reservation_ttl_ms = reservation_ttl_ms
+        self.owner = owner
+        self.spool = spool
+        #: Settlements Redis did not take yet: (settle's arguments), retried in order.
+        self.pending: list[tuple[str, int, int, int, dict[str, Any], str]] = []
 
     async def reserve(self, key: KeyRecord, request_id: str, *, prompt_tokens: int,
                       completion_tokens: int, input_price: int, output_price: int,
@@ -77,6 +119,8 @@ class Billing:
 
         ``ttl_ms`` is how long it may stay open before the reaper settles it
         (default: the upstream timeout; a queued job holds it until its deadline).
+        A reservation given its own ``ttl_ms`` belongs to its job, not to this
+        process: it gets no owner, so this process's death does not release it.
 
         Raises:
           RateLimited: a per-minute limit is reached (``retry_after`` in seconds).
@@ -86,19 +130,26 @@ class Billing:
         tokens = prompt_tokens + completion_tokens
         store = self.store
         keys = [store.balance(key.id), store.limiter(key.id), store.reservation(request_id),
-                store.open_reservations]
+                store.open_reservations, store.held(key.id), store.generation]
         args: list[str | int] = [amount, tokens, key.rpm, key.tpm,
                                  ttl_ms or self.reservation_ttl_ms,
                                  request_id, "key", key.id, "pin", input_price,
                                  "pout", output_price]
+        if self.owner and ttl_ms is None:
+            args += ("own", self.owner)
         for field, value in meta.items():
             args += (field, value)
-        code, value = await store.reserve(keys=keys, args=args)
-        if code == 0:
+        reply = await store.reserve(keys=keys, args=args)
+        if reply[0] == NOT_LOADED:
             await self.load_balance(key.id)
-            code, value = await store.reserve(keys=keys, args=args)
-        if code == 1:
-            return Reservation(request_id, key, amount, tokens, input_price, output_price, value)
+            reply = await store.reserve(keys=keys, args=args)
+        code, value = reply[0], reply[1]
+        if code == RESERVED:
+            return Reservation(request_id, key, amount, tokens, input_price, output_price, value,
+                               reply[2].decode())
+        if code == HEALING:
+            raise HotStoreHealing("The portal is rebuilding its balances after a Redis "
+                                  "failure; retry in a second.", retry_after=1)
         if code == -1:
             raise InsufficientCredit(
                 f"This request may cost up to ${format_usd(amount)} and the key's balance is "
@@ -109,7 +160,18 @@ class Billing:
             raise RateLimited(
                 f"Rate limit reached: {limit} {what} per minute for this key. "
                 f"Try again in {value / 1000:.1f}s.", retry_after=-(-value // 1000))
-        raise RuntimeError(f"reserve.lua answered {code}")  # -4: request ids are unique
+        if code == -4:
+            # Request ids are unique: this is our own call, run again by the client's
+            # retry after its reply was lost. Reserved, if the hash holds what we asked.
+            async with store.client.pipeline(transaction=False) as pipe:
+                pipe.hmget(store.reservation(request_id), "key", "amount", "tokens")
+                pipe.get(store.balance(key.id))
+                held, balance = await pipe.execute()
+            if None not in held and [int(v) for v in held] == [key.id, amount, tokens]:
+                generation = await store.client.get(store.generation) or b""
+                return Reservation(request_id, key, amount, tokens, input_price, output_price,
+                                   int(balance or 0), generation.decode().partition(":")[0])
+        raise RuntimeError(f"reserve.lua answered {code}")
 
     async def settle(self, reservation: Reservation, *, prompt_tokens: int,
                      completion_tokens: int, fields: dict[str, str | int]) -> Settlement:
@@ -120,19 +182,162 @@ class Billing:
             reservation.request_id, reservation.key.id, cost,
             prompt_tokens + completion_tokens,
             {"t": "usage", "rid": reservation.request_id, "key": reservation.key.id,
-             "pt": prompt_tokens, "ct": completion_tokens, "cost": cost, **fields})
+             "pt": prompt_tokens, "ct": completion_tokens, "cost": cost, **fields},
+            generation=reservation.generation)
 
     async def settle_amount(self, request_id: str, key_id: int, cost: int, tokens: int,
-                            entry: dict[str, str | int]) -> Settlement:
+                            entry: dict[str, Any], *, generation: str = "",
+                            spool: bool = True) -> Settlement:
+        """Settle a reservation at ``cost`` micro-dollars, whatever Redis is doing.
+
+        Parameters:
+          generation: the hot store's generation the reservation was made in; a
+            reservation missing from a later one vanished with Redis, and is
+            charged anyway (:meth:`replay`). Empty: unknown (treated as settled).
+          spool: keep it for later when Redis does not take it (False: the spool
+            drainer, which has it already).
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + SETTLE_PATIENCE
+        delay = 0.05
+        while True:
+            try:
+                reply = await self._settle_script(request_id, key_id, cost, tokens, entry)
+            except _AWAY as exc:
+                reply = None
+                log.warning("settling %s: Redis unavailable (%s)", request_id, exc)
+            if reply is not None and reply[0] != HEALING:
+                break
+            if loop.time() > give_up:
+                if spool:
+                    self._keep_for_later(request_id, key_id, cost, tokens, entry, generation)
+                return Settlement(charged=cost, balance=-1, settled=True, deferred=True)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+        code, charged, balance, now = reply[0], reply[1], reply[2], reply[3].decode()
+        current = now.partition(":")[0]
+        if code == RESERVED:
+            if self.spool is not None and spool:
+                self.spool.append("done", current, f"usage:{request_id}",
+                                  {**entry, "charged": charged})
+            return Settlement(charged=charged, balance=balance, settled=True)
+        if generation and current != generation:
+            # Its reservation vanished with an older Redis: charge what was served.
+            log.warning("reservation %s vanished with Redis generation %s; charging it "
+                        "on top of generation %s", request_id, generation, current)
+            applied = await self._replay_or_spool({**entry, "charged": cost}, generation,
+                                                  spool=spool)
+            if applied is not False:
+                return Settlement(charged=cost, balance=-1, settled=True,
+                                  deferred=applied is None)
+        return Settlement(charged=0, balance=balance, settled=False)
+
+    async def _settle_script(self, request_id: str, key_id: int, cost: int, tokens: int,
+                             entry: dict[str, Any]) -> list[Any]:
         store = self.store
         args: list[str | int] = [request_id, cost, tokens]
         for field, value in entry.items():
             args += (field, value)
-        settled, charged, balance = await store.settle(
+        return await store.settle(
             keys=[store.balance(key_id), store.limiter(key_id), store.reservation(request_id),
-                  store.open_reservations, store.ledger_stream],
+                  store.open_reservations, store.ledger_stream, store.held(key_id),
+                  store.owed(key_id), store.generation],
             args=args)
-        return Settlement(charged=charged, balance=balance, settled=bool(settled))
+
+    def _keep_for_later(self, request_id: str, key_id: int, cost: int, tokens: int,
+                        entry: dict[str, Any], generation: str) -> None:
+        log.error("settling %s: Redis did not take it; retrying it in the background",
+                  request_id)
+        self.pending.append((request_id, key_id, cost, tokens, entry, generation))
+        if self.spool is not None:
+            self.spool.append("pending", generation, f"usage:{request_id}", entry,
+                              resv={"rid": request_id, "key": key_id, "cost": cost,
+                                    "tokens": tokens})
+
+    async def settle_pending(self) -> int:
+        """Try the settlements Redis did not take again; returns how many it took now."""
+        done = 0
+        while self.pending:
+            request_id, key_id, cost, tokens, entry, generation = self.pending[0]
+            try:
+                reply = await self._settle_script(request_id, key_id, cost, tokens, entry)
+            except _AWAY:
+                return done
+            if reply[0] == HEALING:
+                return done
+            self.pending.pop(0)
+            done += 1
+            current = reply[3].decode().partition(":")[0]
+            if reply[0] == RESERVED:
+                if self.spool is not None:
+                    self.spool.append("done", current, f"usage:{request_id}",
+                                      {**entry, "charged": reply[1]})
+            elif generation and current != generation:
+                await self._replay_or_spool({**entry, "charged": cost}, generation)
+        return done
+
+    async def run_pending(self, stop: asyncio.Event, interval: float = 0.5) -> None:
+        """Background chore of a process that settles: retry what Redis did not take."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+            except TimeoutError:
+                pass
+            if self.pending:
+                try:
+                    await self.settle_pending()
+                except Exception:
+                    log.exception("retrying pending settlements failed")
+
+    async def _replay_or_spool(self, usage: dict[str, Any], generation: str, *,
+                               spool: bool = True) -> bool | None:
+        """True: charged now; False: it was charged before; None: kept for later."""
+        try:
+            return await self.replay(usage)
+        except Exception as exc:  # Redis or SQL away: the spool drainer does it later
+            log.warning("could not charge %s now (%r); kept in the spool", usage.get("rid"), exc)
+            if self.spool is not None and spool:
+                self.spool.append("owed", generation, f"usage:{usage['rid']}", usage)
+            return None
+
+    async def replay(self, entry: dict[str, Any]) -> bool:
+        """Apply a settlement or credit Redis lost, once, on top of the healed balance.
+
+        SQL is asked first: a change it holds was not lost. Returns True when it
+        was applied now (False: SQL or an earlier replay has it).
+
+        Raises:
+          HotStoreHealing: Redis is being rebuilt; try again later.
+        """
+        from edge.db.models import LedgerEntry, UsageRecord
+        from edge.metrics import SPOOL_REPLAYS
+
+        usage = entry.get("t") == "usage"
+        reference = f"usage:{entry['rid']}" if usage else str(entry["ref"])
+        if usage and await UsageRecord.exists(request_id=str(entry["rid"])):
+            return False
+        if not usage and await LedgerEntry.exists(reference=reference):
+            return False
+        key_id = int(entry["key"])
+        amount = -int(entry["charged"]) if usage else int(entry["amount"])
+        fields = {k: v for k, v in entry.items() if k not in ("charged", "amount")}
+        store = self.store
+        args: list[Any] = [amount, CREDIT_MARKER_TTL, "charged" if usage else "amount"]
+        for field, value in fields.items():
+            args += (field, value)
+        keys = [store.balance(key_id), store.applied(reference), store.ledger_stream,
+                store.generation]
+        reply = await store.replay(keys=keys, args=args)
+        if reply[0] == NOT_LOADED and await store.client.exists(store.generation):
+            await self.load_balance(key_id)
+            reply = await store.replay(keys=keys, args=args)
+        if reply[0] == NOT_LOADED:
+            raise HotStoreHealing("The hot store is healing.", retry_after=1)
+        if reply[0] == 1:
+            SPOOL_REPLAYS.inc()
+            log.warning("charged again what Redis lost: %s, %d micro-dollars", reference,
+                        -reply[1] if usage else reply[1])
+        return reply[0] == 1
 
     async def progress(self, request_id: str, prompt_tokens: int, completion_tokens: int,
                        *, ttl_ms: int | None = None) -> None:
@@ -141,25 +346,40 @@ class Billing:
         If the worker dies mid-stream, the reaper charges these figures.
         """
         store = self.store
-        await store.progress(
-            keys=[store.reservation(request_id), store.open_reservations],
-            args=[request_id, prompt_tokens, completion_tokens,
-                  ttl_ms or self.reservation_ttl_ms])
+        try:
+            await store.progress(
+                keys=[store.reservation(request_id), store.open_reservations],
+                args=[request_id, prompt_tokens, completion_tokens,
+                      ttl_ms or self.reservation_ttl_ms])
+        except _AWAY as exc:  # a record missed: the stream goes on, its settlement counts
+            log.warning("progress of %s not recorded: %r", request_id, exc)
 
     async def credit(self, key_id: int, amount: int, *, reference: str, kind: str,
                      note: str = "") -> CreditResult:
-        """Add ``amount`` micro-dollars (negative: take) once per ``reference``."""
+        """Add ``amount`` micro-dollars (negative: take) once per ``reference``.
+
+        A debit takes what the balance has now and defers the rest, up to what the
+        key's open reservations hold, to when they settle (``deferred``); what is
+        left beyond both is the shortfall. A top-up does not pay deferred debt.
+        """
         store = self.store
-        keys = [store.balance(key_id), store.applied(reference), store.ledger_stream]
+        keys = [store.balance(key_id), store.applied(reference), store.ledger_stream,
+                store.held(key_id), store.owed(key_id), store.generation]
         args: list[str | int] = [amount, CREDIT_MARKER_TTL, "t", "credit", "ref", reference,
                                  "key", key_id, "kind", kind, "note", note[:500]]
-        code, applied, balance = await store.credit(keys=keys, args=args)
-        if code == 0:
+        reply = await store.credit(keys=keys, args=args)
+        if reply[0] == NOT_LOADED:
             await self.load_balance(key_id)
-            code, applied, balance = await store.credit(keys=keys, args=args)
+            reply = await store.credit(keys=keys, args=args)
+        if reply[0] == HEALING:
+            raise HotStoreHealing("The portal is rebuilding its balances after a Redis "
+                                  "failure; nothing was credited. Try again in a second.",
+                                  retry_after=1)
+        code, applied, balance = reply[:3]
         if code == 0:
             raise RuntimeError("balance vanished while crediting")
-        return CreditResult(applied=applied, balance=balance, duplicate=code == -1)
+        return CreditResult(applied=applied, balance=balance, duplicate=code == -1,
+                            deferred=int(reply[3]) if len(reply) > 3 else 0)
 
     async def balance(self, key_id: int) -> int:
         """The live balance: what is left after open reservations."""

@@ -1,7 +1,8 @@
 """The bookkeeper: one process beside the edge workers that writes the ledger.
 
 It drains the Redis ledger stream into SQL and settles reservations abandoned by
-dead workers. Keeping this out of the edge workers keeps SQL (and SQLite's
+dead workers (those whose heartbeat stopped, within seconds; others past their
+deadline). Keeping this out of the edge workers keeps SQL (and SQLite's
 writer lock) off the processes that answer requests. ``portal serve`` starts it
 through Sanic's worker manager, which stops it with the server; several hosts
 may each run one: the stream's consumer group shares the work.
@@ -39,35 +40,57 @@ def run_bookkeeper(settings: Settings) -> None:
 async def _main(settings: Settings) -> None:
     from edge.billing import Billing
     from edge.db import close_database, open_database
+    from edge.heal import HotWatch
+    from edge.heartbeat import new_owner
     from edge.hotstore import HotStore, connect_redis
     from edge.ledger_writer import LedgerWriter
+    from edge.spool import Spool, SpoolDrainer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await open_database(settings.effective_database_url)
-    store = HotStore(connect_redis(settings.redis_url, pool_size=4), settings.redis_namespace)
-    billing = Billing(store, reservation_ttl_ms=int(settings.upstream_timeout * 1000))
+    namespace = settings.redis_namespace
+    store = HotStore(connect_redis(settings.redis_url, pool_size=8, checked_for=namespace),
+                     namespace)
+    watch = HotWatch(HotStore(connect_redis(settings.redis_url, pool_size=4), namespace))
+    spool_root = settings.data_path / "spool"
+    owner = f"bookkeeper:{new_owner()}"
+    # The reaper's settlements are spooled like a worker's; the drainer reads every
+    # spool of this host, its own included.
+    billing = Billing(store, reservation_ttl_ms=int(settings.upstream_timeout * 1000),
+                      spool=Spool(spool_root, owner))
+
+    async def generation() -> str | None:
+        return watch.generation if await watch.ensure(timeout=0) else None
+
     try:
         await asyncio.gather(
+            watch.run(stop),
             LedgerWriter(store).run(stop),
             _reap(billing, stop, int(settings.reservation_grace * 1000)),
+            billing.run_pending(stop),
+            billing.spool.run_sync(stop),
+            SpoolDrainer(spool_root, billing, generation).run(stop),
         )
     finally:
+        billing.spool.close()
+        await watch.raw.close()
         await store.close()
         await close_database()
 
 
 async def _reap(billing, stop: asyncio.Event, grace_ms: int) -> None:
-    from edge.reaper import reap_stale_reservations
+    from edge.reaper import Reaper
 
+    reaper = Reaper(billing, grace_ms)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), REAP_INTERVAL)
         if stop.is_set():
             return
         try:
-            await reap_stale_reservations(billing, grace_ms)
+            await reaper.round()
         except Exception:
             log.exception("reaper round failed; trying again")

@@ -42,3 +42,5 @@ class PortalContext:
     #: Called when a request finds no running node of a model (the node
     #: lifecycle plugs its boot request in here); returns seconds to wait.
     on_cold_model: Callable[[ModelInfo], Any] | None = None
+    #: Whether the hot store reflects SQL (edge/heal.py), for /readyz.
+    watch: Any = None

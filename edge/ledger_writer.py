@@ -53,6 +53,7 @@ class LedgerWriter:
         self.store = store
         self.consumer = consumer or f"{socket.gethostname()}:{os.getpid()}"
         self._group_ready = False
+        self._warned_group_lost = False
 
     async def ensure_group(self) -> None:
         if self._group_ready:
@@ -82,15 +83,22 @@ class LedgerWriter:
         stream = self.store.ledger_stream
         entries: list[Entry] = []
         idle = CLAIM_IDLE_MS if claim_idle_ms is None else claim_idle_ms
-        claimed = await client.xautoclaim(stream, GROUP, self.consumer, idle,
-                                          start_id="0-0", count=BATCH_SIZE)
-        entries += _decode(claimed[1])
-        if len(entries) < BATCH_SIZE:
-            fresh = await client.xreadgroup(GROUP, self.consumer, {stream: ">"},
-                                            count=BATCH_SIZE - len(entries),
-                                            block=None if entries else block_ms)
-            for _name, items in fresh or ():
-                entries += _decode(items)
+        try:
+            claimed = await client.xautoclaim(stream, GROUP, self.consumer, idle,
+                                              start_id="0-0", count=BATCH_SIZE)
+            entries += _decode(claimed[1])
+            if len(entries) < BATCH_SIZE:
+                fresh = await client.xreadgroup(GROUP, self.consumer, {stream: ">"},
+                                                count=BATCH_SIZE - len(entries),
+                                                block=None if entries else block_ms)
+                for _name, items in fresh or ():
+                    entries += _decode(items)
+        except ResponseError as exc:
+            if not _group_gone(exc):
+                raise
+            self._lose_group(exc)
+            return 0
+        self._warned_group_lost = False
         if not entries:
             return 0
         await persist_entries([fields for _id, fields in entries if fields],
@@ -101,6 +109,14 @@ class LedgerWriter:
             pipe.xdel(stream, *ids)
             await pipe.execute()
         return len(entries)
+
+    def _lose_group(self, exc: ResponseError) -> None:
+        """The stream went (a FLUSHALL, a deleted key): make the group again next round."""
+        self._group_ready = False
+        if not self._warned_group_lost:
+            self._warned_group_lost = True
+            log.warning("ledger writer: the ledger stream's consumer group is gone (%s); "
+                        "recreating it", exc)
 
     async def run(self, stop: asyncio.Event, *, block_ms: int = 1000) -> None:
         """Drain until ``stop`` is set, backing off while Redis or SQL is away."""
@@ -120,6 +136,12 @@ class LedgerWriter:
                 log.exception("ledger writer: batch failed; it will be retried")
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, 5.0)
+
+
+def _group_gone(exc: ResponseError) -> bool:
+    """NOGROUP; or, for a read blocked when the stream was deleted, Redis 7's UNBLOCKED."""
+    text = str(exc)
+    return "NOGROUP" in text or ("UNBLOCKED" in text and "no longer exists" in text)
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
@@ -145,10 +167,22 @@ def _entry_time(entry_id: str) -> datetime:
 
 
 async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) -> None:
-    """Write ledger and usage rows for stream entries in one transaction, idempotently."""
+    """Write ledger and usage rows for stream entries in one transaction, idempotently.
+
+    Refund debt (``api_keys.owed``, see ``edge/lua/credit.lua``): a credit entry's
+    ``owed`` (the part of a debit deferred to open reservations) adds to it when its
+    ledger row is new; a usage entry's ``owed_paid`` (debt collected from what the
+    reservation released) is one more ledger row, ``owed:<request id>``, and with its
+    ``owed_void`` (debt written off) takes from it when its usage row is new. So a
+    key's balance stays the sum of its ledger, and a refund is, in sum, its own row
+    plus those collections.
+    """
     usage_rows: list[tuple[Any, ...]] = []
     ledger_rows: list[tuple[Any, ...]] = []
     node_used: dict[int, datetime] = {}
+    # Changes of api_keys.owed, applied only if the row they ride on is new.
+    owed_by_reference: dict[str, tuple[int, int]] = {}
+    owed_by_request: dict[str, tuple[int, int]] = {}
     for fields, at in zip(entries, times, strict=True):
         key_id = int(fields["key"])
         if fields.get("t") == "usage":
@@ -161,13 +195,26 @@ async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) 
             if charged:
                 ledger_rows.append((key_id, "usage", -charged, f"usage:{fields['rid']}",
                                     fields.get("model", "")[:500], at))
+            owed_paid = int(fields.get("owed_paid", 0))
+            owed_void = int(fields.get("owed_void", 0))
+            if owed_paid:
+                ledger_rows.append((key_id, "refund", -owed_paid, f"owed:{fields['rid']}",
+                                    f"refund collected from the credit reservation "
+                                    f"{fields['rid']} released", at))
+            if owed_paid or owed_void:
+                owed_by_request[fields["rid"]] = (key_id, -(owed_paid + owed_void))
             node = _int_or_none(fields.get("node"))
             if node is not None and at > node_used.get(node, at.min.replace(tzinfo=UTC)):
                 node_used[node] = at
         elif fields.get("t") == "credit":
             note = fields.get("note", "")
             requested = int(fields.get("requested", fields["amount"]))
-            if requested != int(fields["amount"]):
+            owed = int(fields.get("owed", 0))
+            if owed:
+                note = (f"{note} (asked {requested}, balance allowed {fields['amount']}, "
+                        f"{owed} to collect from open reservations)").strip()
+                owed_by_reference[fields["ref"]] = (key_id, owed)
+            elif requested != int(fields["amount"]):
                 note = f"{note} (asked {requested}, balance allowed {fields['amount']})".strip()
             ledger_rows.append((key_id, fields["kind"], int(fields["amount"]), fields["ref"],
                                 note[:500], at))
@@ -177,26 +224,33 @@ async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) 
         sql = _Sql(conn.capabilities.dialect)
         usage_rows = [(*row[:-1], sql.time(row[-1])) for row in usage_rows]
         ledger_rows = [(*row[:-1], sql.time(row[-1])) for row in ledger_rows]
-        if usage_rows:
-            await conn.execute_query(sql.insert_usage(len(usage_rows)),
-                                     [v for row in usage_rows for v in row])
+        deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # balance, spent, owed
+        usage_values = [v for row in usage_rows for v in row]
+        if owed_by_request:
+            # execute_query_dict fetches rows on every driver (asyncpg's execute_query
+            # does not return them for an INSERT).
+            for row in await conn.execute_query_dict(
+                    sql.insert_usage(len(usage_rows), returning=True), usage_values):
+                if (owed := owed_by_request.get(row["request_id"])) is not None:
+                    deltas[owed[0]][2] += owed[1]
+        elif usage_rows:
+            await conn.execute_query(sql.insert_usage(len(usage_rows)), usage_values)
         for node, at in node_used.items():
             # What idle nodes are judged by; the hot path never touches SQL for it.
             await conn.execute_query(sql.touch_node(), [sql.time(at), node, sql.time(at)])
-        if not ledger_rows:
-            return
-        # execute_query_dict fetches rows on every driver (asyncpg's execute_query
-        # does not return them for an INSERT).
-        inserted = await conn.execute_query_dict(sql.insert_ledger(len(ledger_rows)),
-                                                 [v for row in ledger_rows for v in row])
-        deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-        for row in inserted:
-            delta = deltas[int(row["key_id"])]
-            delta[0] += int(row["amount"])
-            if row["kind"] == "usage":
-                delta[1] -= int(row["amount"])
-        for key_id, (balance, spent) in deltas.items():
-            await conn.execute_query(sql.update_key(), [balance, spent, key_id])
+        if ledger_rows:
+            inserted = await conn.execute_query_dict(sql.insert_ledger(len(ledger_rows)),
+                                                     [v for row in ledger_rows for v in row])
+            for row in inserted:
+                delta = deltas[int(row["key_id"])]
+                delta[0] += int(row["amount"])
+                if row["kind"] == "usage":
+                    delta[1] -= int(row["amount"])
+                if (owed := owed_by_reference.get(row["reference"])) is not None:
+                    delta[2] += owed[1]
+        for key_id in sorted(deltas):
+            balance, spent, owed_change = deltas[key_id]
+            await conn.execute_query(sql.update_key(), [balance, spent, owed_change, key_id])
 
 
 def _int_or_none(value: str | None) -> int | None:
@@ -221,17 +275,18 @@ class _Sql:
             "(" + ",".join(f"${r * width + c + 1}" for c in range(width)) + ")"
             for r in range(rows))
 
-    def insert_usage(self, rows: int) -> str:
+    def insert_usage(self, rows: int, *, returning: bool = False) -> str:
         return (
             "INSERT INTO usage_log (request_id, key_id, model, node_id, endpoint, "
             "prompt_tokens, completion_tokens, cost, latency_ms, status, streamed, cancelled, "
-            f"created_at) VALUES {self._values(rows, 13)} ON CONFLICT (request_id) DO NOTHING")
+            f"created_at) VALUES {self._values(rows, 13)} ON CONFLICT (request_id) DO NOTHING"
+            + (" RETURNING request_id" if returning else ""))
 
     def insert_ledger(self, rows: int) -> str:
         return (
             "INSERT INTO ledger (key_id, kind, amount, reference, note, created_at) "
             f"VALUES {self._values(rows, 6)} ON CONFLICT (reference) DO NOTHING "
-            "RETURNING key_id, amount, kind")
+            "RETURNING key_id, amount, kind, reference")
 
     def touch_node(self) -> str:
         if self.postgres:
@@ -242,5 +297,7 @@ class _Sql:
 
     def update_key(self) -> str:
         if self.postgres:
-            return "UPDATE api_keys SET balance = balance + $1, spent = spent + $2 WHERE id = $3"
-        return "UPDATE api_keys SET balance = balance + ?, spent = spent + ? WHERE id = ?"
+            return ("UPDATE api_keys SET balance = balance + $1, spent = spent + $2, "
+                    "owed = owed + $3 WHERE id = $4")
+        return ("UPDATE api_keys SET balance = balance + ?, spent = spent + ?, owed = owed + ? "
+                "WHERE id = ?")

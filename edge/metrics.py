@@ -23,10 +23,12 @@ from prometheus_client import (
 
 __all__ = [
     "CONTENT_TYPE_LATEST",
+    "HEALS",
     "INFLIGHT",
     "REQUESTS",
     "REQUEST_SECONDS",
     "SPEND",
+    "SPOOL_REPLAYS",
     "TOKENS",
     "UPSTREAM_ERRORS",
     "render",
@@ -43,6 +45,11 @@ TOKENS = Counter("portal_tokens_total", "Tokens billed.", ["model", "kind"])
 SPEND = Counter("portal_spend_micro_dollars_total", "Micro-dollars charged.", ["model"])
 INFLIGHT = Gauge("portal_node_inflight_requests", "Requests open on a node.", ["node"],
                  multiprocess_mode="livesum")
+HEALS = Counter("portal_hot_store_heals_total",
+                "Times the hot store (Redis) was rebuilt from SQL after losing or "
+                "going back in time.")
+SPOOL_REPLAYS = Counter("portal_spool_replays_total",
+                        "Settlements Redis lost that were charged again from a spool.")
 UPSTREAM_ERRORS = Counter("portal_upstream_errors_total", "Failed calls to GPU nodes.",
                           ["node", "kind"])
 

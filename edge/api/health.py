@@ -38,6 +38,9 @@ async def readyz(request: Request):
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"error: {type(exc).__name__}"
+    watch = portal.watch
+    if watch is not None:
+        checks["hot_store"] = "ok" if watch.ready else f"not ready: {watch.reason}"
     ready = all(value == "ok" for value in checks.values())
     return json({"status": "ready" if ready else "not ready", "checks": checks},
                 status=200 if ready else 503)

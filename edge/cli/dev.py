@@ -156,7 +156,8 @@ async def _seed(settings: Settings, urls: dict[str, str]) -> str:
     from edge.pepper import load_pepper
 
     await open_database(settings.effective_database_url)
-    store = HotStore(connect_redis(settings.redis_url), settings.redis_namespace)
+    store = HotStore(connect_redis(settings.redis_url, checked_for=settings.redis_namespace),
+                     settings.redis_namespace)
     try:
         for name, url in urls.items():
             price_in, price_out, _speed = DEMO_PRICES.get(name, ("0.10", "0.30", 50.0))

@@ -20,6 +20,8 @@ __all__ = ["register"]
 
 #: Redis key patterns ``reset-hot`` drops (under the namespace).
 HOT_PATTERNS = ("bal:*", "applied:*", "key:*", "keys:mirrored", "resv:*", "rl:*",
+                "held:*", "owed:*",
+                "gen",  # the next process heals the namespace from the restored database
                 "installation")  # the next process claims the namespace for this database
 
 

@@ -12,7 +12,9 @@ from tortoise.exceptions import OperationalError
 
 from edge.db import DatabaseUnavailable, close_database, missing_table, open_database
 from edge.embedded_redis import NoRedis, redis_for_database, resolve_redis
-from edge.hotstore import HotStore, connect_redis
+from edge.errors import APIError
+from edge.heal import HotStale, HotWatch
+from edge.hotstore import HotStore, RedisUnavailable, connect_redis
 from edge.settings import Settings
 
 __all__ = ["CommandContext", "fail", "print_table", "run_command", "usd_argument"]
@@ -56,9 +58,16 @@ def run_command(body: Callable[[CommandContext], Awaitable[int | None]], *,
         settings = settings.replace(redis_url=resolved.url)
 
     async def run() -> int:
-        store = HotStore(connect_redis(resolved.url), settings.redis_namespace) \
-            if resolved.url else None
+        store = HotStore(connect_redis(resolved.url, checked_for=settings.redis_namespace),
+                         settings.redis_namespace) if resolved.url else None
         await open_database(settings.effective_database_url)
+        if store is not None and claim:
+            # No server may be running to heal a new or lost namespace: do it here.
+            raw = HotStore(connect_redis(resolved.url, pool_size=2), settings.redis_namespace)
+            try:
+                await HotWatch(raw).ensure(timeout=15)
+            finally:
+                await raw.close()
         try:
             return int(await body(CommandContext(settings, store)) or 0)
         finally:
@@ -70,6 +79,13 @@ def run_command(body: Callable[[CommandContext], Awaitable[int | None]], *,
         return asyncio.run(run())
     except CommandFailed as exc:
         print(f"portal: {exc}", file=sys.stderr)
+        return 1
+    except APIError as exc:  # the hot store is healing, a limit, ...
+        print(f"portal: {exc.message}", file=sys.stderr)
+        return 1
+    except (*RedisUnavailable, HotStale) as exc:
+        print(f"portal: Redis did not answer ({exc}); a change it did not confirm applies "
+              "at most once, and reaches the database by itself if it did", file=sys.stderr)
         return 1
     except OperationalError as exc:
         if missing_table(exc):

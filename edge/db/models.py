@@ -107,6 +107,9 @@ class ApiKey(Model):
     balance = fields.BigIntField(default=0,
                                  description="micro-dollars, always the sum of its ledger")
     spent = fields.BigIntField(default=0, description="micro-dollars charged for usage")
+    owed = fields.BigIntField(default=0, db_default=0,
+                              description="refunded micro-dollars still to collect from "
+                                          "credit that open reservations hold")
     rpm = fields.IntField(description="requests per minute")
     tpm = fields.IntField(description="tokens per minute")
     frozen = fields.BooleanField(default=False, description="set by a payment dispute")
@@ -294,6 +297,10 @@ class Installation(Model):
 
     id = fields.IntField(primary_key=True, generated=False, description="always 1")
     identity = fields.CharField(max_length=36, unique=True)
+    sql_only_changes = fields.IntField(
+        default=0, db_default=0,
+        description="balance changes made while no Redis answered: a hot store healed "
+                    "before the last of them is stale")
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

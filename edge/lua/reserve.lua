@@ -9,6 +9,11 @@
 -- KEYS[2]  $ns:rl:<key_id>        hash: rq (request tokens), tk (token tokens), ts (ms)
 -- KEYS[3]  $ns:resv:<request_id>  hash: the reservation (created here)
 -- KEYS[4]  $ns:resv:open          zset: request_id -> deadline in ms (for the reaper)
+-- KEYS[5]  $ns:held:<key_id>      micro-dollars held by the key's open reservations
+--                                 (raised here by the amount; settle.lua lowers it):
+--                                 what a refund may defer its debit to (credit.lua)
+-- KEYS[6]  $ns:gen                the hot store's generation (edge/heal.py): none
+--                                 while Redis is being rebuilt from SQL
 --
 -- ARGV[1]  amount to reserve, micro-dollars
 -- ARGV[2]  tokens to take from the tokens-per-minute bucket
@@ -19,13 +24,18 @@
 -- ARGV[7…] field, value pairs stored in the reservation hash
 --
 -- Returns {code, value}:
---   { 1, balance after}        reserved
+--   { 1, balance after, gen}   reserved, in generation gen
 --   { 0, 0}                    balance not loaded: load it from SQL and call again
 --   {-1, balance}              insufficient credit
 --   {-2, retry after ms}       requests-per-minute limit
 --   {-3, retry after ms}       tokens-per-minute limit
 --   {-4, 0}                    this request id is already reserved
+--   {-5, 0}                    no generation: the hot store is healing; retry soon
 
+local gen = redis.call('GET', KEYS[6])
+if not gen then
+  return {-5, 0}
+end
 local balance = redis.call('GET', KEYS[1])
 if not balance then
   return {0, 0}
@@ -69,4 +79,5 @@ redis.call('PEXPIRE', KEYS[2], 120000)
 redis.call('HSET', KEYS[3], 'amount', amount, 'tokens', tokens, 'created', now,
            unpack(ARGV, 7))
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), ARGV[6])
-return {1, balance - amount}
+redis.call('INCRBY', KEYS[5], amount)
+return {1, balance - amount, gen}

@@ -6,36 +6,78 @@
 -- entry to the ledger stream that the SQL writer drains. A second call for the
 -- same request id finds no reservation and changes nothing.
 --
+-- A refund that came while reservations held the key's credit left a debt
+-- ($ns:owed, see credit.lua): what this reservation releases pays it first, and
+-- the balance gets the rest. Debt beyond what the key's remaining reservations
+-- hold can never be collected (the credit was spent): it is written off, and is
+-- the refund's shortfall. The usage entry says both: owed_paid, owed_void.
+--
 -- KEYS[1]  $ns:bal:<key_id>
 -- KEYS[2]  $ns:rl:<key_id>
 -- KEYS[3]  $ns:resv:<request_id>
 -- KEYS[4]  $ns:resv:open
 -- KEYS[5]  $ns:ledger            stream of balance changes waiting for SQL
+-- KEYS[6]  $ns:held:<key_id>     micro-dollars the key's open reservations hold
+-- KEYS[7]  $ns:owed:<key_id>     refund debt still to collect from them
+-- KEYS[8]  $ns:gen               the hot store's generation (edge/heal.py)
 --
 -- ARGV[1]  request id
 -- ARGV[2]  real cost, micro-dollars
 -- ARGV[3]  tokens really used (prompt + completion)
--- ARGV[4…] field, value pairs appended to the stream entry
+-- ARGV[4…] field, value pairs appended to the stream entry (after 'charged' and,
+--          when not zero, 'owed_paid' and 'owed_void', micro-dollars)
 --
--- Returns {1, charged, balance after} or {0, 0, 0} when already settled.
+-- Returns {1, charged, balance after, gen}, {0, 0, 0, gen} when there is no such
+-- reservation (settled already in this generation, or lost with an older one:
+-- the caller compares), or {-5, 0, 0, ''} while the hot store heals (retry soon).
 
+local gen = redis.call('GET', KEYS[8])
+if not gen then
+  return {-5, 0, 0, ''}
+end
 local held = redis.call('HMGET', KEYS[3], 'amount', 'tokens')
 if not held[1] then
-  return {0, 0, 0}
+  return {0, 0, 0, gen}
 end
 local amount = tonumber(held[1])
 local cost = tonumber(ARGV[2])
 local balance = tonumber(redis.call('GET', KEYS[1]) or '0')
 
 local charged = cost
+local released = 0
 if cost > amount then
   local extra = math.min(cost - amount, balance)
   charged = amount + extra
   balance = balance - extra
   redis.call('DECRBY', KEYS[1], extra)
 elseif cost < amount then
-  balance = balance + (amount - cost)
-  redis.call('INCRBY', KEYS[1], amount - cost)
+  released = amount - cost
+end
+
+-- Refund debt first, from what the reservation releases; the balance gets the rest.
+local owed = tonumber(redis.call('GET', KEYS[7]) or '0')
+local owed_paid = math.min(released, owed)
+owed = owed - owed_paid
+if released > owed_paid then
+  balance = balance + (released - owed_paid)
+  redis.call('INCRBY', KEYS[1], released - owed_paid)
+end
+local holding = tonumber(redis.call('DECRBY', KEYS[6], amount))
+if holding <= 0 then
+  holding = 0
+  redis.call('DEL', KEYS[6])
+end
+local owed_void = 0
+if owed > holding then  -- no reservation left holds it: spent, never to collect
+  owed_void = owed - holding
+  owed = holding
+end
+if owed_paid > 0 or owed_void > 0 then
+  if owed > 0 then
+    redis.call('SET', KEYS[7], owed)
+  else
+    redis.call('DEL', KEYS[7])
+  end
 end
 
 local unused = tonumber(held[2]) - tonumber(ARGV[3])
@@ -45,5 +87,17 @@ end
 
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', KEYS[4], ARGV[1])
-redis.call('XADD', KEYS[5], '*', 'charged', charged, unpack(ARGV, 4))
-return {1, charged, balance}
+local entry = {'charged', charged}
+if owed_paid > 0 then
+  entry[#entry + 1] = 'owed_paid'
+  entry[#entry + 1] = owed_paid
+end
+if owed_void > 0 then
+  entry[#entry + 1] = 'owed_void'
+  entry[#entry + 1] = owed_void
+end
+for i = 4, #ARGV do
+  entry[#entry + 1] = ARGV[i]
+end
+redis.call('XADD', KEYS[5], '*', unpack(entry))
+return {1, charged, balance, gen}

@@ -7,10 +7,14 @@ concurrently an event is delivered)::
     refund:<session id>:<refund id>       one refund, taken back from the balance
     refund-failed:refund:<…>:<…>          that refund failed: its debit given back
     dispute:<session id>:<dispute id>     a dispute lost, taken back from the balance
+    owed:<request id>                     the rest of a refund or lost dispute, collected
+                                          from what a reservation released when it settled
 
 A debit never takes a balance below zero: the credit script takes what there is
-and the ledger row's note records what was asked (the shortfall). Each handler
-returns a one-line outcome, kept with the event in ``webhook_events``.
+now, defers what the key's open reservations hold to when they settle (they pay
+it from what they release), and the ledger row's note records what was asked.
+The shortfall is what neither covers: credit already spent. Each handler returns
+a one-line outcome, kept with the event in ``webhook_events``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from edge.accounts import credit_key, wait_persisted
 from edge.billing import Billing
@@ -27,16 +31,17 @@ from edge.db.models import ApiKey, LedgerEntry, LedgerKind, Payment, PaymentStat
 from edge.errors import ServiceUnavailable
 from edge.keys import publish_key
 from edge.money import format_usd
-from edge.payments.config import cents_to_micros, stripe_client
+from edge.payments.config import stripe_client
+from edge.payments.currency import to_micros
 from edge.payments.events import StripeEvent, cents, object_id, text
 
 if TYPE_CHECKING:
     from edge.hotstore import HotStore
     from edge.settings import Settings
 
-__all__ = ["HANDLERS", "REFUNDING", "PaymentsContext", "credit_session", "give_back_refund",
-           "given_back_reference", "record_refunded", "refund_reference", "take_back_refund",
-           "topup_reference"]
+__all__ = ["HANDLERS", "REFUNDING", "Credited", "PaymentsContext", "credit_session",
+           "give_back_refund", "given_back_reference", "record_refunded", "refund_reference",
+           "take_back_refund", "topup_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -64,24 +69,34 @@ def topup_reference(session_id: str) -> str:
     return f"checkout:{session_id}"
 
 
+class Credited(NamedTuple):
+    """What :func:`apply_credit` did."""
+
+    applied: int  # micro-dollars changed now (negative: taken)
+    duplicate: bool  # the reference was applied before; nothing changed
+    #: Of a debit: micro-dollars open reservations hold, taken from what they release
+    #: when they settle (``owed:<request id>`` rows); what they spend is shortfall.
+    deferred: int = 0
+
+
 async def apply_credit(key_id: int, amount: int, *, reference: str, kind: LedgerKind,
-                       note: str, store: HotStore | None) -> tuple[int, bool]:
+                       note: str, store: HotStore | None) -> Credited:
     """Change a balance once per reference; durable in SQL on return.
 
     SQL is asked first: after Redis lost its markers (a restart without
     persistence) a reference already in the ledger must not apply again.
 
     Returns:
-      ``(applied micro-dollars, duplicate)``.
+      ``(applied micro-dollars, duplicate, deferred micro-dollars)``.
 
     Raises:
       ServiceUnavailable: the change did not reach SQL in time (Stripe retries).
     """
     if await LedgerEntry.exists(reference=reference):
-        return 0, True
-    if store is None:  # no Redis at all: SQL is the whole truth
-        return await credit_key(await ApiKey.get(id=key_id), amount, kind=kind,
-                                reference=reference, note=note)
+        return Credited(0, True)
+    if store is None:  # no Redis at all: SQL is the whole truth, and no reservation is open
+        return Credited(*await credit_key(await ApiKey.get(id=key_id), amount, kind=kind,
+                                          reference=reference, note=note))
     result = await Billing(store, reservation_ttl_ms=0).credit(
         key_id, amount, reference=reference, kind=str(kind), note=note)
     try:
@@ -90,7 +105,7 @@ async def apply_credit(key_id: int, amount: int, *, reference: str, kind: Ledger
         log.error("%s did not reach the ledger in time; Stripe will deliver again", reference)
         raise ServiceUnavailable("The ledger is behind; deliver the event again.",
                                  retry_after=10) from None
-    return result.applied, result.duplicate
+    return Credited(result.applied, result.duplicate, result.deferred)
 
 
 async def _wait_durable(store: HotStore, reference: str) -> None:
@@ -130,15 +145,15 @@ async def credit_session(session: Mapping[str, Any], ctx: PaymentsContext) -> st
         log.error("session %s names key %r, its payment key %s; not credited", session_id,
                   reference_key, payment.key_id)
         return "ignored: the session names another key"
-    amount = cents_to_micros(cents(session, "amount_total"))
+    amount = to_micros(cents(session, "amount_total"), payment.currency)
     if amount == 0:
         return "nothing was paid"
     if amount != payment.amount:
         log.warning("session %s: paid %s, asked %s; crediting what was paid", session_id,
                     format_usd(amount), format_usd(payment.amount))
-    _applied, duplicate = await apply_credit(
+    duplicate = (await apply_credit(
         payment.key_id, amount, reference=topup_reference(session_id), kind=LedgerKind.TOPUP,
-        note=f"Stripe checkout {session_id}", store=ctx.store)
+        note=f"Stripe checkout {session_id}", store=ctx.store)).duplicate
     changes: dict[str, Any] = {"paid": amount, "updated_at": datetime.now(UTC)}
     if intent := object_id(session, "payment_intent"):
         changes["payment_intent"] = intent
@@ -210,36 +225,42 @@ async def _session_of_intent(intent: str, settings: Settings) -> Mapping[str, An
 
 
 async def on_charge_refunded(event: StripeEvent, ctx: PaymentsContext) -> str:
-    """Take each new refund of a top-up back from its key, never below zero."""
+    """Take each new refund of a top-up back from its key, never below zero.
+
+    What open reservations hold is taken when they settle, from what they release.
+    """
     charge = event.object
     charge_id = text(charge, "id")
     payment = await _payment_for_charge(charge_id, object_id(charge, "payment_intent"), ctx)
     if payment is None:
         return f"ignored: charge {charge_id} is not a portal top-up"
     sid = payment.session_id
-    asked = debited = 0
+    asked = debited = deferred = 0
     for refund in await _refunds(charge, charge_id, ctx.settings):
         if not isinstance(refund, dict) or refund.get("status") not in REFUNDING:
             continue
-        amount = cents_to_micros(cents(refund, "amount"))
+        amount = to_micros(cents(refund, "amount"), payment.currency)
         taken = await take_back_refund(payment, refund, ctx)
         if taken is None:
             return f"refund of {sid} not taken back: it was never credited"
-        applied, duplicate = taken
-        if not duplicate:
+        if not taken.duplicate:
             asked += amount
-            debited -= applied
+            debited -= taken.applied
+            deferred += taken.deferred
     await Payment.filter(id=payment.id, charge_id__isnull=True).update(charge_id=charge_id)
-    await record_refunded(payment, cents_to_micros(cents(charge, "amount_refunded")),
+    await record_refunded(payment, to_micros(cents(charge, "amount_refunded"), payment.currency),
                           full=charge.get("refunded") is True)
     if not asked:
         return f"refunds of {sid} already taken back"
+    shortfall = asked - debited - deferred
     if debited < asked:
-        log.warning("refund of %s on key %s: the balance covered %s of %s (shortfall %s)",
-                    sid, payment.key_id, format_usd(debited), format_usd(asked),
-                    format_usd(asked - debited))
+        log.warning("refund of %s on key %s: the balance covered %s of %s now, %s to collect "
+                    "from open reservations (shortfall %s)", sid, payment.key_id,
+                    format_usd(debited), format_usd(asked), format_usd(deferred),
+                    format_usd(shortfall))
     return (f"refunded {format_usd(asked)} of key {payment.key_id}: debited "
-            f"{format_usd(debited)}, shortfall {format_usd(asked - debited)}")
+            f"{format_usd(debited)} now, {format_usd(deferred)} to collect from open "
+            f"reservations, shortfall {format_usd(shortfall)}")
 
 
 async def _refunds(charge: Mapping[str, Any], charge_id: str, settings: Settings) -> list:
@@ -299,16 +320,24 @@ async def on_dispute_closed(event: StripeEvent, ctx: PaymentsContext) -> str:
         await set_frozen(payment.key_id, False, ctx.store)
         return f"dispute {dispute_id} {outcome}; key {payment.key_id} unfrozen"
     if outcome == "lost":
-        amount = cents_to_micros(cents(dispute, "amount"))
-        applied, duplicate = await apply_credit(
+        amount = to_micros(cents(dispute, "amount"), payment.currency)
+        taken = await apply_credit(
             payment.key_id, -amount, reference=f"dispute:{payment.session_id}:{dispute_id}",
             kind=LedgerKind.REFUND, note=f"Stripe dispute {dispute_id} lost",
             store=ctx.store)
-        log.warning("dispute %s lost: key %s debited %s of %s and stays frozen", dispute_id,
-                    payment.key_id, format_usd(-applied), format_usd(amount))
+        if taken.duplicate:
+            return (f"dispute {dispute_id} lost; key {payment.key_id} stays frozen "
+                    f"({format_usd(amount)} taken back already)")
+        debited = -taken.applied
+        shortfall = amount - debited - taken.deferred
+        log.warning("dispute %s lost: key %s debited %s of %s now, %s to collect from open "
+                    "reservations (shortfall %s); it stays frozen", dispute_id, payment.key_id,
+                    format_usd(debited), format_usd(amount), format_usd(taken.deferred),
+                    format_usd(shortfall))
         return (f"dispute {dispute_id} lost; key {payment.key_id} debited "
-                f"{format_usd(-applied)} of {format_usd(amount)} and stays frozen"
-                + (" (already)" if duplicate else ""))
+                f"{format_usd(debited)} of {format_usd(amount)} now, "
+                f"{format_usd(taken.deferred)} to collect from open reservations, shortfall "
+                f"{format_usd(shortfall)}; it stays frozen")
     return f"dispute {dispute_id} closed as {outcome[:20]}: nothing to do"
 
 
@@ -349,8 +378,8 @@ def given_back_reference(debit_reference: str) -> str:
 
 
 async def take_back_refund(payment: Payment, refund: Mapping[str, Any],
-                           ctx: PaymentsContext) -> tuple[int, bool] | None:
-    """Debit one refund of ``payment`` from its key, once: ``(applied, duplicate)``.
+                           ctx: PaymentsContext) -> Credited | None:
+    """Debit one refund of ``payment`` from its key, once: ``(applied, duplicate, deferred)``.
 
     None when the payment was never credited (refused at completion): there is
     nothing of it to take back, and the key's other credit is not its to lose.
@@ -359,7 +388,7 @@ async def take_back_refund(payment: Payment, refund: Mapping[str, Any],
         return None
     refund_id = text(refund, "id")
     return await apply_credit(
-        payment.key_id, -cents_to_micros(cents(refund, "amount")),
+        payment.key_id, -to_micros(cents(refund, "amount"), payment.currency),
         reference=refund_reference(payment.session_id, refund_id), kind=LedgerKind.REFUND,
         note=f"Stripe refund {refund_id} of {payment.session_id}", store=ctx.store)
 
@@ -376,10 +405,10 @@ async def record_refunded(payment: Payment, refunded: int, *, full: bool) -> Non
 
 async def give_back_refund(debit: LedgerEntry, refund_id: str, ctx: PaymentsContext) -> bool:
     """Undo the debit of a refund that failed, once; True when it was already undone."""
-    _applied, duplicate = await apply_credit(
+    return (await apply_credit(
         debit.key_id, -debit.amount, reference=given_back_reference(debit.reference),
-        kind=LedgerKind.ADJUSTMENT, note=f"Stripe refund {refund_id} failed", store=ctx.store)
-    return duplicate
+        kind=LedgerKind.ADJUSTMENT, note=f"Stripe refund {refund_id} failed",
+        store=ctx.store)).duplicate
 
 
 HANDLERS: dict[str, Handler] = {

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from edge.billing import Billing
 from edge.errors import InsufficientCredit, RateLimited
-from edge.hotstore import HotStore, connect_redis
+from edge.hotstore import HotStore
 from edge.keys import KeyRecord
 from edge.reaper import reap_stale_reservations
+from tests.support.hot import hot_store
 
 
 def key(key_id: int = 1, rpm: int = 1000, tpm: int = 10_000_000) -> KeyRecord:
@@ -22,12 +22,8 @@ def key(key_id: int = 1, rpm: int = 1000, tpm: int = 10_000_000) -> KeyRecord:
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[HotStore]:
-    hot = HotStore(connect_redis(redis_url), f"unit{uuid.uuid4().hex[:8]}")
-    yield hot
-    keys = [k async for k in hot.client.scan_iter(f"{hot.ns}:*")]
-    if keys:
-        await hot.client.delete(*keys)
-    await hot.close()
+    async with hot_store(redis_url, "unit") as hot:
+        yield hot
 
 
 async def funded(store: HotStore, micros: int, key_id: int = 1) -> Billing:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -15,9 +16,10 @@ from edge import ledger_writer
 from edge.billing import Billing
 from edge.db import close_database, migrate, open_database
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
-from edge.hotstore import HotStore, connect_redis
+from edge.hotstore import HotStore
 from edge.keys import KeyRecord
 from edge.ledger_writer import LedgerWriter, persist_entries
+from tests.support.hot import hot_store
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -36,12 +38,8 @@ async def database(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[st
 
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[HotStore]:
-    hot = HotStore(connect_redis(redis_url), f"lw{uuid.uuid4().hex[:8]}")
-    yield hot
-    keys = [k async for k in hot.client.scan_iter(f"{hot.ns}:*")]
-    if keys:
-        await hot.client.delete(*keys)
-    await hot.close()
+    async with hot_store(redis_url, "lw") as hot:
+        yield hot
 
 
 async def make_key(balance: int) -> ApiKey:
@@ -129,3 +127,44 @@ async def test_entries_of_a_dead_writer_are_claimed(database: str, store: HotSto
 async def test_sql_dialect_is_what_we_think(database: str) -> None:
     dialect = get_connection("default").capabilities.dialect
     assert dialect == ("sqlite" if database.startswith("sqlite") else "postgres")
+
+
+async def stamp_generation(store: HotStore) -> None:
+    """What a heal leaves behind: the money scripts run only under a generation."""
+    run_id = (await store.client.info("server"))["run_id"]
+    await store.client.set(f"{store.ns}:gen", f"test:0:{run_id}")
+
+
+async def wait_for_ledger(key: ApiKey, rows: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while await LedgerEntry.filter(key_id=key.id).count() < rows:
+        assert time.monotonic() < deadline, f"fewer than {rows} ledger rows after {timeout}s"
+        await asyncio.sleep(0.05)
+
+
+async def test_the_writer_recreates_its_group_after_a_flush(database: str, store: HotStore,
+                                                            caplog) -> None:
+    key = await make_key(0)
+    await stamp_generation(store)
+    await store.client.set(store.balance(key.id), 0)
+    billing = Billing(store, reservation_ttl_ms=60_000)
+    writer = LedgerWriter(store, consumer="w")
+    stop = asyncio.Event()
+    running = asyncio.create_task(writer.run(stop))  # blocks 1 s per read, as in production
+    try:
+        for i in range(3):
+            await billing.credit(key.id, 100, reference=f"before{i}", kind="topup")
+        await wait_for_ledger(key, 3)
+        # A FLUSHALL, of this namespace only: the stream goes, and its group with it.
+        await store.client.delete(*[k async for k in store.client.scan_iter(f"{store.ns}:*")])
+        await stamp_generation(store)  # as a heal would, after the flush
+        for i in range(3):  # the balance is reloaded from SQL; the stream is made anew
+            await billing.credit(key.id, 100, reference=f"after{i}", kind="topup")
+        await wait_for_ledger(key, 6)
+    finally:
+        stop.set()
+        await running
+    assert await books(key) == (600, 600)
+    lost = [r for r in caplog.records
+            if r.name == "edge.ledger_writer" and "group is gone" in r.getMessage()]
+    assert len(lost) == 1 and lost[0].levelname == "WARNING"

@@ -1,0 +1,215 @@
+"""A per-process journal of settlements, so that no usage is lost with Redis.
+
+Redis's ledger stream is where settlements wait for SQL; if Redis loses it (a
+restart without persistence, a restore, a failover) before the bookkeeper copied
+it, the usage would be lost and the answers given free. So every process that
+settles also appends each settlement to its own spool on local disk::
+
+    <data_dir>/spool/<owner>/<unix seconds>.jsonl    one JSON record a line
+
+A record is ``{"k": kind, "gen": generation, "ref": reference, "entry": {...}}``:
+
+- ``done``: the settlement ran in Redis (in generation ``gen``); ``entry`` is
+  the stream entry it wrote;
+- ``owed``: the reservation it settles vanished with an older generation of
+  Redis: the usage must still be charged (``entry`` says what);
+- ``pending``: Redis did not answer; the owner retries it, and the drainer
+  settles it if the owner dies first (``resv`` holds the settle's arguments).
+
+The :class:`SpoolDrainer` (in the bookkeeper, for every spool of its host) reads
+closed segments: a record whose reference SQL holds is done with; a ``done``
+record of an older generation, or an ``owed`` one, was lost with Redis and is
+charged again through ``replay.lua`` (once per reference, never below zero); a
+``pending`` record of a dead owner is settled. A segment is deleted once SQL
+holds all of it. Records are written without fsync and synced every second: a
+process crash loses nothing, a power cut at most the last second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge.hotstore import RedisUnavailable
+
+if TYPE_CHECKING:
+    from edge.billing import Billing
+
+__all__ = ["Spool", "SpoolDrainer"]
+
+log = logging.getLogger(__name__)
+
+#: Seconds a segment is written to before the next one starts.
+SEGMENT_SECONDS = 5.0
+#: Seconds after its last write before the drainer reads a segment.
+CLOSED_AFTER = 2 * SEGMENT_SECONDS
+#: Seconds a pending settlement is left to its owner before the drainer takes it.
+PENDING_GRACE = 30.0
+
+
+class Spool:
+    """Appends one process's settlements to its own spool directory.
+
+    Parameters:
+      root: ``<data_dir>/spool``.
+      owner: this process's name (the directory's name).
+    """
+
+    def __init__(self, root: Path, owner: str) -> None:
+        self.directory = root / owner.replace("/", "_")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._file: Any = None
+        self._opened_at = 0.0
+        self._dirty = False
+
+    def append(self, kind: str, generation: str, reference: str,
+               entry: dict[str, Any], **extra: Any) -> None:
+        now = time.time()
+        if self._file is None or now - self._opened_at > SEGMENT_SECONDS:
+            self._rotate(now)
+        record = {"k": kind, "gen": generation, "ref": reference, "entry": entry, **extra}
+        self._file.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        self._file.flush()
+        self._dirty = True
+
+    def _rotate(self, now: float) -> None:
+        self.close()
+        self._file = open(self.directory / f"{now:.6f}.jsonl", "a", encoding="utf-8")
+        self._opened_at = now
+
+    def sync(self) -> None:
+        """fsync what was written since the last call (a background chore, every second)."""
+        if self._file is not None and self._dirty:
+            self._dirty = False
+            os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            self._file = None
+
+    async def run_sync(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), 1.0)
+            except TimeoutError:
+                pass
+            try:
+                await asyncio.to_thread(self.sync)
+            except (OSError, ValueError):  # closed meanwhile
+                pass
+
+
+def _usage_or_credit(entry: dict[str, Any]) -> tuple[str, str]:
+    return ("usage", str(entry["rid"])) if entry.get("t") == "usage" \
+        else ("credit", str(entry["ref"]))
+
+
+class SpoolDrainer:
+    """Makes sure every spooled settlement reaches SQL, exactly once.
+
+    Parameters:
+      root: ``<data_dir>/spool`` (every process of the host writes below it).
+      billing: settles and replays through the hot store.
+      generation: returns the hot store's current generation (None while healing).
+    """
+
+    def __init__(self, root: Path, billing: Billing, generation) -> None:
+        self.root = root
+        self.billing = billing
+        self.generation = generation
+
+    async def drain_once(self, *, closed_after: float = CLOSED_AFTER,
+                         pending_grace: float = PENDING_GRACE) -> int:
+        """Handle every closed segment once; returns the records charged or settled here."""
+        current = await self.generation()
+        if current is None:
+            return 0  # healing: the stream is being written to SQL; look again later
+        now = time.time()
+        handled = 0
+        for segment in sorted(self.root.glob("*/*.jsonl")):
+            try:
+                age = now - segment.stat().st_mtime
+            except FileNotFoundError:
+                continue
+            if age < closed_after:
+                continue
+            records = _read(segment)
+            confirmed = await _in_sql(records)
+            left = 0
+            for record in records:
+                if record["ref"] in confirmed:
+                    continue
+                kind = record["k"]
+                if kind == "done" and record["gen"] == current:
+                    left += 1  # the ledger writer has not copied it yet
+                elif kind == "pending" and age < pending_grace:
+                    left += 1  # its owner is still retrying it
+                else:
+                    handled += await self._charge(record, current)
+                    left += 1  # gone once SQL holds it (next round)
+            if not left:
+                segment.unlink(missing_ok=True)
+        return handled
+
+    async def _charge(self, record: dict[str, Any], current: str) -> int:
+        entry = record["entry"]
+        if record["k"] == "pending":
+            resv = record["resv"]
+            outcome = await self.billing.settle_amount(
+                resv["rid"], int(resv["key"]), int(resv["cost"]), int(resv["tokens"]), entry,
+                generation=record["gen"], spool=False)
+            return int(outcome.settled)
+        return int(await self.billing.replay(entry))
+
+    async def run(self, stop: asyncio.Event, interval: float = 2.0) -> None:
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                await self.drain_once()
+            except asyncio.CancelledError:
+                raise
+            except RedisUnavailable as exc:
+                log.warning("spool drainer: Redis unavailable (%s); retrying", exc)
+            except Exception:
+                log.exception("spool drainer: round failed; retrying")
+
+
+def _read(segment: Path) -> list[dict[str, Any]]:
+    records = []
+    for line in segment.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue  # a torn last line (a crash mid-write): it never settled
+        if isinstance(record, dict) and "ref" in record and "entry" in record:
+            records.append(record)
+    return records
+
+
+async def _in_sql(records: list[dict[str, Any]]) -> set[str]:
+    """References of ``records`` that SQL already holds."""
+    from edge.db.models import LedgerEntry, UsageRecord
+
+    usage = [r["ref"] for r in records if _usage_or_credit(r["entry"])[0] == "usage"]
+    credits = [r["ref"] for r in records if _usage_or_credit(r["entry"])[0] == "credit"]
+    found: set[str] = set()
+    for start in range(0, len(usage), 500):
+        rids = [ref.removeprefix("usage:") for ref in usage[start:start + 500]]
+        found |= {f"usage:{rid}" for rid in await UsageRecord.filter(request_id__in=rids)
+                  .values_list("request_id", flat=True)}
+    for start in range(0, len(credits), 500):
+        found |= set(await LedgerEntry.filter(reference__in=credits[start:start + 500])
+                     .values_list("reference", flat=True))
+    return found
