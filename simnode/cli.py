@@ -12,7 +12,7 @@ from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
 from simnode.app import create_app
-from simnode.config import SimConfig
+from simnode.config import USAGE_MODES, SimConfig
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -64,6 +64,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=5.0,
         help="idle keep-alive timeout in seconds; vLLM's uvicorn uses 5 (default %(default)s)",
     )
+    parser.add_argument(
+        "--usage",
+        choices=USAGE_MODES,
+        default="vllm",
+        help="vllm: report usage as vLLM does (default); none: never, like llama.cpp's "
+        "server (no per-chunk usage, no final usage chunk even when asked, no 'usage' in "
+        "answers)",
+    )
+    parser.add_argument(
+        "--no-tokenize",
+        dest="tokenize",
+        action="store_false",
+        help="serve no /tokenize nor /detokenize (404), like servers without them",
+    )
     faults = parser.add_argument_group("fault injection (changeable at runtime: /sim/faults)")
     faults.add_argument(
         "--fail-after",
@@ -106,6 +120,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         fail_after=args.fail_after,
         fail_status=args.fail_status,
         hang=args.hang,
+        usage=args.usage,
+        tokenize=args.tokenize,
     )
 
 

@@ -72,7 +72,7 @@ async def _complete(
         raise GenerationFailed()
     ctx.scheduler.finished(job.finish_reason)
     text = generate_text(job.seed_text, total)
-    body = completion_body(job, ctx.model_json, text, total)
+    body = completion_body(job, ctx.model_json, text, total, usage=ctx.reports_usage)
     return HTTPResponse(body, content_type="application/json")
 
 
@@ -87,7 +87,7 @@ async def _stream(
     """Stream one SSE chunk per token; with ``fail_after`` close the connection mid-body."""
     loop = asyncio.get_running_loop()
     start = loop.time()
-    chunks = StreamChunks(job, ctx.model_json)
+    chunks = StreamChunks(job, ctx.model_json, usage=ctx.reports_usage)
     tokens = generate_tokens(job.seed_text, job.completion_tokens)
     last = len(tokens) - 1
     scheduler = ctx.scheduler
@@ -111,7 +111,7 @@ async def _stream(
             await response.send(chunks.role())
         await response.send(chunks.token("", 0, last=True))
     scheduler.finished(job.finish_reason)
-    if job.include_usage:
+    if job.include_usage and chunks.reports_usage:
         await response.send(chunks.final_usage(len(tokens)))
     await response.send(DONE)
     await response.eof()

@@ -7,7 +7,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Faults", "SimConfig"]
+__all__ = ["USAGE_MODES", "Faults", "SimConfig"]
+
+#: How a node reports usage: ``vllm`` as vLLM does; ``none`` never (llama.cpp's server,
+#: old vLLM releases): no per-chunk usage, no final usage chunk, no ``usage`` in answers.
+USAGE_MODES = ("vllm", "none")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -32,10 +36,14 @@ class SimConfig:
     fail_after: int | None = None
     fail_status: int | None = None
     hang: bool = False
+    usage: str = "vllm"
+    tokenize: bool = True
 
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model must not be empty")
+        if self.usage not in USAGE_MODES:
+            raise ValueError(f"usage must be one of {', '.join(USAGE_MODES)}")
         if self.reply_tokens < 1:
             raise ValueError("reply_tokens must be at least 1")
         if self.max_model_len < 2:

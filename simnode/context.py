@@ -24,6 +24,8 @@ class SimContext:
             ttft=config.ttft,
         )
         self.scheduler = Scheduler(config.max_num_seqs)
+        #: Whether answers and streams carry usage (``--usage vllm``).
+        self.reports_usage = config.usage == "vllm"
         #: The served model name as a JSON string, spliced into every answer.
         self.model_json = json.dumps(config.model)
         #: The ``GET /v1/models`` body, built once.

@@ -42,10 +42,19 @@ def usage_json(prompt_tokens: int, completion_tokens: int, *, details: bool) -> 
     )
 
 
-def completion_body(job: Job, model_json: str, text: str, completion_tokens: int) -> bytes:
-    """Return the body of a non-streaming chat or text completion."""
+def completion_body(
+    job: Job, model_json: str, text: str, completion_tokens: int, *, usage: bool = True
+) -> bytes:
+    """Return the body of a non-streaming chat or text completion.
+
+    ``usage=False`` leaves the ``usage`` key out, as servers that do not report it do.
+    """
     created = int(time.time())
-    usage = usage_json(job.prompt_tokens, completion_tokens, details=True)
+    tail = (
+        ',"usage":' + usage_json(job.prompt_tokens, completion_tokens, details=True)
+        if usage
+        else ""
+    )
     finish = _dumps(job.finish_reason)
     if job.chat:
         return (
@@ -53,13 +62,12 @@ def completion_body(job: Job, model_json: str, text: str, completion_tokens: int
             f'"created":{created},"model":{model_json},"choices":[{{"index":0,'
             f'"message":{{"role":"assistant","content":{_dumps(text)},"tool_calls":[],'
             f'"reasoning_content":null}},"logprobs":null,"finish_reason":{finish},'
-            f'"stop_reason":null}}],"usage":{usage},"prompt_logprobs":null}}'
+            f'"stop_reason":null}}]{tail},"prompt_logprobs":null}}'
         ).encode()
     return (
         f'{{"id":"cmpl-{new_request_id()}","object":"text_completion","created":{created},'
         f'"model":{model_json},"choices":[{{"index":0,"text":{_dumps(text)},"logprobs":null,'
-        f'"finish_reason":{finish},"stop_reason":null,"prompt_logprobs":null}}],'
-        f'"usage":{usage}}}'
+        f'"finish_reason":{finish},"stop_reason":null,"prompt_logprobs":null}}]{tail}}}'
     ).encode()
 
 
@@ -68,13 +76,17 @@ class StreamChunks:
 
     Chat chunks carry ``usage`` only when the client asked for it (``null``, or the
     running totals with ``continuous_usage_stats``); completion chunks always carry the
-    key, as vLLM serializes them without ``exclude_unset``.
+    key, as vLLM serializes them without ``exclude_unset``. With ``usage=False`` no chunk
+    carries the key and there is no final usage chunk, whatever the client asked for.
     """
 
-    __slots__ = ("_head", "_job", "_prefix", "_usage_null")
+    __slots__ = ("_continuous", "_head", "_job", "_prefix", "_usage_null", "reports_usage")
 
-    def __init__(self, job: Job, model_json: str) -> None:
+    def __init__(self, job: Job, model_json: str, *, usage: bool = True) -> None:
         self._job = job
+        #: Whether the stream ends with the final usage chunk when the client asks for it.
+        self.reports_usage = usage
+        self._continuous = usage and job.continuous_usage
         created = int(time.time())
         if job.chat:
             self._prefix = (
@@ -90,9 +102,11 @@ class StreamChunks:
             )
             self._head = self._prefix + '{"index":0,"text":'
             self._usage_null = ',"usage":null'
+        if not usage:
+            self._usage_null = ""
 
     def _usage(self, completion_tokens: int) -> str:
-        if self._job.continuous_usage:
+        if self._continuous:
             return ',"usage":' + usage_json(
                 self._job.prompt_tokens, completion_tokens, details=False
             )

@@ -1,7 +1,8 @@
 """Every route of a simnode, and the small ones' handlers.
 
 vLLM's own endpoints (``/health``, ``/v1/models``, ``/tokenize``, ``/detokenize``,
-``/metrics``) plus ``/sim/faults``, which only a simnode has.
+``/metrics``) plus ``/sim/faults``, which only a simnode has. ``--no-tokenize`` leaves out
+``/tokenize`` and ``/detokenize``, as servers other than vLLM lack them.
 """
 
 from __future__ import annotations
@@ -132,8 +133,9 @@ def add_routes(app: Sanic) -> None:
     app.add_route(models, "/v1/models", methods=["GET"])
     app.add_route(chat_completions, "/v1/chat/completions", methods=["POST"])
     app.add_route(completions, "/v1/completions", methods=["POST"])
-    app.add_route(tokenize, "/tokenize", methods=["POST"])
-    app.add_route(detokenize, "/detokenize", methods=["POST"])
+    if app.ctx.config.tokenize:  # off with --no-tokenize, like servers without it
+        app.add_route(tokenize, "/tokenize", methods=["POST"])
+        app.add_route(detokenize, "/detokenize", methods=["POST"])
     app.add_route(metrics, "/metrics", methods=["GET"])
     app.add_route(get_faults, "/sim/faults", methods=["GET"])
     app.add_route(set_faults, "/sim/faults", methods=["POST"])

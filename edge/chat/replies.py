@@ -23,6 +23,8 @@ from edge.billing import Reservation, worst_case_tokens
 from edge.chat.protocol import event
 from edge.db.models import ChatMessage
 from edge.errors import APIError
+from edge.proxy.counting import NodeTokenizer, count_stream
+from edge.proxy.request_spec import Endpoint
 from edge.proxy.sse import StreamRelay
 from edge.proxy.upstream import NODE_FAILURES, node_error
 from edge.proxy.views import PROGRESS_INTERVAL, new_request_id
@@ -76,6 +78,11 @@ def build_context(history: list[ChatMessage], system: str, budget: int) -> list[
         used += cost
     turns.reverse()
     return ([{"role": "system", "content": system}] if system else []) + turns
+
+
+def _prompt_bound(payload: bytes, model: ModelInfo) -> int:
+    """The reservation's prompt bound: the request's bytes, capped by the context."""
+    return worst_case_tokens(len(payload), None, 1, model.context_length)[0]
 
 
 class ReplyRunner:
@@ -219,9 +226,13 @@ class ReplyRunner:
                                                            text=text))
                         if time.monotonic() - last_progress > PROGRESS_INTERVAL:
                             last_progress = time.monotonic()
-                            await portal.billing.progress(reservation.request_id,
-                                                          relay.prompt_tokens,
-                                                          relay.completion_tokens)
+                            # Until a node that reports no usage is counted, the
+                            # prompt's bound is what the reaper would charge.
+                            await portal.billing.progress(
+                                reservation.request_id,
+                                relay.prompt_tokens if relay.node_counted
+                                else _prompt_bound(payload, model),
+                                relay.completion_tokens)
                     if relay.done:
                         break
                 if not relay.done:
@@ -237,9 +248,26 @@ class ReplyRunner:
             if upstream is not None:
                 await upstream.aclose()
         reply.content = "".join(pieces)
+        await asyncio.shield(self._count_and_finish(room, reply, asker, status, reservation,
+                                                    relay, node, payload, model, error))
+
+    async def _count_and_finish(self, room: str, reply: ChatMessage, asker: KeyRecord,
+                                status: str, reservation: Reservation, relay: StreamRelay,
+                                node: NodeInfo, payload: bytes, model: ModelInfo,
+                                error: str | None) -> None:
+        """Finish with the node's counts, or the edge's when the node sent none."""
         counts = (relay.prompt_tokens, relay.completion_tokens)
-        await asyncio.shield(self._finish(room, reply, asker, status, reservation, counts,
-                                          error=error, node_id=node.id))
+        counted = "node"
+        if relay.needs_counting:
+            counted = "edge"
+            tokenizer = NodeTokenizer(self.portal.http, node.url, model.served_name)
+            counts = await count_stream(tokenizer, relay.deltas, Endpoint.CHAT,
+                                        json.loads(payload),
+                                        prompt_estimate=_prompt_bound(payload, model),
+                                        delivered=relay.completion_tokens,
+                                        complete=status == "done")
+        await self._finish(room, reply, asker, status, reservation, counts, error=error,
+                           node_id=node.id, counted=counted)
 
     @staticmethod
     def _pieces(events: bytes) -> str:
@@ -260,7 +288,7 @@ class ReplyRunner:
     async def _finish(self, room: str, reply: ChatMessage, asker: KeyRecord | None,
                       status: str, reservation: Reservation | None,
                       counts: tuple[int, int], *, error: str | None = None,
-                      node_id: int | None = None) -> None:
+                      node_id: int | None = None, counted: str = "node") -> None:
         """Settle, store and announce the end of a reply (once)."""
         if reply.id in self.finished:
             return
@@ -274,7 +302,7 @@ class ReplyRunner:
                         "lat": int((datetime.now(UTC) - reply.created_at).total_seconds()
                                    * 1000),
                         "status": 200 if status == "done" else 499, "st": 1,
-                        "cx": int(status == "stopped")})
+                        "cx": int(status == "stopped"), "cnt": counted})
             cost, balance = settlement.charged, settlement.balance
         reply.status = status
         reply.prompt_tokens, reply.completion_tokens, reply.cost = prompt, completion, cost

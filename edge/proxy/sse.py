@@ -6,11 +6,19 @@ the client has received, even when the client or the node breaks the stream.
 What the client did not ask for is taken back out: the per-chunk usage, and the
 final usage chunk unless ``include_usage`` was set. vLLM serialises ``usage`` as
 the last field of a chunk, which lets this work on bytes without re-encoding.
+
+A node that sends no usage (llama.cpp's server, older vLLM, SGLang) is counted by
+the edge instead: only chunks without usage are parsed, to count their deltas
+(:mod:`edge.proxy.counting`), and the client that asked for ``include_usage`` gets
+the final usage chunk from the edge (:meth:`StreamRelay.usage_chunk`).
 """
 
 from __future__ import annotations
 
 import json
+import time
+
+from edge.proxy.counting import DeltaCounter
 
 __all__ = ["StreamRelay"]
 
@@ -28,6 +36,10 @@ class StreamRelay:
       n: choices per prompt; prompts: prompts in the request. With more than
         one choice, vLLM's running usage is per choice (and per prompt), so the
         counts are kept per choice and summed.
+
+    ``prompt_tokens`` and ``completion_tokens`` are the node's counts once it sent
+    any (``node_counted``); until then ``completion_tokens`` is the edge's count of
+    delivered deltas and ``prompt_tokens`` is 0, for the caller to find.
     """
 
     def __init__(self, *, include_usage: bool, continuous: bool,
@@ -36,6 +48,7 @@ class StreamRelay:
         self.include_usage = include_usage
         self.continuous = continuous
         self._rename = None
+        self._public = rename[1] if rename is not None else None
         if rename is not None:
             self._rename = (json.dumps({"model": rename[0]}, separators=(",", ":"))[1:-1].encode(),
                             json.dumps({"model": rename[1]}, separators=(",", ":"))[1:-1].encode())
@@ -47,6 +60,9 @@ class StreamRelay:
         self._several = n * prompts > 1
         self._completion: dict[int, int] = {}  # by choice index
         self._prompt: dict[int, int] = {}  # by prompt index
+        self.node_counted = False  # the node sent usage
+        self.final_seen = False  # the node sent the final usage chunk
+        self._deltas: DeltaCounter | None = None  # made on the first chunk without usage
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes from the node; return the complete events to send on (maybe empty)."""
@@ -70,21 +86,55 @@ class StreamRelay:
             out.append(b"\n\n")
         return b"".join(out)
 
+    @property
+    def deltas(self) -> DeltaCounter:
+        """The edge's count, from the chunks that came without usage."""
+        if self._deltas is None:
+            self._deltas = DeltaCounter()
+        return self._deltas
+
+    @property
+    def needs_counting(self) -> bool:
+        """The node's stream began but gave no counts: the edge must count it."""
+        deltas = self._deltas
+        return not self.node_counted and deltas is not None and bool(deltas.head
+                                                                     or deltas.counts)
+
+    @property
+    def owes_usage_chunk(self) -> bool:
+        """The client asked for the final usage chunk and the node did not send one."""
+        return self.include_usage and not self.final_seen
+
     def _rewrite(self, event: bytes) -> bytes | None:
         at = event.rfind(_USAGE)
         if at != -1 and event.endswith(b"}"):
             usage = event[at + len(_USAGE):-1]
             final = b'"choices":[]' in event
             if usage != b"null":
-                self._count(usage, None if final or not self._several else _index(event))
+                if final:
+                    self.final_seen = True
+                    self._count(usage, None)
+                else:
+                    self._count(usage, _index(event) if self._several else None)
+            else:
+                self._count_deltas(event)
             if final:
                 if not self.include_usage:
                     return None
             elif not self.continuous:
                 event = event[:at] + (b',"usage":null}' if self.include_usage else b"}")
+        else:
+            self._count_deltas(event)
         if self._rename is not None:
             event = event.replace(self._rename[0], self._rename[1], 1)
         return event
+
+    def _count_deltas(self, event: bytes) -> None:
+        """The slow path, for a chunk without usage: the edge counts its deltas."""
+        deltas = self.deltas
+        deltas.add(event)
+        if not self.node_counted:
+            self.completion_tokens = deltas.total
 
     def _count(self, usage: bytes, index: int | None) -> None:
         """Take a usage object: the totals, or (``index``) one choice's running count."""
@@ -94,6 +144,7 @@ class StreamRelay:
             completion = int(counts.get("completion_tokens") or 0)
         except (ValueError, TypeError, AttributeError):
             return
+        self.node_counted = True
         if index is None:
             self.prompt_tokens = prompt or self.prompt_tokens
             self.completion_tokens = completion
@@ -102,6 +153,17 @@ class StreamRelay:
         self._prompt[index // self._n] = prompt
         self.prompt_tokens = sum(self._prompt.values())
         self.completion_tokens = sum(self._completion.values())
+
+    def usage_chunk(self, prompt: int, completion: int) -> bytes:
+        """The final usage event, in OpenAI's shape, for a node that sent none."""
+        head = self.deltas.head
+        model = self._public or head.get("model") or ""
+        chunk = {"id": head.get("id") or "", "object": head.get("object") or
+                 "chat.completion.chunk", "created": head.get("created") or int(time.time()),
+                 "model": model, "choices": [],
+                 "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}}
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
 def _index(event: bytes) -> int:

@@ -13,6 +13,7 @@ import json
 import logging
 import secrets
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -23,6 +24,7 @@ from edge.auth import authenticate
 from edge.billing import Reservation, Settlement, worst_case_tokens
 from edge.errors import APIError, ModelNotFound, ModelWarming, NodeFailed
 from edge.money import format_usd
+from edge.proxy.counting import NodeTokenizer, count_answer, count_stream
 from edge.proxy.request_spec import Endpoint, RequestSpec, check_fits, parse_request
 from edge.proxy.sse import StreamRelay
 from edge.proxy.upstream import NODE_FAILURES, node_error
@@ -115,6 +117,10 @@ class ProxyCall:
         self.started = started
         self.node: NodeInfo | None = None
         self.settlement: Settlement | None = None
+        self.counted = "node"  # who counted the tokens settled: "node" or "edge"
+        self._node_url = ""  # the node that answered, for its /tokenize
+        self.settled_tokens = (0, 0)  # (prompt, completion) settled
+        self._settling: asyncio.Future[Settlement] | None = None
 
     def upstream_body(self) -> bytes:
         spec, model = self.spec, self.model
@@ -136,6 +142,7 @@ class ProxyCall:
         tried: list[int] = []
         while True:
             self.node = node
+            self._node_url = node.url
             node.in_flight += 1
             metrics.INFLIGHT.labels(str(node.id)).inc()
             try:
@@ -173,27 +180,85 @@ class ProxyCall:
         fields: dict[str, Any] = {
             "model": self.model.name, "node": node_id, "ep": self.spec.endpoint.value,
             "lat": int((time.perf_counter() - self.started) * 1000), "status": status,
-            "st": int(self.spec.stream), "cx": int(cancelled),
+            "st": int(self.spec.stream), "cx": int(cancelled), "cnt": self.counted,
         }
         self.settlement = await self.portal.billing.settle(
             self.reservation, prompt_tokens=prompt, completion_tokens=completion, fields=fields)
+        self.settled_tokens = (prompt, completion)
         self._observe(status, prompt, completion, self.settlement.charged)
         return self.settlement
 
     async def settle_shielded(self, prompt: int, completion: int, *, status: int,
-                              cancelled: bool = False) -> None:
-        """Settle even when this task is being cancelled (the client went away)."""
+                              cancelled: bool = False,
+                              relay: StreamRelay | None = None) -> None:
+        """Settle even when this task is being cancelled (the client went away).
+
+        A settlement under way (maybe waiting for the node's /tokenize) is awaited
+        rather than started twice; with a ``relay`` whose node gave no counts, the
+        edge counts what was delivered.
+        """
         if self.settlement is not None:
             return
-        task = asyncio.ensure_future(self.settle(prompt, completion, status=status,
-                                                 cancelled=cancelled))
         try:
-            await asyncio.shield(task)
+            if self._settling is None or self._settling.done():
+                await self._settle_apart(self._settle_stream(relay, (prompt, completion),
+                                                             status=status, complete=False,
+                                                             cancelled=cancelled))
+            else:
+                await asyncio.shield(self._settling)
         except asyncio.CancelledError:
             pass  # the task goes on; the reaper covers a worker that dies meanwhile
         except Exception:
             log.exception("settling %s failed; the reaper will settle it",
                           self.reservation.request_id)
+
+    async def _settle_apart(self, work: Coroutine[Any, Any, Settlement]) -> Settlement:
+        """Settle in a task of its own: cancelling the request does not stop it."""
+        self._settling = asyncio.ensure_future(work)
+        return await asyncio.shield(self._settling)
+
+    # -- the edge's count, for nodes that report no usage ---------------------------
+    async def _settle_stream(self, relay: StreamRelay | None, delivered: tuple[int, int], *,
+                             status: int, complete: bool, cancelled: bool = False) -> Settlement:
+        """Settle a stream: the node's counts, or the edge's when the node gave none."""
+        prompt, completion = delivered
+        if relay is not None and relay.needs_counting:
+            self.counted = "edge"
+            prompt, completion = await count_stream(
+                self._tokenizer(), relay.deltas, self.spec.endpoint, self.spec.body,
+                prompt_estimate=self._prompt_estimate(), delivered=completion,
+                complete=complete)
+        return await self.settle(prompt, completion, status=status, cancelled=cancelled)
+
+    async def _settle_answer(self, answer: dict[str, Any]) -> Settlement:
+        """Count and settle an answer that came without usage, and give it the usage."""
+        self.counted = "edge"
+        spec, context = self.spec, self.model.context_length
+        cap = context if spec.max_tokens is None else min(spec.max_tokens, context)
+        prompt, completion = await count_answer(
+            self._tokenizer(), spec.endpoint, spec.body, answer,
+            prompt_estimate=self._prompt_estimate(), choice_cap=cap)
+        answer["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}
+        return await self.settle(prompt, completion, status=200)
+
+    def _tokenizer(self) -> NodeTokenizer | None:
+        if not self._node_url:
+            return None
+        return NodeTokenizer(self.portal.http, self._node_url, self.model.served_name)
+
+    def _prompt_estimate(self) -> int:
+        """The reservation's prompt bound (the body's bytes, capped by the context)."""
+        spec = self.spec
+        return worst_case_tokens(len(self.request.body), spec.max_tokens, spec.choices,
+                                 self.model.context_length, spec.prompts)[0]
+
+    def _progress_counts(self, relay: StreamRelay,
+                         delivered: tuple[int, int]) -> tuple[int, int]:
+        """What the reaper charges if this worker dies: the prompt bound until the node says."""
+        if relay.node_counted:
+            return delivered
+        return self._prompt_estimate(), delivered[1]
 
     def _observe(self, status: int, prompt: int, completion: int, charged: int) -> None:
         series = metrics.request_series(self.spec.endpoint.value, self.model.name, status)
@@ -223,15 +288,23 @@ class ProxyCall:
             content = response.content
             try:
                 answer = json.loads(content)
-                usage = answer.get("usage") or {}
+                usage = answer.get("usage")
+                counted = isinstance(usage, dict) and ("prompt_tokens" in usage
+                                                       or "completion_tokens" in usage)
+                usage = usage if counted else {}
                 prompt = int(usage.get("prompt_tokens") or 0)
                 completion = int(usage.get("completion_tokens") or 0)
             except (ValueError, TypeError, AttributeError):
                 raise NodeFailed("The GPU node sent an answer that is not JSON.") from None
-            if self.model.served_name != self.model.name and isinstance(answer, dict):
+            if counted:
+                settlement = await self.settle(prompt, completion, status=200)
+            else:
+                # A node that reports no usage (llama.cpp, old releases): the edge counts,
+                # and the client gets the usage it would have had from vLLM.
+                settlement = await self._settle_apart(self._settle_answer(answer))
+            if not counted or self.model.served_name != self.model.name:
                 answer["model"] = self.model.name
                 content = json.dumps(answer, separators=(",", ":")).encode()
-            settlement = await self.settle(prompt, completion, status=200)
             return HTTPResponse(content, content_type="application/json",
                                 headers=self.cost_headers(settlement))
         except asyncio.CancelledError:
@@ -283,37 +356,46 @@ class ProxyCall:
                         if time.monotonic() - last_progress > PROGRESS_INTERVAL:
                             last_progress = time.monotonic()
                             await self.portal.billing.progress(
-                                self.reservation.request_id, *delivered)
+                                self.reservation.request_id,
+                                *self._progress_counts(relay, delivered))
                     if relay.done:
                         break
             except NODE_FAILURES as exc:
                 failure = exc
             if relay.done and failure is None:
-                settlement = await self.settle(relay.prompt_tokens, relay.completion_tokens,
-                                               status=200)
-                tail = f": cost_micros={settlement.charged}\n\ndata: [DONE]\n\n"
+                counts = (relay.prompt_tokens, relay.completion_tokens)
+                if relay.needs_counting:
+                    settlement = await self._settle_apart(
+                        self._settle_stream(relay, counts, status=200, complete=True))
+                else:
+                    settlement = await self.settle(*counts, status=200)
+                tail = f": cost_micros={settlement.charged}\n\ndata: [DONE]\n\n".encode()
+                if relay.owes_usage_chunk:
+                    tail = relay.usage_chunk(*self.settled_tokens) + tail
             else:
                 reason = self._node_failed(failure or RuntimeError("stream ended early"))
-                settlement = await self.settle(*delivered, status=502)
+                settlement = await self._settle_apart(
+                    self._settle_stream(relay, delivered, status=502, complete=False))
                 error = {"error": {"message": reason.message + " The answer is incomplete; "
-                                   f"you were charged for the {delivered[1]} tokens received.",
+                                   "you were charged for the "
+                                   f"{self.settled_tokens[1]} tokens received.",
                                    "type": reason.type, "param": None, "code": reason.code}}
-                tail = f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n"
-            await response.send(tail.encode())
+                tail = f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
+            await response.send(tail)
             await response.eof()
             return None
         except asyncio.CancelledError:
-            await self.settle_shielded(*delivered, status=499, cancelled=True)
+            await self.settle_shielded(*delivered, status=499, cancelled=True, relay=relay)
             raise
         except APIError as exc:
             await self.settle_shielded(0, 0, status=exc.status)
             raise
         except Exception:
             # The client went away while we were writing to it.
-            await self.settle_shielded(*delivered, status=499, cancelled=True)
+            await self.settle_shielded(*delivered, status=499, cancelled=True, relay=relay)
             raise
         finally:
-            await self.settle_shielded(*delivered, status=499, cancelled=True)
+            await self.settle_shielded(*delivered, status=499, cancelled=True, relay=relay)
             if upstream is not None:
                 await upstream.aclose()
             self._release_node()
