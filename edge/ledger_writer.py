@@ -191,7 +191,8 @@ async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) 
                 fields["rid"], key_id, fields.get("model", ""), _int_or_none(fields.get("node")),
                 fields.get("ep", "chat"), int(fields.get("pt", 0)), int(fields.get("ct", 0)),
                 charged, int(fields.get("lat", 0)), int(fields.get("status", 200)),
-                fields.get("st") == "1", fields.get("cx") == "1", at))
+                fields.get("st") == "1", fields.get("cx") == "1",
+                "edge" if fields.get("cnt") == "edge" else "node", at))
             if charged:
                 ledger_rows.append((key_id, "usage", -charged, f"usage:{fields['rid']}",
                                     fields.get("model", "")[:500], at))
@@ -279,7 +280,8 @@ class _Sql:
         return (
             "INSERT INTO usage_log (request_id, key_id, model, node_id, endpoint, "
             "prompt_tokens, completion_tokens, cost, latency_ms, status, streamed, cancelled, "
-            f"created_at) VALUES {self._values(rows, 13)} ON CONFLICT (request_id) DO NOTHING"
+            f"counted_by, created_at) VALUES {self._values(rows, 14)} "
+            "ON CONFLICT (request_id) DO NOTHING"
             + (" RETURNING request_id" if returning else ""))
 
     def insert_ledger(self, rows: int) -> str:

@@ -153,6 +153,9 @@ class UsageRecord(Model):
     status = fields.IntField(default=200)
     streamed = fields.BooleanField(default=False)
     cancelled = fields.BooleanField(default=False)
+    counted_by = fields.CharField(
+        max_length=8, default="node", db_default="node",
+        description="who counted the tokens: node (its usage) or edge (the node sent none)")
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:

@@ -3,14 +3,13 @@
 First the counting itself, in process (the relay, the counter, the node's /tokenize);
 then a real portal in front of simnodes started with ``--usage none``, with the
 official openai SDK as client: streams complete and cut, answers, exact charges, and
-the ``cnt`` field of the usage entry saying who counted.
+the usage row's ``counted_by`` saying who counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import redis
 
 from edge.proxy import counting
 from edge.proxy.counting import (
@@ -289,6 +287,14 @@ class Portal:
         return sql_query(f"sqlite://{self.server.root / 'data' / 'portal.sqlite3'}", query,
                          *params)
 
+    def counted(self, key_id: int) -> tuple[int, int, str]:
+        """(prompt, completion, who counted) of the key's one request, from its usage row."""
+        self.usage_row(key_id)
+        ((prompt, completion, counted_by),) = self.sql(
+            "SELECT prompt_tokens, completion_tokens, counted_by FROM usage_log WHERE key_id=?",
+            key_id)
+        return prompt, completion, counted_by
+
     def usage_row(self, key_id: int, timeout: float = 10.0) -> tuple:
         """(prompt, completion, cost, status, streamed, cancelled) of the key's one request."""
         deadline = time.monotonic() + timeout
@@ -300,50 +306,6 @@ class Portal:
                 return row
             time.sleep(0.05)
         raise TimeoutError("usage did not reach SQL")
-
-
-class LedgerTap:
-    """Reads the usage entries the edge appends to the ledger stream, as they are added.
-
-    The ledger writer deletes them once in SQL, and SQL has no column for ``cnt`` yet,
-    so a blocking XREAD (served at XADD time) is where the field can be seen.
-    """
-
-    def __init__(self, redis_url: str, namespace: str) -> None:
-        self.client = redis.Redis.from_url(redis_url, decode_responses=True)
-        self.stream = f"{namespace}:ledger"
-        self.entries: list[dict[str, str]] = []
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self._ready.wait(5)
-
-    def _run(self) -> None:
-        last = self.client.xinfo_stream(self.stream)["last-generated-id"] \
-            if self.client.exists(self.stream) else "0-0"
-        self._ready.set()
-        while not self._stop.is_set():
-            for _name, items in self.client.xread({self.stream: last}, block=200) or []:
-                for entry_id, fields in items:
-                    last = entry_id
-                    self.entries.append(fields)
-
-    def entry(self, key_id: int, timeout: float = 10.0) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = [e for e in self.entries if e.get("t") == "usage"
-                     and e.get("key") == str(key_id)]
-            if found:
-                (entry,) = found
-                return entry
-            time.sleep(0.05)
-        raise TimeoutError(f"no usage entry for key {key_id}")
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.client.close()
 
 
 @pytest.fixture(scope="module")
@@ -365,19 +327,7 @@ def portal(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator
             yield Portal(server, {model: url for model, (url, _served) in nodes.items()})
 
 
-@pytest.fixture
-def ledger(portal: Portal, redis_url: str) -> Iterator[LedgerTap]:
-    tap = LedgerTap(redis_url, portal.server.namespace)
-    yield tap
-    tap.close()
-
-
-def charged(entry: dict[str, str]) -> tuple[int, int, str]:
-    return int(entry["pt"]), int(entry["ct"]), entry["cnt"]
-
-
-def test_a_complete_stream_is_counted_and_charged_exactly(portal: Portal,
-                                                          ledger: LedgerTap) -> None:
+def test_a_complete_stream_is_counted_and_charged_exactly(portal: Portal) -> None:
     key_id, key = portal.key()
     before = portal.balance(key)
     chunks = list(portal.sdk(key).chat.completions.create(model=NONE, messages=MESSAGES,
@@ -390,7 +340,7 @@ def test_a_complete_stream_is_counted_and_charged_exactly(portal: Portal,
     cost = expected_cost(prompt, REPLY_TOKENS)
     assert portal.balance(key) == before - cost
     assert portal.usage_row(key_id) == (prompt, REPLY_TOKENS, cost, 200, 1, 0)
-    assert charged(ledger.entry(key_id)) == (prompt, REPLY_TOKENS, "edge")
+    assert portal.counted(key_id) == (prompt, REPLY_TOKENS, "edge")
 
 
 def test_include_usage_gets_the_usage_chunk_from_the_edge(portal: Portal) -> None:
@@ -416,8 +366,7 @@ def test_include_usage_gets_the_usage_chunk_from_the_edge(portal: Portal) -> Non
     assert portal.balance(key) == before - 2 * expected_cost(prompt, 5)
 
 
-def test_a_stream_cut_by_the_client_is_charged_what_it_received(portal: Portal,
-                                                                ledger: LedgerTap) -> None:
+def test_a_stream_cut_by_the_client_is_charged_what_it_received(portal: Portal) -> None:
     portal.faults(NONE, tokens_per_second=5.0)
     try:
         key_id, key = portal.key()
@@ -436,13 +385,12 @@ def test_a_stream_cut_by_the_client_is_charged_what_it_received(portal: Portal,
         cost = expected_cost(prompt, 4)
         assert portal.usage_row(key_id) == (prompt, 4, cost, 499, 1, 1)
         assert portal.balance(key) == before - cost
-        assert charged(ledger.entry(key_id)) == (prompt, 4, "edge")
+        assert portal.counted(key_id) == (prompt, 4, "edge")
     finally:
         portal.faults(NONE, tokens_per_second=0.0)
 
 
-def test_a_stream_the_node_breaks_is_charged_what_was_delivered(portal: Portal,
-                                                                ledger: LedgerTap) -> None:
+def test_a_stream_the_node_breaks_is_charged_what_was_delivered(portal: Portal) -> None:
     portal.faults(NONE, fail_after=6)
     try:
         key_id, key = portal.key()
@@ -459,13 +407,12 @@ def test_a_stream_the_node_breaks_is_charged_what_was_delivered(portal: Portal,
         cost = expected_cost(prompt, 6)
         assert portal.usage_row(key_id) == (prompt, 6, cost, 502, 1, 0)
         assert portal.balance(key) == before - cost
-        assert charged(ledger.entry(key_id)) == (prompt, 6, "edge")
+        assert portal.counted(key_id) == (prompt, 6, "edge")
     finally:
         portal.faults(NONE, fail_after=None)
 
 
-def test_an_answer_without_usage_is_counted_and_given_its_usage(portal: Portal,
-                                                                ledger: LedgerTap) -> None:
+def test_an_answer_without_usage_is_counted_and_given_its_usage(portal: Portal) -> None:
     key_id, key = portal.key()
     before = portal.balance(key)
     raw = portal.sdk(key).chat.completions.with_raw_response.create(
@@ -480,7 +427,7 @@ def test_an_answer_without_usage_is_counted_and_given_its_usage(portal: Portal,
     assert int(raw.headers["x-portal-cost-micros"]) == cost
     assert portal.balance(key) == before - cost
     assert portal.usage_row(key_id) == (prompt, 7, cost, 200, 0, 0)
-    assert charged(ledger.entry(key_id)) == (prompt, 7, "edge")
+    assert portal.counted(key_id) == (prompt, 7, "edge")
 
 
 def test_text_completions_stream_and_not(portal: Portal) -> None:
@@ -499,8 +446,7 @@ def test_text_completions_stream_and_not(portal: Portal) -> None:
     assert portal.balance(key) == before - expected_cost(prompt, 4) - expected_cost(prompt, 6)
 
 
-def test_without_tokenize_the_reservation_estimates_are_charged(portal: Portal,
-                                                               ledger: LedgerTap) -> None:
+def test_without_tokenize_the_reservation_estimates_are_charged(portal: Portal) -> None:
     """No /tokenize: the prompt is charged its bound (the body's bytes), the stream its
     deltas, and an answer its text's bytes (each at most the tokens reserved for it)."""
     key_id, key = portal.key()
@@ -515,7 +461,7 @@ def test_without_tokenize_the_reservation_estimates_are_charged(portal: Portal,
                                    "total_tokens": len(body) + REPLY_TOKENS}
     assert portal.usage_row(key_id)[:4] == (len(body), REPLY_TOKENS,
                                             expected_cost(len(body), REPLY_TOKENS), 200)
-    assert charged(ledger.entry(key_id)) == (len(body), REPLY_TOKENS, "edge")
+    assert portal.counted(key_id) == (len(body), REPLY_TOKENS, "edge")
 
     answer_body = json.dumps({"model": BARE_MODEL, "messages": MESSAGES}).encode()
     answer = httpx.post(portal.url + "/v1/chat/completions", content=answer_body, timeout=30,
@@ -528,7 +474,7 @@ def test_without_tokenize_the_reservation_estimates_are_charged(portal: Portal,
         expected_cost(len(answer_body), text_bytes)
 
 
-def test_a_node_that_counts_is_recorded_as_such(portal: Portal, ledger: LedgerTap) -> None:
+def test_a_node_that_counts_is_recorded_as_such(portal: Portal) -> None:
     key_id, key = portal.key()
     chunks = list(portal.sdk(key).chat.completions.create(
         model=VLLM, messages=MESSAGES, stream=True, max_tokens=3,
@@ -536,11 +482,10 @@ def test_a_node_that_counts_is_recorded_as_such(portal: Portal, ledger: LedgerTa
     prompt = chat_prompt_tokens(MESSAGES)
     assert chunks[-1].usage.completion_tokens == 3
     assert sum(1 for c in chunks if not c.choices) == 1  # the node's, not one more
-    assert charged(ledger.entry(key_id)) == (prompt, 3, "node")
+    assert portal.counted(key_id) == (prompt, 3, "node")
 
 
-async def test_a_chat_room_reply_is_counted_by_the_edge(portal: Portal,
-                                                        ledger: LedgerTap) -> None:
+async def test_a_chat_room_reply_is_counted_by_the_edge(portal: Portal) -> None:
     key_id, key = portal.key("1")
     before = portal.balance(key)
     client = await ChatClient.connect(portal.url, "counting", key)
@@ -558,4 +503,4 @@ async def test_a_chat_room_reply_is_counted_by_the_edge(portal: Portal,
     cost = expected_cost(prompt, 5)
     assert done["cost_micros"] == cost
     assert portal.balance(key) == before - cost
-    assert charged(ledger.entry(key_id)) == (prompt, 5, "edge")
+    assert portal.counted(key_id) == (prompt, 5, "edge")

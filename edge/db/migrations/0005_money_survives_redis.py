@@ -14,6 +14,11 @@ class Migration(migrations.Migration):
             field=fields.BigIntField(default=0, db_default=0, description='refunded micro-dollars still to collect from credit that open reservations hold'),
         ),
         ops.AddField(
+            model_name='UsageRecord',
+            name='counted_by',
+            field=fields.CharField(max_length=8, default='node', db_default='node', description='who counted the tokens: node (its usage) or edge (the node sent none)'),
+        ),
+        ops.AddField(
             model_name='Installation',
             name='sql_only_changes',
             field=fields.IntField(default=0, db_default=0, description='balance changes made while no Redis answered: a hot store healed before the last of them is stale'),
