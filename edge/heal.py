@@ -24,8 +24,11 @@ A heal, by whichever process notices first (one at a time, under a lock):
 2. drains what the ledger stream still holds into SQL (those changes are real);
 3. drops reservations that SQL has already settled (a restore brings them back)
    and keeps the others, summing what each key holds;
-4. sets every key's live balance to its SQL balance less what it holds,
-   mirrors the keys again and claims the namespace for this database;
+4. sets every key's live balance to its SQL balance less what it holds (and
+   what it holds, and its refund debt as far as a reservation still backs it;
+   the rest of the debt is collected now, as the lost reservations' release
+   would have), mirrors the keys again and claims the namespace for this
+   database;
 5. writes a new generation.
 
 Usage that Redis lost before it reached SQL comes back from the processes'
@@ -176,15 +179,33 @@ async def heal(raw: HotStore) -> HealReport:
             held[int(key)] = held.get(int(key), 0) + int(amount or 0)
             report.kept += 1
 
-    balances = await ApiKey.all().values_list("id", "balance")
+    report.generation = secrets.token_hex(8)
+    rows = await ApiKey.all().values_list("id", "balance", "owed")
     async with client.pipeline(transaction=False) as pipe:
-        for key_id, balance in balances:
-            pipe.set(raw.balance(key_id), int(balance) - held.get(key_id, 0))
+        for key_id, balance, owed in rows:
+            holds = held.get(key_id, 0)
+            live = int(balance) - holds
+            keep = min(int(owed), holds)  # refund debt still backed by a reservation
+            if owed > keep:
+                # The rest was to come from reservations Redis lost, whose credit is
+                # back in the balance: collect it now, as their release would have.
+                collect = min(int(owed) - keep, max(0, live))
+                live -= collect
+                pipe.xadd(raw.ledger_stream, {
+                    "amount": -collect, "requested": keep - int(owed), "owed": keep - int(owed),
+                    "t": "credit", "ref": f"owed-heal:{report.generation}:{key_id}",
+                    "key": key_id, "kind": "refund",
+                    "note": "refund debt collected when Redis was rebuilt"})
+            pipe.set(raw.balance(key_id), live)
+            for name, value in ((raw.held(key_id), holds), (raw.owed(key_id), keep)):
+                if value:
+                    pipe.set(name, value)
+                else:
+                    pipe.delete(name)
         await pipe.execute()
-    report.keys = len(balances)
+    report.keys = len(rows)
     await mirror_all_keys(raw)
     await client.set(f"{raw.ns}:installation", await installation_identity())
-    report.generation = secrets.token_hex(8)
     await client.set(raw.generation, f"{report.generation}:{await sql_only_changes()}:"
                                      f"{await server_run_id(client)}")
     await raw.publish("keys")

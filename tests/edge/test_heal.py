@@ -199,3 +199,32 @@ async def test_a_change_sql_took_alone_makes_the_store_stale(store: HotStore) ->
     started = time.monotonic()
     assert not await watch.check()
     assert await watch.ensure(timeout=5) and time.monotonic() - started < 5
+
+
+async def test_refund_debt_of_reservations_redis_lost_is_collected_by_the_heal(
+        store: HotStore) -> None:
+    row, record = await make_key(1000)
+    billing = Billing(store, reservation_ttl_ms=60_000)
+    kept = await reserve(billing, record, "kept", 300)
+    await reserve(billing, record, "lost", 600)
+    refund = await billing.credit(row.id, -1000, reference="refund:1", kind="refund")
+    assert (refund.applied, refund.deferred) == (-100, 900)
+    await drain(store)
+    await row.refresh_from_db()
+    assert (row.balance, row.owed) == (900, 900)
+    # Redis goes back to a state without "lost" (say, a restore): only "kept" is held.
+    await store.client.delete(store.reservation("lost"))
+    await store.client.zrem(store.open_reservations, "lost")
+    await heal(store)
+    await drain(store)
+    await row.refresh_from_db()
+    assert (row.balance, row.owed) == (300, 300)  # 600 collected now, 300 still backed
+    assert await billing.balance(row.id) == 0
+    assert int(await store.client.get(store.owed(row.id))) == 300
+    assert int(await store.client.get(store.held(row.id))) == 300
+    # "kept" settles at 50: its release pays the rest of the debt.
+    await billing.settle(kept, prompt_tokens=50, completion_tokens=0, fields={})
+    await drain(store)
+    assert await books(row) == (0, 0)
+    await row.refresh_from_db()
+    assert row.owed == 0 and await billing.balance(row.id) == 0
