@@ -146,7 +146,7 @@ class Billing:
         code, value = reply[0], reply[1]
         if code == RESERVED:
             return Reservation(request_id, key, amount, tokens, input_price, output_price, value,
-                               reply[2].decode())
+                               reply[2].decode().partition(":")[0])
         if code == HEALING:
             raise HotStoreHealing("The portal is rebuilding its balances after a Redis "
                                   "failure; retry in a second.", retry_after=1)
