@@ -212,7 +212,8 @@ async def _open_resources(app: Sanic) -> None:
     await open_database(settings.effective_database_url)
     namespace = settings.redis_namespace
     store = HotStore(connect_redis(settings.redis_url, checked_for=namespace), namespace)
-    watch = HotWatch(HotStore(connect_redis(settings.redis_url, pool_size=8), namespace))
+    watch = HotWatch(HotStore(connect_redis(settings.redis_url, pool_size=8), namespace),
+                     check_sql=False)
     await watch.ensure()  # a new, flushed or restarted Redis is healed before serving
     owner = new_owner()
     registry = Registry()
@@ -270,7 +271,6 @@ def _start_background(app: Sanic, portal: Any) -> None:
                             name="heartbeat"),
         asyncio.create_task(portal.watch.run(portal.stop), name="hot-watch"),
         asyncio.create_task(portal.billing.run_pending(portal.stop), name="pending"),
-        asyncio.create_task(portal.billing.spool.run_sync(portal.stop), name="spool-sync"),
         asyncio.create_task(portal.events.run(portal.stop), name="events"),
         asyncio.create_task(housekeeping(portal), name="housekeeping"),
         asyncio.create_task(portal.chat.hub.run(portal.stop), name="chat-hub"),

@@ -71,7 +71,6 @@ async def _main(settings: Settings) -> None:
             LedgerWriter(store).run(stop),
             _reap(billing, stop, int(settings.reservation_grace * 1000)),
             billing.run_pending(stop),
-            billing.spool.run_sync(stop),
             SpoolDrainer(spool_root, billing, generation).run(stop),
         )
     finally:

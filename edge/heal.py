@@ -16,7 +16,7 @@ no Redis answered; ``installation.sql_only_changes``):
   (:func:`check_connection`): a restart, a restore or a failover drops every
   connection, so none is used before its server was checked;
 - each process also looks twice a second (:class:`HotWatch`), for ``/readyz``,
-  and a process with the database compares the count of SQL's lone changes.
+  and the bookkeeper compares the count of SQL's lone changes.
 
 A heal, by whichever process notices first (one at a time, under a lock):
 
@@ -221,11 +221,14 @@ class HotWatch:
       raw: a store over a client without the connection check (it must reach a
         restarted Redis to heal it).
       can_heal: this process has the database open (edge workers, the bookkeeper).
+      check_sql: also compare SQL's count of lone changes (the bookkeeper and
+        commands; edge workers leave that SQL read off their event loop).
     """
 
-    def __init__(self, raw: HotStore, *, can_heal: bool = True) -> None:
+    def __init__(self, raw: HotStore, *, can_heal: bool = True, check_sql: bool = True) -> None:
         self.raw = raw
         self.can_heal = can_heal
+        self.check_sql = check_sql
         self.ready = False
         self.generation: str | None = None
         self.reason = "not checked yet"
@@ -240,7 +243,7 @@ class HotWatch:
         matches = generation_matches(raw, str(info["run_id"]))
         self.reason = {True: "ok", False: "Redis was restarted, restored or replaced",
                        None: "Redis holds no generation (flushed, new or healing)"}[matches]
-        if matches and self.can_heal:
+        if matches and self.check_sql:
             healed_at = int(raw.decode().split(":")[1])
             try:
                 taken_alone = await sql_only_changes()

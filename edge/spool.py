@@ -21,16 +21,19 @@ closed segments: a record whose reference SQL holds is done with; a ``done``
 record of an older generation, or an ``owed`` one, was lost with Redis and is
 charged again through ``replay.lua`` (once per reference, never below zero); a
 ``pending`` record of a dead owner is settled. A segment is deleted once SQL
-holds all of it. Records are written without fsync and synced every second: a
-process crash loses nothing, a power cut at most the last second.
+holds all of it. Records are written by a thread every 20 ms and fsynced every
+second: a process killed loses at most its last 20 ms (which Redis's stream also
+holds), a power cut at most the last second.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +47,9 @@ __all__ = ["Spool", "SpoolDrainer"]
 
 log = logging.getLogger(__name__)
 
+#: Seconds between two writes of the queued lines (what a SIGKILL may lose of a
+#: process's spool: its settlements are in Redis's stream too).
+WRITE_INTERVAL = 0.02
 #: Seconds a segment is written to before the next one starts.
 SEGMENT_SECONDS = 5.0
 #: Seconds after its last write before the drainer reads a segment.
@@ -55,6 +61,11 @@ PENDING_GRACE = 30.0
 class Spool:
     """Appends one process's settlements to its own spool directory.
 
+    The event loop only queues a line (microseconds); a writer thread writes the
+    queue every :data:`WRITE_INTERVAL` seconds, fsyncs once a second and starts a
+    new segment every :data:`SEGMENT_SECONDS`, so no disk wait ever lands on a
+    request (an fsync on the loop cost a tenth of a millisecond at the median).
+
     Parameters:
       root: ``<data_dir>/spool``.
       owner: this process's name (the directory's name).
@@ -63,48 +74,63 @@ class Spool:
     def __init__(self, root: Path, owner: str) -> None:
         self.directory = root / owner.replace("/", "_")
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._file: Any = None
-        self._opened_at = 0.0
-        self._dirty = False
+        self._lines: collections.deque[str] = collections.deque()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._write_loop, name="spool-writer",
+                                        daemon=True)
+        self._thread.start()
 
     def append(self, kind: str, generation: str, reference: str,
                entry: dict[str, Any], **extra: Any) -> None:
-        now = time.time()
-        if self._file is None or now - self._opened_at > SEGMENT_SECONDS:
-            self._rotate(now)
         record = {"k": kind, "gen": generation, "ref": reference, "entry": entry, **extra}
-        self._file.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
-        self._file.flush()
-        self._dirty = True
+        self._lines.append(json.dumps(record, separators=(",", ":"), default=str) + "\n")
 
-    def _rotate(self, now: float) -> None:
-        self.close()
-        self._file = open(self.directory / f"{now:.6f}.jsonl", "a", encoding="utf-8")
-        self._opened_at = now
+    def flush(self, timeout: float = 5.0) -> None:
+        """Wait until everything appended so far is written (tests, shutdown)."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self._lines and time.monotonic() < deadline:
+            time.sleep(0.005)
 
-    def sync(self) -> None:
-        """fsync what was written since the last call (a background chore, every second)."""
-        if self._file is not None and self._dirty:
-            self._dirty = False
-            os.fsync(self._file.fileno())
+    def _write_loop(self) -> None:
+        file: Any = None
+        opened_at = synced_at = 0.0
+        dirty = False
+        while True:
+            self._wake.wait(WRITE_INTERVAL)
+            self._wake.clear()
+            now = time.monotonic()
+            try:
+                if self._lines:
+                    if file is None or now - opened_at > SEGMENT_SECONDS:
+                        if file is not None:
+                            os.fsync(file.fileno())
+                            file.close()
+                        file = open(self.directory / f"{time.time():.6f}.jsonl", "a",
+                                    encoding="utf-8")
+                        opened_at = now
+                    batch = []
+                    while self._lines:
+                        batch.append(self._lines.popleft())
+                    file.write("".join(batch))
+                    file.flush()
+                    dirty = True
+                if file is not None and dirty and (now - synced_at > 1.0 or self._closed):
+                    os.fsync(file.fileno())
+                    synced_at, dirty = now, False
+            except OSError:
+                log.exception("spool: could not write %s", self.directory)
+            if self._closed and not self._lines:
+                if file is not None:
+                    file.close()
+                return
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-
-    async def run_sync(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), 1.0)
-            except TimeoutError:
-                pass
-            try:
-                await asyncio.to_thread(self.sync)
-            except (OSError, ValueError):  # closed meanwhile
-                pass
+        """Write what is queued, fsync, and stop the writer."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(10)
 
 
 def _usage_or_credit(entry: dict[str, Any]) -> tuple[str, str]:
