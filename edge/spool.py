@@ -85,6 +85,8 @@ class Spool:
                entry: dict[str, Any], **extra: Any) -> None:
         record = {"k": kind, "gen": generation, "ref": reference, "entry": entry, **extra}
         self._lines.append(json.dumps(record, separators=(",", ":"), default=str) + "\n")
+        if not self._wake.is_set():
+            self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> None:
         """Wait until everything appended so far is written (tests, shutdown)."""
@@ -98,7 +100,10 @@ class Spool:
         opened_at = synced_at = 0.0
         dirty = False
         while True:
-            self._wake.wait(WRITE_INTERVAL)
+            # Asleep until something is queued (or a second passed, for the fsync);
+            # then a moment more, so that one write carries a batch.
+            if self._wake.wait(1.0) and not self._closed:
+                time.sleep(WRITE_INTERVAL)
             self._wake.clear()
             now = time.monotonic()
             try:
