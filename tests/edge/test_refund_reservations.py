@@ -314,3 +314,33 @@ async def test_a_lost_dispute_during_an_open_reservation(database: str, store: H
     assert ledger[f"dispute:{session}:dp_1"] == ("refund", -2 * USD)
     assert ledger["owed:r1"] == ("refund", -4_500_000)
     assert ledger["usage:r1"] == ("usage", -1_500_000)
+
+
+async def test_a_refund_while_a_job_waits_collects_when_the_job_settles(
+        database: str, store: HotStore) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from edge.db.models import Job, JobStatus
+    from edge.jobs.store import settle_job
+
+    acct = await account(store, 5 * USD)
+    # A queued job holds its worst case until its deadline, owned by no worker.
+    await acct.reserve("job-rid", 4 * USD, ttl_ms=3_600_000)
+    job = await Job.create(id="job_" + uuid.uuid4().hex[:24], key_id=acct.id, model="m",
+                           body={}, request_id="job-rid",
+                           deadline_at=datetime.now(UTC) + timedelta(hours=1))
+    refund = await acct.credit(-5 * USD, "refund:cs:re_job")
+    assert (refund.applied, refund.deferred) == (-1 * USD, 4 * USD)
+    assert await acct.live() == 0
+    # The job is answered (1 USD of tokens), then settled like any job.
+    await Job.filter(id=job.id).update(status=JobStatus.SUCCEEDED, prompt_tokens=1 * USD,
+                                       finished_at=datetime.now(UTC))
+    await job.refresh_from_db()
+    assert await settle_job(job, acct.billing) == 1 * USD
+    assert await acct.books() == 0  # had the refund come after the job: 5 - 1 - 4 = 0
+    ledger = await acct.ledger()
+    assert ledger["owed:job-rid"] == ("refund", -3 * USD)  # what the job's release paid
+    assert ledger["refund:cs:re_job"] == ("refund", -1 * USD)
+    assert ledger["usage:job-rid"] == ("usage", -1 * USD)
+    await acct.key.refresh_from_db()
+    assert acct.key.owed == 0
