@@ -153,7 +153,8 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
             start_simnode("--model", "sim-m1", "--reply-tokens", "12",
                           "--tokens-per-second", "400") as node:
         portal = PortalServer(root, redis.url, workers=2,
-                              env={"PORTAL_RESERVATION_GRACE": "1"})
+                              env={"PORTAL_RESERVATION_GRACE": "1", "PORTAL_JOB_LEASE": "3",
+                                   "PORTAL_JOBS_SWEEP_INTERVAL": "1"})
         portal.cli("migrate")
         portal.add_model("m1", served_name="sim-m1", input_price=INPUT_PRICE,
                          output_price=OUTPUT_PRICE)
@@ -277,3 +278,36 @@ def test_a_cli_top_up_while_redis_is_paused(rig) -> None:
         assert "Redis" in top_up.stderr or "rebuilding" in top_up.stderr, top_up.stderr
     traffic(books, 1.0)
     books.settled()
+
+
+def test_the_job_worker_killed_under_jobs_and_traffic(rig) -> None:
+    portal, _redis = rig
+    books = Books(portal)
+    body = {"model": "m1", "messages": MESSAGES, "max_tokens": 40, "ignore_eos": True}
+    portal.start_worker("worker")
+    try:
+        jobs = [httpx.post(portal.url + "/v1/jobs", json=body, headers=books.headers,
+                           timeout=10).json()["id"] for _ in range(8)]
+        around(books, lambda: portal.kill("worker"), heal=False)
+        portal.start_worker("worker2")
+        portal.spawn("scheduler", "scheduler")  # its sweep finds the orphaned jobs
+        for job_id in jobs:
+            deadline = time.monotonic() + 60
+            while True:
+                job = httpx.get(portal.url + f"/v1/jobs/{job_id}?wait=5",
+                                headers=books.headers, timeout=10).json()
+                if job["status"] in ("succeeded", "failed", "expired") and "cost_micros" in job:
+                    break
+                assert time.monotonic() < deadline, job
+            assert job["status"] == "succeeded", job
+            usage = job["result"]["usage"]
+            assert job["cost_micros"] == cost(usage["prompt_tokens"], usage["completion_tokens"])
+            books.received += job["cost_micros"]
+        books.settled()
+        (rows,), = books.sql("SELECT COUNT(*) FROM usage_log WHERE key_id=? AND endpoint "
+                             "LIKE 'job-%'", books.key_id)
+        assert rows == len(jobs)  # each job charged once
+    finally:
+        for name in ("worker", "worker2", "scheduler"):
+            if name in portal.children:
+                portal.stop_child(name)
