@@ -19,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from edge.errors import InsufficientCredit, RateLimited, ServiceUnavailable
-from edge.heal import HotStale
+from edge.heal import HotStale, generation_token
 from edge.hotstore import RedisUnavailable
 from edge.money import format_usd, token_cost
 
@@ -146,7 +146,7 @@ class Billing:
         code, value = reply[0], reply[1]
         if code == RESERVED:
             return Reservation(request_id, key, amount, tokens, input_price, output_price, value,
-                               reply[2].decode().partition(":")[0])
+                               generation_token(reply[2]))
         if code == HEALING:
             raise HotStoreHealing("The portal is rebuilding its balances after a Redis "
                                   "failure; retry in a second.", retry_after=1)
@@ -170,7 +170,7 @@ class Billing:
             if None not in held and [int(v) for v in held] == [key.id, amount, tokens]:
                 generation = await store.client.get(store.generation) or b""
                 return Reservation(request_id, key, amount, tokens, input_price, output_price,
-                                   int(balance or 0), generation.decode().partition(":")[0])
+                                   int(balance or 0), generation_token(generation))
         raise RuntimeError(f"reserve.lua answered {code}")
 
     async def settle(self, reservation: Reservation, *, prompt_tokens: int,
@@ -214,8 +214,13 @@ class Billing:
                 return Settlement(charged=cost, balance=-1, settled=True, deferred=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
-        code, charged, balance, now = reply[0], reply[1], reply[2], reply[3].decode()
-        current = now.partition(":")[0]
+        return await self._outcome(reply, request_id, cost, entry, generation, spool=spool)
+
+    async def _outcome(self, reply: list[Any], request_id: str, cost: int,
+                       entry: dict[str, Any], generation: str, *, spool: bool) -> Settlement:
+        """What a settle script's answer means: settled, settled before, or lost with Redis."""
+        code, charged, balance = reply[0], reply[1], reply[2]
+        current = generation_token(reply[3])
         if code == RESERVED:
             if self.spool is not None and spool:
                 self.spool.append("done", current, f"usage:{request_id}",
@@ -267,13 +272,7 @@ class Billing:
                 return done
             self.pending.pop(0)
             done += 1
-            current = reply[3].decode().partition(":")[0]
-            if reply[0] == RESERVED:
-                if self.spool is not None:
-                    self.spool.append("done", current, f"usage:{request_id}",
-                                      {**entry, "charged": reply[1]})
-            elif generation and current != generation:
-                await self._replay_or_spool({**entry, "charged": cost}, generation)
+            await self._outcome(reply, request_id, cost, entry, generation, spool=True)
         return done
 
     async def run_pending(self, stop: asyncio.Event, interval: float = 0.5) -> None:

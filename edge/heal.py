@@ -54,7 +54,7 @@ if TYPE_CHECKING:
     from edge.hotstore import HotStore
 
 __all__ = ["HealReport", "HotStale", "HotWatch", "check_connection", "count_sql_only_change",
-           "heal", "server_run_id", "sql_only_changes"]
+           "generation_token", "heal", "server_run_id", "sql_only_changes"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +97,12 @@ async def count_sql_only_change() -> None:
 async def server_run_id(client: aioredis.Redis) -> str:
     info = await client.info("server")
     return str(info["run_id"])
+
+
+def generation_token(raw: bytes | str) -> str:
+    """The heal's token of a generation value ``<token>:<SQL's lone changes>:<run_id>``."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return text.partition(":")[0]
 
 
 def generation_matches(raw: bytes | None, run_id: str) -> bool | None:
@@ -252,7 +258,7 @@ class HotWatch:
             if taken_alone > healed_at:
                 matches, self.reason = False, "the database took credit while Redis was away"
         self.ready = bool(matches)
-        self.generation = raw.decode().partition(":")[0] if matches else None
+        self.generation = generation_token(raw) if matches else None
         return self.ready
 
     async def ensure(self, *, timeout: float = 30.0) -> bool:

@@ -7,13 +7,14 @@ test also proves the edge rewrites model names both ways.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 
+from edge.db import close_database, migrate, open_database
 from edge.money import parse_usd, token_cost
 from simnode.testing import SimnodeProcess, start_simnode
 from tests.support.portal import PortalServer
@@ -97,3 +98,20 @@ def deployment(tmp_path_factory: pytest.TempPathFactory,
                redis_url: str) -> Iterator[Deployment]:
     with deploy(tmp_path_factory.mktemp("deployment"), redis_url) as made:
         yield made
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """This process's database, migrated and open, on SQLite and on PostgreSQL."""
+    from tortoise.backends.base.executor import EXECUTOR_CACHE
+
+    if request.param == "sqlite":
+        url = f"sqlite://{tmp_path / 'portal.sqlite3'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    await migrate(url)
+    await open_database(url)
+    yield url
+    await close_database()
+    # Tortoise caches compiled INSERTs by table, not by dialect: one process, one database.
+    EXECUTOR_CACHE.clear()

@@ -13,10 +13,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from edge.billing import Billing, HotStoreHealing
-from edge.db import close_database, migrate, open_database
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
 from edge.heal import HotStale, HotWatch, check_connection, count_sql_only_change, heal
 from edge.hotstore import HotStore
@@ -24,16 +22,6 @@ from edge.keys import KeyRecord
 from edge.ledger_writer import LedgerWriter, persist_entries
 from edge.spool import Spool, SpoolDrainer
 from tests.support.hot import hot_store
-
-
-@pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[str]:
-    url = f"sqlite://{tmp_path / 'heal.sqlite3'}"
-    await migrate(url)
-    await open_database(url)
-    yield url
-    await close_database()
-    EXECUTOR_CACHE.clear()
 
 
 @pytest.fixture

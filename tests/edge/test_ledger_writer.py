@@ -9,31 +9,15 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.connection import get_connection
 
 from edge import ledger_writer
 from edge.billing import Billing
-from edge.db import close_database, migrate, open_database
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
 from edge.hotstore import HotStore
 from edge.keys import KeyRecord
 from edge.ledger_writer import LedgerWriter, persist_entries
 from tests.support.hot import hot_store
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'ledger.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    await migrate(url)
-    await open_database(url)
-    yield url
-    await close_database()
-    # Tortoise caches compiled INSERTs by table, not by dialect: one process, one database.
-    EXECUTOR_CACHE.clear()
 
 
 @pytest.fixture

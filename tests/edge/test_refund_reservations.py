@@ -21,10 +21,8 @@ from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
-from tortoise.backends.base.executor import EXECUTOR_CACHE
 
 from edge.billing import Billing, CreditResult, Reservation
-from edge.db import close_database, migrate, open_database
 from edge.db.models import ApiKey, LedgerEntry, LedgerKind, Payment, PaymentStatus
 from edge.hotstore import HotStore
 from edge.keys import KeyRecord
@@ -37,20 +35,6 @@ from tests.support.hot import hot_store
 #: Micro-dollars per 1M tokens: one micro-dollar a token.
 PRICE = 1_000_000
 USD = 1_000_000
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def database(request: pytest.FixtureRequest, tmp_path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'refunds.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    await migrate(url)
-    await open_database(url)
-    yield url
-    await close_database()
-    # Tortoise caches compiled INSERTs by table, not by dialect: one process, one database.
-    EXECUTOR_CACHE.clear()
 
 
 @pytest.fixture
