@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.proxy.upstream import Upstream
+from edge.fleet.upstream import Upstream
 from simnode.testing import start_simnode
 from tests.support.portal import PortalServer
 from tests.support.services import redis_service

@@ -22,11 +22,11 @@ from tortoise.expressions import Q
 
 from dramatiq_actors.broker import QUEUE_JOBS, QUEUE_MAINTENANCE
 from dramatiq_actors.runtime import runtime
-from edge.billing import Billing
+from edge.billing.reservations import Billing
 from edge.db.models import LLM, Job, JobStatus, Node, NodeState
+from edge.fleet.upstream import node_error
 from edge.jobs.store import claim_job, finish_job, renew_lease, requeue_job, settle_job
-from edge.proxy.request_spec import Endpoint
-from edge.proxy.upstream import node_error
+from edge.metering.request_spec import Endpoint
 
 __all__ = ["run_job", "sweep_jobs"]
 

@@ -23,7 +23,7 @@ from dramatiq_actors.broker import QUEUE_LIFECYCLE
 from dramatiq_actors.fleet import FleetError, LaunchSpec, fleet_for, hourly_price
 from dramatiq_actors.runtime import runtime
 from edge.db.models import LLM, Node, NodeState
-from edge.nodes import EC2_STATES, busy_node_ids, learn_contexts, probe_many, update_node
+from edge.fleet.nodes import EC2_STATES, busy_node_ids, learn_contexts, probe_many, update_node
 
 __all__ = ["boot_model", "boot_node", "drain_node", "launch_node", "reboot_node",
            "stop_node", "terminate_node"]
@@ -163,7 +163,7 @@ async def _watch_boot(node_id: int) -> None:
             await update_node(node, rt.store, state=EC2_STATES.get(state, NodeState.STOPPED),
                               healthy=False)
             raise FleetError(f"node {node.id} did not reach running (it is {state})")
-        from edge.nodes import node_url
+        from edge.fleet.nodes import node_url
 
         await update_node(node, rt.store, state=NodeState.RUNNING,
                           private_ip=instance.private_ip, public_ip=instance.public_ip,

@@ -17,7 +17,7 @@ from dramatiq_actors.fleet import Instance, aws_configured, hourly_price
 from dramatiq_actors.lifecycle import _stop, fleet
 from dramatiq_actors.runtime import runtime
 from edge.db.models import LLM, Node, NodeState
-from edge.nodes import (
+from edge.fleet.nodes import (
     EC2_STATES,
     busy_node_ids,
     learn_contexts,

@@ -25,8 +25,8 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 @dataclasses.dataclass
 class Runtime:
     settings: Settings
-    store: object  # edge.hotstore.HotStore
-    upstream: object  # edge.proxy.upstream.Upstream
+    store: object  # edge.store.hotstore.HotStore
+    upstream: object  # edge.fleet.upstream.Upstream
 
 
 _current: Runtime | None = None
@@ -47,8 +47,8 @@ async def open_runtime(settings: Settings) -> Runtime:
     """Open the database, Redis and the node client; used by workers and tests."""
     global _current
     from edge.db import open_database
-    from edge.hotstore import HotStore, connect_redis
-    from edge.proxy.upstream import Upstream
+    from edge.fleet.upstream import Upstream
+    from edge.store.hotstore import HotStore, connect_redis
 
     await open_database(settings.effective_database_url)
     _current = Runtime(

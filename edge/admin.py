@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from sanic import Blueprint, Request
 from sanic.response import json as json_response
 
-from edge.auth import same_secret
+from edge.billing.money import format_usd
 from edge.db.models import LLM, MAX_ID, Job, JobStatus, Node
 from edge.errors import InvalidAPIKey, InvalidRequest, NotFound, PermissionDenied
+from edge.identity.auth import same_secret
 from edge.jobs.store import job_view
 from edge.jsonbody import json_object
-from edge.money import format_usd
 from edge.tasks import enqueue
 
 __all__ = ["bp"]

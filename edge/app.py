@@ -22,10 +22,10 @@ from sanic.handlers import ErrorHandler
 from sanic.response import json as json_response
 from tortoise.exceptions import BaseORMException, ValidationError
 
-from edge.bookkeeper import start_bookkeeper
+from edge.billing.bookkeeper import start_bookkeeper
 from edge.errors import APIError, api_error_payload, error_payload
-from edge.hotstore import RedisUnavailable
 from edge.settings import Settings
+from edge.store.hotstore import RedisUnavailable
 from edge.supervision import watch_workers
 
 __all__ = ["create_app"]
@@ -188,22 +188,22 @@ async def _add_request_id(request: Request, response: HTTPResponse) -> None:
 
 
 async def _open_resources(app: Sanic) -> None:
-    from edge.billing import Billing
+    from edge.billing.heal import HotWatch
+    from edge.billing.heartbeat import new_owner
+    from edge.billing.reservations import Billing
+    from edge.billing.spool import Spool
     from edge.chat import ChatService
     from edge.chat.hub import RoomHub
     from edge.chat.limits import RoomQuota
     from edge.chat.replies import ReplyRunner
     from edge.db import open_database
-    from edge.events import EventListener
-    from edge.heal import HotWatch
-    from edge.heartbeat import new_owner
-    from edge.hotstore import HotStore, connect_redis
-    from edge.keys import KeyDirectory, mirror_all_keys
-    from edge.pepper import load_pepper
-    from edge.proxy.upstream import make_client
-    from edge.registry import Registry
-    from edge.spool import Spool
-    from edge.web.sessions import Sessions
+    from edge.fleet.registry import Registry
+    from edge.fleet.upstream import make_client
+    from edge.identity.keys import KeyDirectory, mirror_all_keys
+    from edge.identity.pepper import load_pepper
+    from edge.identity.sessions import Sessions
+    from edge.store.events import EventListener
+    from edge.store.hotstore import HotStore, connect_redis
 
     settings: Settings = app.ctx.settings
     logging.basicConfig(level=settings.log_level.upper(),
@@ -262,8 +262,8 @@ async def request_boot(portal: Any, model: Any) -> float | None:
 
 
 def _start_background(app: Sanic, portal: Any) -> None:
-    from edge.heartbeat import heartbeat
-    from edge.housekeeping import housekeeping
+    from edge.billing.heartbeat import heartbeat
+    from edge.fleet.housekeeping import housekeeping
 
     portal.tasks += [
         # First: it must be beating before this worker reserves anything.

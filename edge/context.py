@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 from edge.jobs.waiters import JobWaiters
 
 if TYPE_CHECKING:
-    from edge.billing import Billing
+    from edge.billing.reservations import Billing
     from edge.chat import ChatService
-    from edge.events import EventListener
-    from edge.hotstore import HotStore
-    from edge.keys import KeyDirectory
-    from edge.proxy.upstream import Upstream
-    from edge.registry import ModelInfo, Registry
+    from edge.fleet.registry import ModelInfo, Registry
+    from edge.fleet.upstream import Upstream
+    from edge.identity.keys import KeyDirectory
+    from edge.identity.sessions import Sessions
     from edge.settings import Settings
-    from edge.web.sessions import Sessions
+    from edge.store.events import EventListener
+    from edge.store.hotstore import HotStore
 
 __all__ = ["PortalContext"]
 
@@ -42,5 +42,5 @@ class PortalContext:
     #: Called when a request finds no running node of a model (the node
     #: lifecycle plugs its boot request in here); returns seconds to wait.
     on_cold_model: Callable[[ModelInfo], Any] | None = None
-    #: Whether the hot store reflects SQL (edge/heal.py), for /readyz.
+    #: Whether the hot store reflects SQL (edge/billing/heal.py), for /readyz.
     watch: Any = None

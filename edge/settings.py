@@ -192,7 +192,7 @@ class Settings:
 
 def _check_topup_settings(settings: Settings) -> None:
     """Refuse at start a currency or bound Stripe could not charge exactly."""
-    from edge.money import parse_usd
+    from edge.billing.money import parse_usd
     from edge.payments.currency import minor_unit
 
     currency = settings.currency

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from sanic import Blueprint, Request, json
 
+from edge.billing.money import format_usd
 from edge.errors import ModelNotFound
-from edge.money import format_usd
 
 if TYPE_CHECKING:
-    from edge.registry import ModelInfo, Registry
+    from edge.fleet.registry import ModelInfo, Registry
 
 __all__ = ["bp", "model_entry", "model_state"]
 

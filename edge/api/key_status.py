@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sanic import Blueprint, Request, json
 
-from edge.auth import authenticate
+from edge.billing.money import format_usd
 from edge.db.models import ApiKey
-from edge.money import format_usd
+from edge.identity.auth import authenticate
 
 __all__ = ["bp"]
 

@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from edge.hotstore import RedisUnavailable
+from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
-    from edge.hotstore import HotStore
+    from edge.store.hotstore import HotStore
 
 __all__ = ["Member", "RoomHub"]
 

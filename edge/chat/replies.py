@@ -19,21 +19,21 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from edge.billing import Reservation, worst_case_tokens
+from edge.billing.reservations import Reservation, worst_case_tokens
 from edge.chat.protocol import event
 from edge.db.models import ChatMessage
 from edge.errors import APIError
-from edge.proxy.counting import NodeTokenizer, count_stream
-from edge.proxy.request_spec import Endpoint
-from edge.proxy.sse import StreamRelay
-from edge.proxy.upstream import NODE_FAILURES, node_error
+from edge.fleet.upstream import NODE_FAILURES, node_error
+from edge.metering.counting import NodeTokenizer, count_stream
+from edge.metering.request_spec import Endpoint
+from edge.metering.sse import StreamRelay
 from edge.proxy.views import PROGRESS_INTERVAL, new_request_id
 
 if TYPE_CHECKING:
     from edge.chat.hub import RoomHub
     from edge.context import PortalContext
-    from edge.keys import KeyRecord
-    from edge.registry import ModelInfo, NodeInfo
+    from edge.fleet.registry import ModelInfo, NodeInfo
+    from edge.identity.keys import KeyRecord
 
 __all__ = ["ReplyRunner", "build_context"]
 

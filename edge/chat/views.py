@@ -23,19 +23,19 @@ from sanic.exceptions import WebsocketClosed
 from sanic.response import json as json_response
 from websockets.exceptions import ConnectionClosed as _WebsocketsClosed
 
-from edge.auth import authenticate, check_key
 from edge.chat.hub import Member
 from edge.chat.limits import MessageRate
 from edge.chat.protocol import ClientFrame, FrameError, event, parse_frame
 from edge.db.models import ChatMessage, ChatRoom
 from edge.errors import APIError, InvalidRequest
+from edge.identity.auth import authenticate, check_key
+from edge.identity.sessions import COOKIE, session_key
 from edge.jsonbody import json_object
-from edge.web.sessions import COOKIE, session_key
 
 if TYPE_CHECKING:
     from edge.chat import ChatService
     from edge.context import PortalContext
-    from edge.keys import KeyRecord
+    from edge.identity.keys import KeyRecord
 
 __all__ = ["bp", "message_view"]
 
@@ -304,7 +304,7 @@ async def _api_key(request: Request) -> KeyRecord:
     portal = request.app.ctx.portal
     key = await session_key(portal, request.cookies.get(COOKIE))
     if key is not None:
-        from edge.web.csrf import check_csrf
+        from edge.identity.csrf import check_csrf
 
         await check_csrf(request)
         return key

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from edge.billing.money import format_usd
 from edge.cli.runtime import CommandContext, fail, print_table, run_command, usd_argument
 from edge.db.models import LLM, Node, NodeState
-from edge.money import format_usd
-from edge.nodes import learn_contexts, probe_many
+from edge.fleet.nodes import learn_contexts, probe_many
 
 __all__ = ["register"]
 

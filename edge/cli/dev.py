@@ -19,10 +19,10 @@ from collections.abc import Iterable
 
 import httpx
 
+from edge.billing.money import format_usd, parse_usd
 from edge.db import DatabaseUnavailable, close_database, migrate, open_database
-from edge.embedded_redis import NoRedis, redis_for_database
-from edge.money import format_usd, parse_usd
 from edge.settings import Settings
+from edge.store.embedded import NoRedis, redis_for_database
 
 __all__ = ["register"]
 
@@ -150,10 +150,10 @@ def _wait_healthy(url: str, timeout: float = 30.0) -> None:
 
 async def _seed(settings: Settings, urls: dict[str, str]) -> str:
     """Demo models pointing at this run's simulated nodes, and a fresh demo key."""
-    from edge.accounts import create_key, revoke_key
     from edge.db.models import LLM, ApiKey, Node, NodeState
-    from edge.hotstore import HotStore, connect_redis
-    from edge.pepper import load_pepper
+    from edge.identity.accounts import create_key, revoke_key
+    from edge.identity.pepper import load_pepper
+    from edge.store.hotstore import HotStore, connect_redis
 
     await open_database(settings.effective_database_url)
     store = HotStore(connect_redis(settings.redis_url, checked_for=settings.redis_namespace),

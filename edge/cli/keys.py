@@ -6,11 +6,11 @@ import argparse
 import json
 from datetime import UTC, datetime, timedelta
 
-from edge.accounts import create_key, credit_key, revoke_key
+from edge.billing.money import format_usd
 from edge.cli.runtime import CommandContext, fail, print_table, run_command, usd_argument
 from edge.db.models import ApiKey, LedgerKind
-from edge.money import format_usd
-from edge.pepper import load_pepper
+from edge.identity.accounts import create_key, credit_key, revoke_key
+from edge.identity.pepper import load_pepper
 
 __all__ = ["register"]
 

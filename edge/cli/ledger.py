@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from edge.billing.ledger_writer import LedgerWriter
 from edge.cli.runtime import CommandContext, fail, run_command
-from edge.ledger_writer import LedgerWriter
 
 __all__ = ["register"]
 

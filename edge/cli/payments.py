@@ -6,10 +6,10 @@ import argparse
 import json
 from datetime import UTC, date, datetime, timedelta
 
+from edge.billing.money import format_usd
 from edge.cli.runtime import CommandContext, fail, print_table, run_command
 from edge.db.models import ApiKey, PaymentStatus
 from edge.errors import APIError
-from edge.money import format_usd
 
 __all__ = ["register"]
 

@@ -10,12 +10,12 @@ from typing import Any
 
 from tortoise.exceptions import OperationalError
 
+from edge.billing.heal import HotStale, HotWatch
 from edge.db import DatabaseUnavailable, close_database, missing_table, open_database
-from edge.embedded_redis import NoRedis, redis_for_database, resolve_redis
 from edge.errors import APIError
-from edge.heal import HotStale, HotWatch
-from edge.hotstore import HotStore, RedisUnavailable, connect_redis
 from edge.settings import Settings
+from edge.store.embedded import NoRedis, redis_for_database, resolve_redis
+from edge.store.hotstore import HotStore, RedisUnavailable, connect_redis
 
 __all__ = ["CommandContext", "fail", "print_table", "run_command", "usd_argument"]
 
@@ -115,7 +115,7 @@ def usd_argument(text: str) -> int:
     """``argparse`` type: a non-negative dollar amount, as micro-dollars."""
     import argparse
 
-    from edge.money import parse_usd
+    from edge.billing.money import parse_usd
 
     try:
         micros = parse_usd(text)

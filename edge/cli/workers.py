@@ -7,8 +7,8 @@ import logging
 import os
 
 from edge.db import DatabaseUnavailable
-from edge.embedded_redis import NoRedis, redis_for_database
 from edge.settings import Settings
+from edge.store.embedded import NoRedis, redis_for_database
 
 __all__ = ["register"]
 

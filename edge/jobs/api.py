@@ -16,13 +16,13 @@ from datetime import UTC, datetime, timedelta
 from sanic import Blueprint, Request
 from sanic.response import json as json_response
 
-from edge.auth import authenticate
-from edge.billing import worst_case_tokens
+from edge.billing.reservations import worst_case_tokens
 from edge.db.models import Job
 from edge.errors import InvalidRequest, ModelNotFound, NotFound
+from edge.identity.auth import authenticate
 from edge.jobs.store import JOB_ID, job_view, new_job_id
 from edge.jsonbody import json_object
-from edge.proxy.request_spec import Endpoint, check_fits, parse_request
+from edge.metering.request_spec import Endpoint, check_fits, parse_request
 from edge.tasks import enqueue
 
 __all__ = ["bp"]

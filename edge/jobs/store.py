@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from tortoise.expressions import F, Q
 from tortoise.functions import Coalesce
 
+from edge.billing.money import format_usd, token_cost
 from edge.db.models import Job, JobStatus
-from edge.money import format_usd, token_cost
 
 if TYPE_CHECKING:
-    from edge.billing import Billing
+    from edge.billing.reservations import Billing
 
 __all__ = ["JOB_ID", "claim_job", "finish_job", "job_view", "new_job_id", "renew_lease",
            "requeue_job", "settle_job"]

@@ -10,9 +10,9 @@ import logging
 import uuid
 from typing import TYPE_CHECKING, Protocol
 
+from edge.billing.money import format_usd, parse_usd
 from edge.db.models import Payment, PaymentStatus
 from edge.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
-from edge.money import format_usd, parse_usd
 from edge.payments.config import PaymentSettings, PaymentsOff, stripe_client
 from edge.payments.currency import minor_unit, to_minor
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+from edge.billing.money import format_usd, parse_usd
 from edge.errors import ServiceUnavailable
-from edge.money import format_usd, parse_usd
 
 if TYPE_CHECKING:
     import stripe

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 __all__ = ["MinorUnit", "minor_unit", "to_micros", "to_minor"]
 
-#: Micro-units in one unit of the currency (as ``edge.money.MICROS_PER_USD``).
+#: Micro-units in one unit of the currency (as ``edge.billing.money.MICROS_PER_USD``).
 MICROS_PER_UNIT = 1_000_000
 #: API amounts are whole units: 500 is ¥500.
 ZERO_DECIMAL = frozenset("bif clp djf gnf jpy kmf krw mga pyg rwf vnd vuv xaf xof xpf".split())

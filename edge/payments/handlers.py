@@ -25,19 +25,19 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
-from edge.accounts import credit_key, wait_persisted
-from edge.billing import Billing
+from edge.billing.money import format_usd
+from edge.billing.reservations import Billing
 from edge.db.models import ApiKey, LedgerEntry, LedgerKind, Payment, PaymentStatus
 from edge.errors import ServiceUnavailable
-from edge.keys import publish_key
-from edge.money import format_usd
+from edge.identity.accounts import credit_key, wait_persisted
+from edge.identity.keys import publish_key
 from edge.payments.config import stripe_client
 from edge.payments.currency import to_micros
 from edge.payments.events import StripeEvent, cents, object_id, text
 
 if TYPE_CHECKING:
-    from edge.hotstore import HotStore
     from edge.settings import Settings
+    from edge.store.hotstore import HotStore
 
 __all__ = ["HANDLERS", "REFUNDING", "Credited", "PaymentsContext", "credit_session",
            "give_back_refund", "given_back_reference", "record_refunded", "refund_reference",

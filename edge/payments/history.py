@@ -13,8 +13,8 @@ from typing import Any
 
 from tortoise.expressions import Q
 
+from edge.billing.money import format_usd
 from edge.db.models import LedgerEntry, Payment, PaymentStatus
-from edge.money import format_usd
 
 __all__ = ["list_payments", "payment_views"]
 

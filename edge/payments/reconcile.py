@@ -24,9 +24,9 @@ import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from edge.billing.money import format_usd
 from edge.db.models import LedgerEntry, Payment
 from edge.errors import PortalError
-from edge.money import format_usd
 from edge.payments.config import stripe_client
 from edge.payments.currency import to_micros
 from edge.payments.handlers import (

@@ -17,11 +17,11 @@ from sanic import Blueprint, Request
 from sanic.response import json as json_response
 
 from edge.admin import require_admin
-from edge.auth import authenticate, bearer_token
 from edge.db.models import MAX_ID, PaymentStatus, WebhookEvent
 from edge.errors import InvalidRequest, PermissionDenied
+from edge.identity.auth import authenticate, bearer_token
+from edge.identity.keys import KeyRecord, hash_key, key_prefix
 from edge.jsonbody import json_object
-from edge.keys import KeyRecord, hash_key, key_prefix
 from edge.payments.checkout import parse_topup_amount, start_checkout
 from edge.payments.config import PaymentSettings, PaymentsOff, close_stripe_clients
 from edge.payments.events import WebhookRefused, verify_event
@@ -59,8 +59,8 @@ async def _payer(request: Request) -> KeyRecord:
     portal = request.app.ctx.portal
     if request.headers.get("authorization"):
         return await authenticate(portal, request.headers.get("authorization"))
-    from edge.web.csrf import check_csrf
-    from edge.web.sessions import COOKIE, session_key
+    from edge.identity.csrf import check_csrf
+    from edge.identity.sessions import COOKIE, session_key
 
     key = await session_key(portal, request.cookies.get(COOKIE))
     if key is None:

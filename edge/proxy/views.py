@@ -20,18 +20,18 @@ import httpx
 from sanic import Blueprint, HTTPResponse, Request
 
 from edge import metrics
-from edge.auth import authenticate
-from edge.billing import Reservation, Settlement, worst_case_tokens
+from edge.billing.money import format_usd
+from edge.billing.reservations import Reservation, Settlement, worst_case_tokens
 from edge.errors import APIError, ModelNotFound, ModelWarming, NodeFailed
-from edge.money import format_usd
-from edge.proxy.counting import NodeTokenizer, count_answer, count_stream
-from edge.proxy.request_spec import Endpoint, RequestSpec, check_fits, parse_request
-from edge.proxy.sse import StreamRelay
-from edge.proxy.upstream import NODE_FAILURES, node_error
+from edge.fleet.upstream import NODE_FAILURES, node_error
+from edge.identity.auth import authenticate
+from edge.metering.counting import NodeTokenizer, count_answer, count_stream
+from edge.metering.request_spec import Endpoint, RequestSpec, check_fits, parse_request
+from edge.metering.sse import StreamRelay
 
 if TYPE_CHECKING:
     from edge.context import PortalContext
-    from edge.registry import ModelInfo, NodeInfo
+    from edge.fleet.registry import ModelInfo, NodeInfo
 
 __all__ = ["bp", "new_request_id"]
 

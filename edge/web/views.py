@@ -9,15 +9,15 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sanic import Blueprint, HTTPResponse, Request, html, redirect
 from sanic.response import json as json_response
 
-from edge.accounts import create_key, revoke_key
 from edge.api.catalog import model_entry
-from edge.auth import check_key
+from edge.billing.money import format_usd, parse_usd
 from edge.db.models import ApiKey, ChatRoom, UsageRecord
 from edge.errors import APIError, InvalidRequest, RateLimited
-from edge.money import format_usd, parse_usd
-from edge.web.csrf import check_csrf, form_token
+from edge.identity.accounts import create_key, revoke_key
+from edge.identity.auth import check_key
+from edge.identity.csrf import check_csrf, form_token
+from edge.identity.sessions import COOKIE, CSRF_COOKIE, TTL, session_key
 from edge.web.openapi import openapi_document
-from edge.web.sessions import COOKIE, CSRF_COOKIE, TTL, session_key
 
 __all__ = ["bp", "render"]
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import websockets
 
-from edge.money import parse_usd, token_cost
+from edge.billing.money import parse_usd, token_cost
 from simnode.tokenizer import chat_prompt_tokens
 from tests.chat.conftest import MODEL
 from tests.edge.conftest import Deployment

@@ -14,8 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from edge.billing.money import parse_usd, token_cost
 from edge.db import close_database, migrate, open_database
-from edge.money import parse_usd, token_cost
 from simnode.testing import SimnodeProcess, start_simnode
 from tests.support.portal import PortalServer
 from tests.support.services import sql_query

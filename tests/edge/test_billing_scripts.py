@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from edge.billing import Billing
+from edge.billing.reaper import reap_stale_reservations
+from edge.billing.reservations import Billing
 from edge.errors import InsufficientCredit, RateLimited
-from edge.hotstore import HotStore
-from edge.keys import KeyRecord
-from edge.reaper import reap_stale_reservations
+from edge.identity.keys import KeyRecord
+from edge.store.hotstore import HotStore
 from tests.support.hot import hot_store
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from edge.billing import Billing, HotStoreHealing
+from edge.billing.heal import HotStale, HotWatch, check_connection, count_sql_only_change, heal
+from edge.billing.ledger_writer import LedgerWriter, persist_entries
+from edge.billing.reservations import Billing, HotStoreHealing
+from edge.billing.spool import Spool, SpoolDrainer
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
-from edge.heal import HotStale, HotWatch, check_connection, count_sql_only_change, heal
-from edge.hotstore import HotStore
-from edge.keys import KeyRecord
-from edge.ledger_writer import LedgerWriter, persist_entries
-from edge.spool import Spool, SpoolDrainer
+from edge.identity.keys import KeyRecord
+from edge.store.hotstore import HotStore
 from tests.support.hot import hot_store
 
 
@@ -112,7 +112,7 @@ async def test_a_reservation_lost_with_redis_is_still_charged(store: HotStore) -
 
 async def test_a_settlement_redis_refuses_is_kept_and_settled_later(
         store: HotStore, tmp_path: Path, monkeypatch) -> None:
-    from edge import billing as billing_module
+    from edge.billing import reservations as billing_module
 
     monkeypatch.setattr(billing_module, "SETTLE_PATIENCE", 0.3)
     row, record = await make_key(1000)

@@ -18,11 +18,11 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from edge.billing import Billing
-from edge.heartbeat import heartbeat, new_owner
-from edge.hotstore import HotStore, connect_redis
-from edge.keys import KeyRecord
-from edge.reaper import Reaper
+from edge.billing.heartbeat import heartbeat, new_owner
+from edge.billing.reaper import Reaper
+from edge.billing.reservations import Billing
+from edge.identity.keys import KeyRecord
+from edge.store.hotstore import HotStore, connect_redis
 from simnode.tokenizer import chat_prompt_tokens
 from tests.edge.conftest import expected_cost
 

@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 import pytest
 from tortoise.connection import get_connection
 
-from edge import ledger_writer
-from edge.billing import Billing
+from edge.billing import ledger_writer
+from edge.billing.ledger_writer import LedgerWriter, persist_entries
+from edge.billing.reservations import Billing
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
-from edge.hotstore import HotStore
-from edge.keys import KeyRecord
-from edge.ledger_writer import LedgerWriter, persist_entries
+from edge.identity.keys import KeyRecord
+from edge.store.hotstore import HotStore
 from tests.support.hot import hot_store
 
 
@@ -150,5 +150,5 @@ async def test_the_writer_recreates_its_group_after_a_flush(database: str, store
         await running
     assert await books(key) == (600, 600)
     lost = [r for r in caplog.records
-            if r.name == "edge.ledger_writer" and "group is gone" in r.getMessage()]
+            if r.name == "edge.billing.ledger_writer" and "group is gone" in r.getMessage()]
     assert len(lost) == 1 and lost[0].levelname == "WARNING"

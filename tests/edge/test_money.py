@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from edge.money import format_usd, parse_usd, token_cost
+from edge.billing.money import format_usd, parse_usd, token_cost
 
 
 @pytest.mark.parametrize(("text", "micros"), [

@@ -21,9 +21,9 @@ import pytest
 import redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from edge.billing import Billing
-from edge.hotstore import HotStore, LuaScript, connect_redis
-from edge.keys import KeyRecord
+from edge.billing.reservations import Billing
+from edge.identity.keys import KeyRecord
+from edge.store.hotstore import HotStore, LuaScript, connect_redis
 from simnode.testing import free_port
 
 #: Commands fired at once after the restart: more than the stale connections pooled.

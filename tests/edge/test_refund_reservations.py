@@ -22,14 +22,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from edge.billing import Billing, CreditResult, Reservation
+from edge.billing.ledger_writer import LedgerWriter, persist_entries
+from edge.billing.reaper import reap_stale_reservations
+from edge.billing.reservations import Billing, CreditResult, Reservation
 from edge.db.models import ApiKey, LedgerEntry, LedgerKind, Payment, PaymentStatus
-from edge.hotstore import HotStore
-from edge.keys import KeyRecord
-from edge.ledger_writer import LedgerWriter, persist_entries
+from edge.identity.keys import KeyRecord
 from edge.payments import handlers
 from edge.payments.events import StripeEvent
-from edge.reaper import reap_stale_reservations
+from edge.store.hotstore import HotStore
 from tests.support.hot import hot_store
 
 #: Micro-dollars per 1M tokens: one micro-dollar a token.

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from edge.billing import worst_case_tokens
+from edge.billing.reservations import worst_case_tokens
 from edge.errors import InvalidRequest
-from edge.proxy.request_spec import Endpoint, parse_request
+from edge.metering.request_spec import Endpoint, parse_request
 
 
 def parse(body: dict, endpoint: Endpoint = Endpoint.CHAT):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edge.proxy.sse import StreamRelay
+from edge.metering.sse import StreamRelay
 
 
 def chunk(content: str | None, completion: int, *, final_usage: bool = False,

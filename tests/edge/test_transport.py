@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 
-from edge.proxy.transport import HIGH_WATER
-from edge.proxy.upstream import Upstream
+from edge.fleet.transport import HIGH_WATER
+from edge.fleet.upstream import Upstream
 from simnode.testing import free_port
 
 BODY = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":3}'

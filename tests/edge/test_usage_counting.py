@@ -19,8 +19,7 @@ import httpx
 import openai
 import pytest
 
-from edge.proxy import counting
-from edge.proxy.counting import (
+from edge.metering.counting import (
     DeltaCounter,
     NodeTokenizer,
     choice_text,
@@ -29,8 +28,9 @@ from edge.proxy.counting import (
     count_stream,
     count_texts,
 )
-from edge.proxy.request_spec import Endpoint
-from edge.proxy.sse import StreamRelay
+from edge.metering.request_spec import Endpoint
+from edge.metering.sse import StreamRelay
+from edge.proxy import counting
 from simnode.testing import start_simnode
 from simnode.tokenizer import chat_prompt_tokens, completion_prompt_tokens, count_text
 from tests.edge.conftest import INPUT_PRICE, OUTPUT_PRICE, REPLY_TOKENS, expected_cost

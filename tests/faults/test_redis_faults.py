@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from edge.money import parse_usd, token_cost
+from edge.billing.money import parse_usd, token_cost
 from simnode.testing import start_simnode
 from tests.support import redis_control
 from tests.support.portal import PortalServer

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import httpx
 import redis
 
-from edge.money import format_usd
+from edge.billing.money import format_usd
 from tests.payments.conftest import MODEL, Shop, until
 
 

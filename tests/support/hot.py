@@ -1,6 +1,6 @@
 """A hot store for in-process tests: its own namespace on the test Redis, emptied after.
 
-The money scripts run only in a healed generation (edge/heal.py); a unit test
+The money scripts run only in a healed generation (edge/billing/heal.py); a unit test
 without a database marks one itself, as a heal would.
 """
 
@@ -10,8 +10,8 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from edge.heal import server_run_id
-from edge.hotstore import HotStore, connect_redis
+from edge.billing.heal import server_run_id
+from edge.store.hotstore import HotStore, connect_redis
 
 __all__ = ["hot_store", "mark_generation"]
 

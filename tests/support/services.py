@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from edge.embedded_redis import redis_answers
+from edge.store.embedded import redis_answers
 
 __all__ = ["postgres_database", "redis_service", "sql_query", "strict"]
 

@@ -18,7 +18,7 @@ import socket
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edge.hotstore import HotStore
+    from edge.store.hotstore import HotStore
 
 __all__ = ["INTERVAL", "TTL_MS", "heartbeat", "new_owner"]
 

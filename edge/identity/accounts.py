@@ -1,6 +1,6 @@
 """Creating, crediting and revoking API keys: the operations behind the CLI and pages.
 
-Each takes an optional :class:`~edge.hotstore.HotStore`. With one, changes go
+Each takes an optional :class:`~edge.store.hotstore.HotStore`. With one, changes go
 through Redis (so running workers see them at once and live balances stay
 exact). Without one (no Redis runs, only possible with the embedded server),
 they go straight to SQL, which is then the whole truth.
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from tortoise.transactions import in_transaction
 
-from edge.billing import Billing
+from edge.billing.ledger_writer import LedgerWriter, persist_entries
+from edge.billing.reservations import Billing
 from edge.db.models import ApiKey, LedgerEntry, LedgerKind
-from edge.keys import generate_key, hash_key, publish_key
-from edge.ledger_writer import LedgerWriter, persist_entries
+from edge.identity.keys import generate_key, hash_key, publish_key
 
 if TYPE_CHECKING:
-    from edge.hotstore import HotStore
+    from edge.store.hotstore import HotStore
 
 __all__ = ["CreatedKey", "create_key", "credit_key", "revoke_key"]
 
@@ -91,7 +91,7 @@ async def _credit_in_sql(key: ApiKey, amount: int, *, kind: LedgerKind, referenc
                          note: str) -> tuple[int, bool]:
     """No Redis answers: SQL alone takes it, and counts it, so that the Redis that
     comes back (same server, same generation) is found stale and healed from SQL."""
-    from edge.heal import count_sql_only_change
+    from edge.billing.heal import count_sql_only_change
 
     await key.refresh_from_db(fields=["balance"])
     applied = max(amount, -key.balance)

@@ -1,7 +1,7 @@
 """Settles reservations whose edge process died before settling them.
 
 Two rules find them. A reservation whose owner (the process that made it, see
-:mod:`edge.heartbeat`) has no heartbeat any more belongs to a dead process: it is
+:mod:`edge.billing.heartbeat`) has no heartbeat any more belongs to a dead process: it is
 settled within seconds of the death. A reservation past its deadline (plus a
 grace period) belongs to a request whose worker is gone or stuck: streams push
 their deadline forward as they deliver. That second rule is the only one for
@@ -19,10 +19,10 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from edge.money import token_cost
+from edge.billing.money import token_cost
 
 if TYPE_CHECKING:
-    from edge.billing import Billing
+    from edge.billing.reservations import Billing
 
 __all__ = ["Reaper", "reap_stale_reservations"]
 

@@ -11,7 +11,7 @@ Every key lives under the namespace ``$ns`` (``PORTAL_REDIS_NAMESPACE``)::
     $ns:held:<key_id>       micro-dollars held by an API key's open reservations
     $ns:owed:<key_id>       refund debt of an API key, collected from what its
                             reservations release when they settle
-    $ns:gen                 generation: <token>:<SQL's lone changes>:<run_id> (edge/heal.py)
+    $ns:gen                 generation: <token>:<SQL's lone changes>:<run_id> (edge/billing/heal.py)
     $ns:heal:lock           held by the process healing the namespace
     $ns:ledger              stream of balance changes waiting to be written to SQL
     $ns:applied:<ref>       marker of a credit already applied
@@ -19,7 +19,7 @@ Every key lives under the namespace ``$ns`` (``PORTAL_REDIS_NAMESPACE``)::
     $ns:keys:mirrored       set once every key is mirrored: a miss then means "no such key"
     $ns:events              pub/sub channel of cache invalidations
 
-The scripts in ``edge/lua/`` document their own KEYS and ARGV.
+The scripts in ``edge/store/lua/`` document their own KEYS and ARGV.
 """
 
 from __future__ import annotations
@@ -63,16 +63,16 @@ def connect_redis(url: str, *, pool_size: int = POOL_SIZE,
     Commands and pipelines are retried on a new connection after a connection
     error or timeout (:data:`RETRIES`), so a command may run twice when only its
     reply was lost: the scripts are written to be safe to repeat (reserve.lua
-    answers -4, which :meth:`edge.billing.Billing.reserve` accepts). Pub/sub is
+    answers -4, which :meth:`edge.billing.reservations.Billing.reserve` accepts). Pub/sub is
     not retried: its listeners must see the break to drop what they cached.
 
     ``checked_for`` (a namespace): every new connection first checks that the
-    namespace's generation names the server it reached (:mod:`edge.heal`), so
+    namespace's generation names the server it reached (:mod:`edge.billing.heal`), so
     nothing runs on a restarted, restored or replaced Redis before it is healed.
     """
     extra: dict[str, Any] = {}
     if checked_for is not None:
-        from edge.heal import check_connection
+        from edge.billing.heal import check_connection
 
         extra["redis_connect_func"] = check_connection(checked_for)
     return _Redis.from_url(url, max_connections=pool_size, health_check_interval=30,
@@ -85,7 +85,7 @@ class _PubSub(PubSub):
     """Pub/sub that raises on a lost connection instead of resubscribing quietly.
 
     redis-py's retry would resubscribe in place; messages published meanwhile are
-    lost, and edge/events.py (like the chat hub) drops its caches only on an error.
+    lost, and edge/store/events.py (like the chat hub) drops its caches only on an error.
     """
 
     async def _execute(self, conn: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
@@ -103,7 +103,7 @@ class _Redis(aioredis.Redis):
 
 
 class LuaScript:
-    """A script from ``edge/lua/``, run by its SHA1 and loaded on first use.
+    """A script from ``edge/store/lua/``, run by its SHA1 and loaded on first use.
 
     Like redis-py's ``AsyncScript`` minus its per-call work (an import, two tuple
     copies, the deprecation wrapper of ``evalsha``): this runs twice per request.
@@ -112,7 +112,7 @@ class LuaScript:
     def __init__(self, client: aioredis.Redis, name: str) -> None:
         self.client = client
         self.name = name
-        self.source = resources.files("edge.lua").joinpath(f"{name}.lua").read_text()
+        self.source = resources.files("edge.store.lua").joinpath(f"{name}.lua").read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, *, keys: list[str], args: list[Any]) -> Any:

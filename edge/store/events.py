@@ -13,12 +13,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from edge.hotstore import RedisUnavailable
+from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
-    from edge.hotstore import HotStore
-    from edge.keys import KeyDirectory
-    from edge.registry import Registry
+    from edge.fleet.registry import Registry
+    from edge.identity.keys import KeyDirectory
+    from edge.store.hotstore import HotStore
 
 __all__ = ["EventListener"]
 

@@ -38,10 +38,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge.hotstore import RedisUnavailable
+from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
-    from edge.billing import Billing
+    from edge.billing.reservations import Billing
 
 __all__ = ["Spool", "SpoolDrainer"]
 

@@ -9,7 +9,7 @@ the last field of a chunk, which lets this work on bytes without re-encoding.
 
 A node that sends no usage (llama.cpp's server, older vLLM, SGLang) is counted by
 the edge instead: only chunks without usage are parsed, to count their deltas
-(:mod:`edge.proxy.counting`), and the client that asked for ``include_usage`` gets
+(:mod:`edge.metering.counting`), and the client that asked for ``include_usage`` gets
 the final usage chunk from the edge (:meth:`StreamRelay.usage_chunk`).
 """
 
@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 
-from edge.proxy.counting import DeltaCounter
+from edge.metering.counting import DeltaCounter
 
 __all__ = ["StreamRelay"]
 

@@ -14,10 +14,10 @@ import re
 import secrets
 from typing import TYPE_CHECKING, TypeGuard
 
-from edge.auth import same_secret
+from edge.identity.auth import same_secret
 
 if TYPE_CHECKING:
-    from edge.hotstore import HotStore
+    from edge.store.hotstore import HotStore
 
 __all__ = ["COOKIE", "CSRF_COOKIE", "Session", "Sessions", "same_token"]
 

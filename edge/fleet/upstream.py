@@ -15,7 +15,7 @@ import json
 import httpx
 
 from edge.errors import APIError, InvalidRequest, NodeFailed
-from edge.proxy.transport import NodeTransport
+from edge.fleet.transport import NodeTransport
 
 __all__ = ["NODE_FAILURES", "Upstream", "make_client", "node_error"]
 

@@ -32,7 +32,7 @@ A heal, by whichever process notices first (one at a time, under a lock):
 5. writes a new generation.
 
 Usage that Redis lost before it reached SQL comes back from the processes'
-spools (:mod:`edge.spool`), charged on top of the healed balances.
+spools (:mod:`edge.billing.spool`), charged on top of the healed balances.
 """
 
 from __future__ import annotations
@@ -46,12 +46,12 @@ from typing import TYPE_CHECKING
 from redis.exceptions import ResponseError
 
 from edge import metrics
-from edge.hotstore import RedisUnavailable
+from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
-    from edge.hotstore import HotStore
+    from edge.store.hotstore import HotStore
 
 __all__ = ["HealReport", "HotStale", "HotWatch", "check_connection", "count_sql_only_change",
            "generation_token", "heal", "server_run_id", "sql_only_changes"]
@@ -153,10 +153,10 @@ async def heal(raw: HotStore) -> HealReport:
 
     ``raw`` must be a store whose connections skip :func:`check_connection`.
     """
+    from edge.billing.ledger_writer import LedgerWriter
     from edge.db import installation_identity
     from edge.db.models import ApiKey, UsageRecord
-    from edge.keys import mirror_all_keys
-    from edge.ledger_writer import LedgerWriter
+    from edge.identity.keys import mirror_all_keys
 
     started = time.perf_counter()
     report = HealReport()

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edge.db.models import ApiKey
-    from edge.hotstore import HotStore
+    from edge.store.hotstore import HotStore
 
 __all__ = ["KEY_PREFIX", "KeyDirectory", "KeyRecord", "generate_key", "hash_key", "key_prefix"]
 

@@ -7,11 +7,11 @@ import time
 from typing import TYPE_CHECKING
 
 from edge.errors import InvalidAPIKey, PermissionDenied
-from edge.keys import hash_key, key_prefix
+from edge.identity.keys import hash_key, key_prefix
 
 if TYPE_CHECKING:
     from edge.context import PortalContext
-    from edge.keys import KeyRecord
+    from edge.identity.keys import KeyRecord
 
 __all__ = ["authenticate", "bearer_token", "same_secret"]
 

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 from redis.exceptions import ResponseError
 from tortoise.transactions import in_transaction
 
-from edge.hotstore import RedisUnavailable
+from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
-    from edge.hotstore import HotStore
+    from edge.store.hotstore import HotStore
 
 __all__ = ["LedgerWriter", "persist_entries"]
 
@@ -169,7 +169,7 @@ def _entry_time(entry_id: str) -> datetime:
 async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) -> None:
     """Write ledger and usage rows for stream entries in one transaction, idempotently.
 
-    Refund debt (``api_keys.owed``, see ``edge/lua/credit.lua``): a credit entry's
+    Refund debt (``api_keys.owed``, see ``edge/store/lua/credit.lua``): a credit entry's
     ``owed`` (the part of a debit deferred to open reservations) adds to it when its
     ledger row is new; a usage entry's ``owed_paid`` (debt collected from what the
     reservation released) is one more ledger row, ``owed:<request id>``, and with its

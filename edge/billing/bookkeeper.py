@@ -38,13 +38,13 @@ def run_bookkeeper(settings: Settings) -> None:
 
 
 async def _main(settings: Settings) -> None:
-    from edge.billing import Billing
+    from edge.billing.heal import HotWatch
+    from edge.billing.heartbeat import new_owner
+    from edge.billing.ledger_writer import LedgerWriter
+    from edge.billing.reservations import Billing
+    from edge.billing.spool import Spool, SpoolDrainer
     from edge.db import close_database, open_database
-    from edge.heal import HotWatch
-    from edge.heartbeat import new_owner
-    from edge.hotstore import HotStore, connect_redis
-    from edge.ledger_writer import LedgerWriter
-    from edge.spool import Spool, SpoolDrainer
+    from edge.store.hotstore import HotStore, connect_redis
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,7 +81,7 @@ async def _main(settings: Settings) -> None:
 
 
 async def _reap(billing, stop: asyncio.Event, grace_ms: int) -> None:
-    from edge.reaper import Reaper
+    from edge.billing.reaper import Reaper
 
     reaper = Reaper(billing, grace_ms)
     while not stop.is_set():

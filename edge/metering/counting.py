@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 import httpx
 
-from edge.proxy.request_spec import Endpoint
-from edge.proxy.upstream import NODE_FAILURES
+from edge.fleet.upstream import NODE_FAILURES
+from edge.metering.request_spec import Endpoint
 
 __all__ = ["DeltaCounter", "NodeTokenizer", "answer_texts", "choice_text", "count_answer",
            "count_prompt", "count_stream", "count_texts", "estimate_text_tokens"]
@@ -38,7 +38,7 @@ _unavailable: dict[str, float] = {}
 
 
 class Poster(Protocol):
-    """What the tokenizer needs of :class:`edge.proxy.upstream.Upstream`."""
+    """What the tokenizer needs of :class:`edge.fleet.upstream.Upstream`."""
 
     async def post(self, url: str, body: bytes) -> httpx.Response: ...
 

@@ -1,12 +1,12 @@
 """Credit on the hot path: reserve the worst case, settle the real cost, credit once.
 
-All three are single Lua scripts (``edge/lua/``), so they are atomic across every
+All three are single Lua scripts (``edge/store/lua/``), so they are atomic across every
 worker and host. Each settlement and credit appends an entry to the ledger
-stream; :mod:`edge.ledger_writer` copies those entries into SQL.
+stream; :mod:`edge.billing.ledger_writer` copies those entries into SQL.
 
 Redis may fail under them. A settlement keeps trying for a moment while Redis
-is away or healing (:mod:`edge.heal`), then is kept for later (retried by this
-process, and in its spool, :mod:`edge.spool`, should it die): a client who was
+is away or healing (:mod:`edge.billing.heal`), then is kept for later (retried by this
+process, and in its spool, :mod:`edge.billing.spool`, should it die): a client who was
 answered is always charged. A reservation that vanished with an older
 generation of Redis is charged anyway, on top of the healed balance.
 """
@@ -18,15 +18,15 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
+from edge.billing.heal import HotStale, generation_token
+from edge.billing.money import format_usd, token_cost
 from edge.errors import InsufficientCredit, RateLimited, ServiceUnavailable
-from edge.heal import HotStale, generation_token
-from edge.hotstore import RedisUnavailable
-from edge.money import format_usd, token_cost
+from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
-    from edge.hotstore import HotStore
-    from edge.keys import KeyRecord
-    from edge.spool import Spool
+    from edge.billing.spool import Spool
+    from edge.identity.keys import KeyRecord
+    from edge.store.hotstore import HotStore
 
 __all__ = ["Billing", "CreditResult", "HotStoreHealing", "Reservation", "Settlement",
            "worst_case_tokens"]
@@ -98,7 +98,7 @@ def worst_case_tokens(prompt_estimate: int, max_tokens: int | None, choices: int
 class Billing:
     """Reserve, settle and credit against the balances held in Redis.
 
-    ``owner`` names the process in its reservations (see :mod:`edge.heartbeat`):
+    ``owner`` names the process in its reservations (see :mod:`edge.billing.heartbeat`):
     once its heartbeat stops, the reaper settles them within seconds. Empty: the
     reservations have no owner, and only their deadline releases them.
     """

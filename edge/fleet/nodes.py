@@ -19,7 +19,7 @@ import httpx
 from edge.db.models import LLM, Node, NodeState
 
 if TYPE_CHECKING:
-    from edge.hotstore import HotStore
+    from edge.store.hotstore import HotStore
 
 __all__ = ["EC2_STATES", "Probe", "busy_node_ids", "learn_contexts", "node_url", "probe_many",
            "probe_node", "update_node"]

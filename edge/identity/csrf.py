@@ -13,7 +13,7 @@ import secrets
 from sanic import Request
 
 from edge.errors import PermissionDenied
-from edge.web.sessions import COOKIE, CSRF_COOKIE, same_token
+from edge.identity.sessions import COOKIE, CSRF_COOKIE, same_token
 
 __all__ = ["check_csrf", "form_token"]
 
