@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make dev    run the portal on embedded defaults (SQLite, embedded Redis, simulated GPUs)"
 	@echo "make test   install test dependencies and run the whole suite"
-	@echo "make lint   ruff"
+	@echo "make lint   ruff, the import contracts (lint-imports) and mypy"
 	@echo "make bench  run the benchmarks (figures in bench/README.md)"
 
 $(BIN)/python:
@@ -37,8 +37,14 @@ test: $(VENV)/.installed-test
 	@scripts/ensure-system-packages test
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every linter runs even when one fails, so one run lists everything; the target
+# fails if any did. Import contracts and mypy's settings are in pyproject.toml.
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check edge dramatiq_actors simnode tests bench
+	@status=0; \
+	echo "ruff check"; $(BIN)/ruff check edge dramatiq_actors simnode tests bench || status=1; \
+	echo "lint-imports"; $(BIN)/lint-imports || status=1; \
+	echo "mypy"; $(BIN)/mypy || status=1; \
+	exit $$status
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/proxy.py

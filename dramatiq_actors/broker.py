@@ -12,15 +12,10 @@ from dramatiq.middleware import AsyncIO
 
 from dramatiq_actors.runtime import PortalRuntime
 from edge.settings import Settings
+from edge.tasks import QUEUE_JOBS, QUEUE_LIFECYCLE, QUEUE_MAINTENANCE
 
+# The queue names are the edge's (it enqueues without importing the actors): re-exported.
 __all__ = ["QUEUE_JOBS", "QUEUE_LIFECYCLE", "QUEUE_MAINTENANCE", "make_broker"]
-
-#: Node actions an operator or a cold model is waiting for.
-QUEUE_LIFECYCLE = "lifecycle"
-#: Queued inference; long-running.
-QUEUE_JOBS = "jobs"
-#: Periodic sync, health and idle checks.
-QUEUE_MAINTENANCE = "maintenance"
 
 
 def make_broker(settings: Settings) -> RedisBroker:

@@ -15,24 +15,28 @@ import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import dramatiq
-import httpx
 from tortoise.expressions import Q
 
 from dramatiq_actors.broker import QUEUE_JOBS, QUEUE_MAINTENANCE
 from dramatiq_actors.runtime import runtime
-from edge.billing.reservations import Billing
-from edge.db.models import LLM, Job, JobStatus, Node, NodeState
-from edge.fleet.upstream import node_error
+from edge.db.models import Job, JobStatus
+from edge.errors import APIError, InvalidRequest, NodeFailed, NodesUnavailable
 from edge.jobs.store import claim_job, finish_job, renew_lease, requeue_job, settle_job
-from edge.metering.request_spec import Endpoint
+from edge.metering.call import MeteredCall
+from edge.metering.request_spec import Endpoint, RequestSpec, parse_request
+
+if TYPE_CHECKING:
+    from edge.billing.reservations import Billing
+    from edge.fleet.registry import ModelInfo, NodeInfo
 
 __all__ = ["run_job", "sweep_jobs"]
 
 log = logging.getLogger(__name__)
 
-#: Calls to nodes that may fail (refused, 5xx) before the job fails.
+#: Metered calls that may fail (each after trying the model's nodes) before the job fails.
 MAX_NODE_FAILURES = 3
 #: Longest wait, in seconds, between two looks for a routable node.
 NODE_WAIT = 1.0
@@ -48,8 +52,7 @@ SCHEDULED_GRACE = 60
 
 
 def _billing() -> Billing:
-    rt = runtime()
-    return Billing(rt.store, reservation_ttl_ms=int(rt.settings.upstream_timeout * 1000))
+    return runtime().metering.billing
 
 
 async def _publish(job: Job) -> None:
@@ -115,14 +118,14 @@ async def _renew(job_id: str, lease: int) -> None:
 
 async def _answer(job: Job) -> None:
     rt = runtime()
-    model = await LLM.get_or_none(name=job.model)
-    if model is None or not model.enabled:
+    model = await _model(job.model)
+    if model is None:
         await finish_job(job, JobStatus.FAILED, error=_error(
             f"The model '{job.model}' is no longer offered.", "model_not_found"))
         return
     endpoint = Endpoint(job.endpoint)
-    body = dict(job.body, model=model.served_name, stream=False)
-    payload = json.dumps(body, separators=(",", ":")).encode()
+    payload = json.dumps(dict(job.body, stream=False), separators=(",", ":")).encode()
+    spec = parse_request(payload, endpoint)
     asked_boot = False
     events = None  # subscribed before the first wait, so no "nodes" event is missed
     give_back_at = time.monotonic() + WAIT_SLICE
@@ -131,8 +134,7 @@ async def _answer(job: Job) -> None:
             remaining = await _time_left(job)
             if remaining <= 0:
                 return
-            node = await _routable_node(model)
-            if node is not None:
+            if await _routable_node(model) is not None:
                 break
             if time.monotonic() > give_back_at:
                 raise _NoNodeYet
@@ -140,66 +142,55 @@ async def _answer(job: Job) -> None:
                 events = rt.store.client.pubsub(ignore_subscribe_messages=True)
                 await events.subscribe(rt.store.events_channel)
                 continue  # look again now that nothing can be missed
-            if not asked_boot:
-                await _ask_boot(model.name)
+            if not asked_boot and rt.metering.boots is not None:
+                await rt.metering.boots.request(model.name, asker="job")
                 asked_boot = True
             await _nodes_changed(events, min(NODE_WAIT, remaining))
     finally:
         if events is not None:
             await events.aclose()
-    await _call(job, model, node, endpoint, payload)
+    await _call(job, model, spec, payload)
 
 
-async def _call(job: Job, model: LLM, node: Node, endpoint: Endpoint, payload: bytes) -> None:
-    """Call nodes until one answers, the deadline passes or too many fail."""
+async def _call(job: Job, model: ModelInfo, spec: RequestSpec, payload: bytes) -> None:
+    """Call the model's nodes until one answers, the deadline passes or too many failed.
+
+    Each try is a metered call (which itself tries other nodes while they refuse);
+    the answer is stored here, and charged by :func:`settle_job` after.
+    """
     rt = runtime()
     failures = 0
     while True:
         remaining = await _time_left(job)
         if remaining <= 0:
             return
-        started = time.monotonic()
+        call = MeteredCall(rt.metering, model=model, spec=spec, body=payload,
+                           request_id=job.request_id, endpoint=f"job-{spec.endpoint.value}",
+                           settles=False, deadline=time.monotonic() + remaining)
         try:
-            async with asyncio.timeout(remaining):
-                response = await rt.upstream.post(node.url + endpoint.path, payload)
-                await response.aread()
-        except (httpx.TransportError, httpx.StreamError, TimeoutError) as exc:
+            async with asyncio.timeout(remaining), call:
+                await call.open()
+                answer = await call.fetch()
+        except InvalidRequest as exc:  # the node refused the request itself
+            await finish_job(job, JobStatus.FAILED, error=_error(
+                exc.message, "invalid_request_error"))
+            return
+        except (NodeFailed, NodesUnavailable, TimeoutError) as exc:
             failures += 1
-            log.warning("job %s: node %s failed (%s), attempt %d", job.id, node.id, exc, failures)
+            message = exc.message if isinstance(exc, APIError) else "The GPU node timed out."
+            log.warning("job %s: %s (attempt %d)", job.id, message, failures)
             if failures >= MAX_NODE_FAILURES:
-                await finish_job(job, JobStatus.FAILED, node_id=node.id, error=_error(
-                    f"The GPU node failed: {type(exc).__name__}.", "upstream_error"))
+                code = "upstream_unavailable" if isinstance(exc, NodesUnavailable) \
+                    else "upstream_error"
+                await finish_job(job, JobStatus.FAILED, error=_error(message, code))
                 return
             await asyncio.sleep(min(2.0 * failures, max(0.0, remaining)))
-            node = await _routable_node(model) or node
+            await rt.registry.reload()
             continue
-        if response.status_code == 200:
-            try:
-                answer = response.json()
-                usage = answer.get("usage") or {}
-            except (ValueError, AttributeError):
-                answer = None
-        if response.status_code == 200 and isinstance(answer, dict):
-            answer["model"] = model.name
-            await finish_job(job, JobStatus.SUCCEEDED, result=answer, node_id=node.id,
-                             prompt_tokens=int(usage.get("prompt_tokens") or 0),
-                             completion_tokens=int(usage.get("completion_tokens") or 0))
-            log.debug("job %s answered by node %s in %.2fs", job.id, node.id,
-                     time.monotonic() - started)
-            return
-        error = node_error(response.status_code, response.content) \
-            if response.status_code != 200 else node_error(502, b"an answer that is not JSON")
-        if error.status == 400:
-            await finish_job(job, JobStatus.FAILED, node_id=node.id,
-                             error=_error(error.message, "invalid_request_error"))
-            return
-        failures += 1
-        if failures >= MAX_NODE_FAILURES:
-            await finish_job(job, JobStatus.FAILED, node_id=node.id,
-                             error=_error(error.message, "upstream_error"))
-            return
-        await asyncio.sleep(min(2.0 * failures, max(0.0, remaining)))
-        node = await _routable_node(model) or node
+        await finish_job(job, JobStatus.SUCCEEDED, result=answer.body, node_id=answer.node_id,
+                         prompt_tokens=answer.prompt_tokens,
+                         completion_tokens=answer.completion_tokens)
+        return
 
 
 async def _time_left(job: Job) -> float:
@@ -215,18 +206,18 @@ def _error(message: str, code: str) -> dict[str, str]:
     return {"message": message, "code": code}
 
 
-async def _routable_node(model: LLM) -> Node | None:
-    nodes = await Node.filter(model=model, state=NodeState.RUNNING, healthy=True)
-    return min(nodes, key=lambda n: (n.queue_depth + n.running_requests, n.id), default=None)
+async def _model(name: str) -> ModelInfo | None:
+    """The model as routing knows it (fresh from SQL), or None when it is not offered."""
+    registry = runtime().registry
+    await registry.reload()
+    return registry.model(name)
 
 
-async def _ask_boot(model: str) -> None:
-    """Enqueue ``boot_model`` unless a boot of this model is already under way."""
-    from dramatiq_actors.lifecycle import boot_lock, boot_model
-
-    rt = runtime()
-    if await rt.store.client.set(boot_lock(model), "job", nx=True, ex=rt.settings.boot_timeout):
-        await asyncio.to_thread(boot_model.send, model)
+async def _routable_node(model: ModelInfo) -> NodeInfo | None:
+    """The node a call would go to now (the edge's choice: :meth:`Registry.pick`)."""
+    registry = runtime().registry
+    await registry.reload()
+    return registry.pick(model)
 
 
 async def _nodes_changed(events, timeout: float) -> None:

@@ -23,6 +23,7 @@ from dramatiq_actors.broker import QUEUE_LIFECYCLE
 from dramatiq_actors.fleet import FleetError, LaunchSpec, fleet_for, hourly_price
 from dramatiq_actors.runtime import runtime
 from edge.db.models import LLM, Node, NodeState
+from edge.fleet.boots import boot_request_key
 from edge.fleet.nodes import EC2_STATES, busy_node_ids, learn_contexts, probe_many, update_node
 
 __all__ = ["boot_model", "boot_node", "drain_node", "launch_node", "reboot_node",
@@ -43,7 +44,8 @@ def fleet():
 
 
 def boot_lock(model: str) -> str:
-    return f"{runtime().store.ns}:boot:{model}"
+    """The key of a boot request of ``model`` (:mod:`edge.fleet.boots`)."""
+    return boot_request_key(runtime().store.ns, model)
 
 
 def _region(node: Node) -> str:

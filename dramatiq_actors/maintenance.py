@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import dramatiq
 
@@ -30,7 +31,8 @@ __all__ = ["autostop_idle", "check_health", "sync_nodes"]
 
 log = logging.getLogger(__name__)
 
-RETRIES = dict(max_retries=3, min_backoff=2_000, max_backoff=20_000)
+#: Dramatiq's retry options of these actors (backoffs in milliseconds).
+RETRIES: dict[str, Any] = dict(max_retries=3, min_backoff=2_000, max_backoff=20_000)
 
 
 @dramatiq.actor(queue_name=QUEUE_MAINTENANCE, time_limit=300_000, **RETRIES)

@@ -1,4 +1,4 @@
-"""What actors share in a worker process: settings, the database, Redis, a node client.
+"""What actors share in a worker process: settings, the database, Redis, the metered call.
 
 :class:`PortalRuntime` is a Dramatiq middleware: before the worker takes messages it opens
 the database and Redis on the worker's event loop (async actors run there), and
@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from typing import TYPE_CHECKING
 
 from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import Middleware
 
 from edge.settings import Settings
+
+if TYPE_CHECKING:
+    from edge.fleet.registry import Registry
+    from edge.fleet.upstream import Upstream
+    from edge.metering.call import Metering
+    from edge.store.hotstore import HotStore
 
 __all__ = ["PortalRuntime", "Runtime", "runtime"]
 
@@ -25,8 +32,15 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 @dataclasses.dataclass
 class Runtime:
     settings: Settings
-    store: object  # edge.store.hotstore.HotStore
-    upstream: object  # edge.fleet.upstream.Upstream
+    store: HotStore
+    upstream: Upstream
+    #: The same metered call as the edge's (its routing table reloaded from SQL
+    #: before each choice: jobs are few and wait for their nodes anyway).
+    metering: Metering
+
+    @property
+    def registry(self) -> Registry:
+        return self.metering.registry
 
 
 _current: Runtime | None = None
@@ -46,20 +60,27 @@ def runtime() -> Runtime:
 async def open_runtime(settings: Settings) -> Runtime:
     """Open the database, Redis and the node client; used by workers and tests."""
     global _current
+    from edge.billing.reservations import Billing
     from edge.db import open_database
+    from edge.fleet.boots import BootRequests
+    from edge.fleet.registry import Registry
     from edge.fleet.upstream import Upstream
+    from edge.metering.call import Metering
     from edge.store.hotstore import HotStore, connect_redis
 
     await open_database(settings.effective_database_url)
-    _current = Runtime(
-        settings=settings,
-        store=HotStore(connect_redis(settings.redis_url, pool_size=64,
-                                     checked_for=settings.redis_namespace),
-                       settings.redis_namespace),
-        upstream=Upstream(connect_timeout=settings.upstream_connect_timeout,
-                          timeout=settings.upstream_timeout, max_connections=64,
-                          api_key=settings.node_api_key),
-    )
+    store = HotStore(connect_redis(settings.redis_url, pool_size=64,
+                                   checked_for=settings.redis_namespace),
+                     settings.redis_namespace)
+    upstream = Upstream(connect_timeout=settings.upstream_connect_timeout,
+                        timeout=settings.upstream_timeout, max_connections=64,
+                        api_key=settings.node_api_key)
+    billing = Billing(store, reservation_ttl_ms=int(settings.upstream_timeout * 1000))
+    metering = Metering(billing, Registry(), upstream, boots=BootRequests(store, settings),
+                        max_attempts=settings.upstream_attempts,
+                        down_seconds=settings.node_cool_down,
+                        warming_retry_after=settings.warming_retry_after)
+    _current = Runtime(settings=settings, store=store, upstream=upstream, metering=metering)
     return _current
 
 

@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 import os
-from functools import partial
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -24,6 +24,8 @@ from tortoise.exceptions import BaseORMException, ValidationError
 
 from edge.billing.bookkeeper import start_bookkeeper
 from edge.errors import APIError, api_error_payload, error_payload
+from edge.intake import BodyBudget, Intake, PortalRequest
+from edge.metering.call import new_request_id
 from edge.settings import Settings
 from edge.store.hotstore import RedisUnavailable
 from edge.supervision import watch_workers
@@ -46,15 +48,14 @@ class OpenAIErrorHandler(ErrorHandler):
             response = json_response(api_error_payload(exception), status=exception.status,
                                      headers=exception.headers)
         elif isinstance(exception, ValidationError):  # a client's value does not fit a column
-            log.warning("refused on %s %s: %s", request.method, request.path, exception)
+            log.warning("refused on %s %s (%s): %s", request.method, request.path,
+                        _trace(request), exception)
             response = json_response(error_payload(
                 f"A value does not fit: {exception}", type="invalid_request_error",
                 code="invalid_value"), status=400)
-        elif isinstance(exception, IsADirectoryError | NotADirectoryError):
-            response = json_response(error_payload(  # /static/ itself, or a file's "child"
-                "Not found.", type="invalid_request_error", code="not_found"), status=404)
         elif isinstance(exception, (*RedisUnavailable, RedisError, BaseORMException)):
-            log.error("store unavailable on %s %s: %r", request.method, request.path, exception)
+            log.error("store unavailable on %s %s (%s): %r", request.method, request.path,
+                      _trace(request), exception)
             response = json_response(
                 error_payload("The portal's storage is unavailable; try again shortly.",
                               type="service_unavailable", code="service_unavailable"),
@@ -68,17 +69,21 @@ class OpenAIErrorHandler(ErrorHandler):
             response = json_response(error_payload(message, type=kind, code=code),
                                      status=status, headers=getattr(exception, "headers", None))
         else:
-            log.exception("unhandled error on %s %s", request.method, request.path,
-                          exc_info=exception)
+            log.exception("unhandled error on %s %s (%s)", request.method, request.path,
+                          _trace(request), exc_info=exception)
             response = json_response(
                 error_payload("The portal failed to handle this request.",
                               type="server_error", code="internal_error"), status=500)
         if request is not None and _wants_page(request):
             response = _error_page(request, response)
-        request_id = getattr(request.ctx, "request_id", None) if request else None
-        if request_id:
-            response.headers["x-request-id"] = request_id
+        if request is not None:
+            _tag(request, response)
         return response
+
+
+def _trace(request: Request) -> str:
+    """The id that joins this request's log lines with the client's or Nginx's."""
+    return getattr(request.ctx, "trace_id", None) or "-"
 
 
 #: Paths whose errors are JSON whatever the client accepts.
@@ -128,7 +133,7 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
     from edge.web import views as web_views
 
     settings = settings or Settings.from_env()
-    app = Sanic(name, error_handler=OpenAIErrorHandler())
+    app = Sanic(name, error_handler=OpenAIErrorHandler(), request_class=PortalRequest)
     app.config.update({
         "REQUEST_MAX_SIZE": settings.max_body_bytes,
         "RESPONSE_TIMEOUT": int(settings.upstream_timeout) + 60,
@@ -145,12 +150,15 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
         "WEBSOCKET_PING_TIMEOUT": 20,
     })
     app.ctx.settings = settings
+    # Deadlines and budget of PortalProtocol, which `portal serve` runs the app with.
+    app.ctx.intake = Intake(head_timeout=settings.head_timeout,
+                            body_timeout=settings.body_timeout,
+                            budget=BodyBudget(settings.body_budget_bytes))
     for blueprint in (proxy_views.bp, catalog.bp, key_status.bp, jobs_api.bp, admin.bp,
                       health.bp, chat_views.bp, web_views.bp):
         app.blueprint(blueprint)
     app.blueprint(payments_bp)
-    app.static("/static", str(resources.files("edge").joinpath("static")), name="static")
-    app.on_request(_assign_request_id, priority=1000)
+    _add_static_files(app)
     app.on_response(_add_request_id)
     app.main_process_ready(watch_workers)
     app.main_process_ready(start_bookkeeper)
@@ -159,10 +167,18 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
     return app
 
 
-async def _assign_request_id(request: Request) -> None:
-    from edge.proxy.views import new_request_id
+def _add_static_files(app: Sanic) -> None:
+    """One route per file of edge/static: any other path under /static/ is a plain 404.
 
-    request.ctx.request_id = new_request_id()
+    (Sanic's directory route logs an ERROR traceback for a path "under" a file, such
+    as /static/style.css/x, and for a ``..``.)
+    """
+    root = resources.files("edge").joinpath("static")
+    for file in sorted(Path(str(root)).rglob("*")):
+        if file.is_file():
+            path = file.relative_to(str(root)).as_posix()
+            app.static(f"/static/{path}", str(file), name="static_" + path.replace(".", "_")
+                       .replace("/", "_"))
 
 
 #: Headers every page gets: no framing, no sniffing, scripts only from here.
@@ -176,11 +192,22 @@ PAGE_HEADERS = {
 }
 
 
+def _tag(request: Request, response: HTTPResponse) -> None:
+    """The request's ids on its answer (see :class:`edge.intake.PortalRequest`)."""
+    headers = response.headers
+    if "x-request-id" not in headers:
+        ctx = request.ctx
+        request_id = getattr(ctx, "request_id", None) or new_request_id()
+        trace = getattr(ctx, "trace_id", None) or request_id
+        headers["x-request-id"] = trace
+        if trace != request_id:
+            headers["x-portal-request-id"] = request_id
+
+
 async def _add_request_id(request: Request, response: HTTPResponse) -> None:
     if response is not None:
+        _tag(request, response)
         headers = response.headers
-        if "x-request-id" not in headers:
-            headers["x-request-id"] = request.ctx.request_id
         headers["x-portal-worker"] = _WORKER
         if (response.content_type or "").startswith("text/html"):
             for name, value in PAGE_HEADERS.items():
@@ -197,11 +224,13 @@ async def _open_resources(app: Sanic) -> None:
     from edge.chat.limits import RoomQuota
     from edge.chat.replies import ReplyRunner
     from edge.db import open_database
+    from edge.fleet.boots import BootRequests
     from edge.fleet.registry import Registry
     from edge.fleet.upstream import make_client
     from edge.identity.keys import KeyDirectory, mirror_all_keys
     from edge.identity.pepper import load_pepper
     from edge.identity.sessions import Sessions
+    from edge.metering.call import Metering
     from edge.store.events import EventListener
     from edge.store.hotstore import HotStore, connect_redis
 
@@ -236,7 +265,11 @@ async def _open_resources(app: Sanic) -> None:
                          api_key=settings.node_api_key),
     )
     portal.watch = watch
-    portal.on_cold_model = partial(request_boot, portal)
+    portal.metering = Metering(
+        portal.billing, registry, portal.http, boots=BootRequests(store, settings),
+        stopping=portal.stop, max_attempts=settings.upstream_attempts,
+        down_seconds=settings.node_cool_down,
+        warming_retry_after=settings.warming_retry_after)
     portal.events.on("job:", portal.job_waiters.on_event)
     portal.sessions = Sessions(store)
     portal.worker_id = _WORKER
@@ -248,17 +281,6 @@ async def _open_resources(app: Sanic) -> None:
     _start_background(app, portal)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(portal.events.connected.wait(), 5)
-
-
-async def request_boot(portal: Any, model: Any) -> float | None:
-    """Ask the workers to boot a node of a cold model, once per boot, whoever asks."""
-    from edge.tasks import enqueue
-
-    settings = portal.settings
-    lock = f"{settings.redis_namespace}:boot:{model.name}"
-    if await portal.store.client.set(lock, "edge", nx=True, ex=settings.boot_timeout):
-        await enqueue(settings, "boot_model", model.name)
-    return model.boot_seconds
 
 
 def _start_background(app: Sanic, portal: Any) -> None:

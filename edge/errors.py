@@ -5,6 +5,7 @@ Exception tree::
     PortalError
      ├── APIError                 an answer to an API client, in OpenAI's shape
      │    ├── InvalidRequest          400 invalid_request_error
+     │    │    ├── Unprocessable        422 (a node's own refusal)
      │    │    └── BodyTooLarge         413
      │    ├── InvalidAPIKey           401 invalid_api_key
      │    ├── InsufficientCredit      402 insufficient_quota
@@ -13,8 +14,10 @@ Exception tree::
      │    ├── NotFound                404
      │    ├── RateLimited             429 rate_limit_exceeded (Retry-After)
      │    ├── NodeFailed              502 upstream_error
+     │    │    └── NodeTimedOut         504 upstream_timeout
      │    ├── ModelWarming            503 model_warming (Retry-After)
      │    └── ServiceUnavailable      503
+     │         └── NodesUnavailable     503 upstream_unavailable (Retry-After)
      └── StoreUnavailable         Redis or SQL cannot be reached
 
 Views raise these; :func:`error_payload` renders them. Nothing else in the
@@ -34,12 +37,15 @@ __all__ = [
     "ModelNotFound",
     "ModelWarming",
     "NodeFailed",
+    "NodeTimedOut",
+    "NodesUnavailable",
     "NotFound",
     "PermissionDenied",
     "PortalError",
     "RateLimited",
     "ServiceUnavailable",
     "StoreUnavailable",
+    "Unprocessable",
     "error_payload",
 ]
 
@@ -77,6 +83,12 @@ class APIError(PortalError):
 
 class InvalidRequest(APIError):
     status = 400
+
+
+class Unprocessable(InvalidRequest):
+    """A node's 422: the request is well-formed but not one the model can serve."""
+
+    status = 422
 
 
 class BodyTooLarge(InvalidRequest):
@@ -123,6 +135,11 @@ class NodeFailed(APIError):
     code = "upstream_error"
 
 
+class NodeTimedOut(NodeFailed):
+    status = 504
+    code = "upstream_timeout"
+
+
 class ModelWarming(APIError):
     status = 503
     type = "service_unavailable"
@@ -133,6 +150,12 @@ class ServiceUnavailable(APIError):
     status = 503
     type = "service_unavailable"
     code = "service_unavailable"
+
+
+class NodesUnavailable(ServiceUnavailable):
+    """Every node of the model that was tried refused or failed before answering."""
+
+    code = "upstream_unavailable"
 
 
 def error_payload(message: str, *, type: str = "invalid_request_error",

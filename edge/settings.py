@@ -49,12 +49,28 @@ class Settings:
     public_url: str = _setting("", "Public base URL of the portal (for links); empty: "
                                "http://<host>:<port>.")
     max_body_bytes: int = _setting(4 * 1024 * 1024, "Largest request body accepted, in bytes.")
+    body_budget_bytes: int = _setting(32 * 1024 * 1024, "Bytes of request bodies one edge "
+                                      "worker holds at once, from the first byte received "
+                                      "until the answer's end (parsed, a body takes several "
+                                      "times its size); a body that does not fit is answered "
+                                      "503 with Retry-After. At least max_body_bytes.")
+    head_timeout: float = _setting(10.0, "Seconds a client may take to send a request's line "
+                                   "and headers, from their first byte; later: 408 and the "
+                                   "connection closes.")
+    body_timeout: float = _setting(30.0, "Seconds a client may take to send a request's body "
+                                   "once its headers are in; later: 408. Neither bound counts "
+                                   "while the answer is sent (streams may last longer).")
     default_rpm: int = _setting(600, "Requests per minute for new keys.")
     default_tpm: int = _setting(2_000_000, "Tokens per minute for new keys.")
     upstream_connect_timeout: float = _setting(3.0, "Seconds to connect to a GPU node.")
     upstream_timeout: float = _setting(600.0, "Seconds a node may take to answer (and between "
                                        "two stream chunks).")
     upstream_max_connections: int = _setting(1000, "Keep-alive pool size per edge worker.")
+    upstream_attempts: int = _setting(3, "Nodes of a model a call is sent to, one after "
+                                      "another, while they refuse or fail before the first "
+                                      "byte; then the client gets 503 with Retry-After.")
+    node_cool_down: float = _setting(5.0, "Seconds a node that refused or failed a call is "
+                                     "skipped (longer when it sent a longer Retry-After).")
     node_api_key: str = _setting("", "Bearer token the edge sends to vLLM nodes "
                                  "(vLLM's --api-key); empty: none.")
     warming_retry_after: int = _setting(90, "Retry-After seconds when a model has no running "
@@ -89,12 +105,20 @@ class Settings:
                               "take it over (renewed while it works).")
     worker_processes: int = _setting(2, "Processes of `portal worker`.")
     worker_threads: int = _setting(8, "Threads per process of `portal worker`.")
+    worker_metrics_port: int = _setting(9102, "Port where `portal worker` serves its "
+                                        "Prometheus metrics (jobs' requests, tokens and "
+                                        "spend; 0: none).")
     allowed_origins: str = _setting("", "Extra origins (comma-separated, like "
                                     "https://chat.example.com) whose pages may open chat "
                                     "sockets; the portal's own origin always may.")
     chat_default_model: str = _setting("", "Model a chat message goes to when it names none; "
                                        "empty: the first model by name.")
     chat_rooms_per_key: int = _setting(10, "Rooms one key may be in at once.")
+    chat_sockets_per_key: int = _setting(50, "Chat sockets one key may have open at once, "
+                                         "across workers; more are closed with 4029.")
+    chat_sockets_per_worker: int = _setting(4096, "Chat sockets one edge worker keeps open "
+                                            "at most; more are closed with 1013 (try again "
+                                            "later).")
     signup_credit: str = _setting("0", "USD of credit a key made on the web page starts with.")
     signups_per_hour: int = _setting(20, "Keys one IP address may make on the web page per hour.")
     real_ip_header: str = _setting("", "Header in which a trusted reverse proxy passes the "
@@ -148,9 +172,14 @@ class Settings:
         if self.embedded_redis not in ("auto", "never", "always"):
             raise ConfigError("PORTAL_EMBEDDED_REDIS must be auto, never or always")
         for name in ("port", "workers", "max_body_bytes", "default_rpm", "default_tpm",
-                     "worker_processes", "worker_threads", "job_deadline", "job_lease"):
+                     "worker_processes", "worker_threads", "job_deadline", "job_lease",
+                     "chat_sockets_per_key", "chat_sockets_per_worker"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"PORTAL_{name.upper()} is out of range")
+        if self.body_budget_bytes < self.max_body_bytes:
+            raise ConfigError("PORTAL_BODY_BUDGET_BYTES must be at least PORTAL_MAX_BODY_BYTES")
+        if not (self.head_timeout > 0 and self.body_timeout > 0):
+            raise ConfigError("PORTAL_HEAD_TIMEOUT and PORTAL_BODY_TIMEOUT must be positive")
         if not self.redis_namespace.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("PORTAL_REDIS_NAMESPACE must be letters, digits, - or _")
         _check_topup_settings(self)

@@ -2,7 +2,8 @@
 
 The edge only needs to put a message on a queue; building the actors would pull
 boto3 and the lifecycle code into every edge worker. Messages are addressed by
-actor name and queue, exactly as ``dramatiq_actors`` declares them.
+actor name and queue, exactly as ``dramatiq_actors`` declares them; the queue
+names live here, below both, and :mod:`dramatiq_actors.broker` re-exports them.
 """
 
 from __future__ import annotations
@@ -14,10 +15,19 @@ from typing import Any
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
-from dramatiq_actors.broker import QUEUE_JOBS, QUEUE_LIFECYCLE, QUEUE_MAINTENANCE
 from edge.settings import Settings
 
-__all__ = ["ACTOR_QUEUES", "enqueue"]
+__all__ = [
+    "ACTOR_QUEUES", "QUEUE_JOBS", "QUEUE_LIFECYCLE", "QUEUE_MAINTENANCE", "enqueue",
+    "enqueue_now",
+]
+
+#: Node actions an operator or a cold model is waiting for.
+QUEUE_LIFECYCLE = "lifecycle"
+#: Queued inference; long-running.
+QUEUE_JOBS = "jobs"
+#: Periodic sync, health and idle checks.
+QUEUE_MAINTENANCE = "maintenance"
 
 #: The queue of each actor the edge may enqueue.
 ACTOR_QUEUES = {
@@ -43,8 +53,8 @@ def _broker(redis_url: str, namespace: str) -> RedisBroker:
 
 def enqueue_now(settings: Settings, actor: str, *args: Any, **kwargs: Any) -> str:
     """Put a message for ``actor`` on its queue; returns the message id."""
-    message = dramatiq.Message(queue_name=ACTOR_QUEUES[actor], actor_name=actor,
-                               args=args, kwargs=kwargs, options={})
+    message: dramatiq.Message[Any] = dramatiq.Message(
+        queue_name=ACTOR_QUEUES[actor], actor_name=actor, args=args, kwargs=kwargs, options={})
     _broker(settings.redis_url, settings.redis_namespace).enqueue(message)
     return message.message_id
 

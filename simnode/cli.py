@@ -94,6 +94,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="answer every completion request with this HTTP status",
     )
     faults.add_argument(
+        "--fail-count",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --fail-status: fail only the next N completion requests",
+    )
+    faults.add_argument(
         "--hang", action="store_true", help="accept completion requests and never answer"
     )
 
@@ -119,6 +126,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         keep_alive_timeout=args.keep_alive_timeout,
         fail_after=args.fail_after,
         fail_status=args.fail_status,
+        fail_count=args.fail_count,
         hang=args.hang,
         usage=args.usage,
         tokenize=args.tokenize,

@@ -1,7 +1,9 @@
 """``/v1/chat/completions`` and ``/v1/completions``: plan, pace, answer or stream.
 
 Faults are read once per request, at its start: a runtime change applies to the
-requests that come after it (and releases the ones held by ``hang``).
+requests that come after it (and releases the ones held by ``hang``). A request
+middleware may give one request its own switches by setting ``request.ctx.faults``
+(the in-process test double scripts calls this way); they win over the node's.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ async def completions(request: Request) -> HTTPResponse | None:
 
 async def _serve(request: Request, parse: Parser) -> HTTPResponse | None:
     ctx: SimContext = request.app.ctx
-    faults = ctx.faults
-    if faults.fail_status is not None:
+    faults = getattr(request.ctx, "faults", None) or ctx.faults
+    if faults.take_failure():
+        assert faults.fail_status is not None
         raise InjectedStatus(faults.fail_status)
     if faults.hang:
         await faults.wait_while_hung()

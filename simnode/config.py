@@ -35,6 +35,7 @@ class SimConfig:
     keep_alive_timeout: float = 5.0
     fail_after: int | None = None
     fail_status: int | None = None
+    fail_count: int | None = None
     hang: bool = False
     usage: str = "vllm"
     tokenize: bool = True
@@ -59,6 +60,7 @@ class SimConfig:
         Faults(
             fail_after=self.fail_after,
             fail_status=self.fail_status,
+            fail_count=self.fail_count,
             hang=self.hang,
         )  # validates the initial faults
 
@@ -74,10 +76,10 @@ def _check_optional_int(name: str, value: Any, low: int, high: int) -> int | Non
 def _check_rate(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ValueError(f"{name} must be a number >= 0")
-    value = float(value)
-    if not math.isfinite(value) or value < 0:
+    rate = float(value)
+    if not math.isfinite(rate) or rate < 0:
         raise ValueError(f"{name} must be a finite number >= 0")
-    return value
+    return rate
 
 
 @dataclass(kw_only=True)
@@ -92,6 +94,9 @@ class Faults:
     fail_after: int | None = None
     #: Answer every completion request with this HTTP status, in vLLM's error shape.
     fail_status: int | None = None
+    #: With ``fail_status``: fail only this many more requests, then answer again
+    #: (None: all of them). A refusal to the first try, say, is ``fail_count=1``.
+    fail_count: int | None = None
     #: Accept completion requests and do not answer while this is on.
     hang: bool = False
     #: Pace of generation after the first token; 0 means as fast as possible.
@@ -110,6 +115,7 @@ class Faults:
         return {
             "fail_after": self.fail_after,
             "fail_status": self.fail_status,
+            "fail_count": self.fail_count,
             "hang": self.hang,
             "tokens_per_second": self.tokens_per_second,
             "ttft": self.ttft,
@@ -128,6 +134,7 @@ class Faults:
         new = self.as_dict() | changes
         fail_after = _check_optional_int("fail_after", new["fail_after"], 0, 2**31)
         fail_status = _check_optional_int("fail_status", new["fail_status"], 100, 599)
+        fail_count = _check_optional_int("fail_count", new["fail_count"], 0, 2**31)
         health_status = _check_optional_int("health_status", new["health_status"], 100, 599)
         if health_status is None:
             raise ValueError("health_status must be an integer in [100, 599]")
@@ -138,6 +145,7 @@ class Faults:
 
         self.fail_after = fail_after
         self.fail_status = fail_status
+        self.fail_count = fail_count
         self.health_status = health_status
         self.tokens_per_second = tokens_per_second
         self.ttft = ttft
@@ -146,6 +154,17 @@ class Faults:
             self._resume.clear()
         else:
             self._resume.set()
+
+    def take_failure(self) -> bool:
+        """Whether this request gets ``fail_status`` (counting down ``fail_count``)."""
+        if self.fail_status is None:
+            return False
+        if self.fail_count is None:
+            return True
+        if self.fail_count <= 0:
+            return False
+        self.fail_count -= 1
+        return True
 
     async def wait_while_hung(self) -> None:
         """Block while ``hang`` is on; requests held here go on once it is switched off."""

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
+
+from sanic import Request, Sanic
+from sanic.config import Config
 
 from simnode.config import Faults, SimConfig
 from simnode.render import models_body
 from simnode.scheduler import Scheduler
 
-__all__ = ["SimContext"]
+__all__ = ["SimContext", "SimRequest"]
 
 
 class SimContext:
@@ -19,6 +23,7 @@ class SimContext:
         self.faults = Faults(
             fail_after=config.fail_after,
             fail_status=config.fail_status,
+            fail_count=config.fail_count,
             hang=config.hang,
             tokens_per_second=config.tokens_per_second,
             ttft=config.ttft,
@@ -30,3 +35,7 @@ class SimContext:
         self.model_json = json.dumps(config.model)
         #: The ``GET /v1/models`` body, built once.
         self.models_body = models_body(config.model, config.max_model_len)
+
+
+#: A request to a simnode: its ``request.app.ctx`` is the :class:`SimContext`.
+SimRequest = Request[Sanic[Config, SimContext], SimpleNamespace]

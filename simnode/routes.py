@@ -11,10 +11,10 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from sanic import HTTPResponse, Request, Sanic
+from sanic import HTTPResponse, Sanic
 
 from simnode.completions import chat_completions, completions
-from simnode.context import SimContext
+from simnode.context import SimContext, SimRequest
 from simnode.errors import BadRequest, InvalidBody, ModelNotFound
 from simnode.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from simnode.metrics import render_metrics
@@ -34,7 +34,7 @@ class _BareResponse(HTTPResponse):
         return ((k, v) for k, v in super().processed_headers if k != b"content-type")
 
 
-def _ctx(request: Request) -> SimContext:
+def _ctx(request: SimRequest) -> SimContext:
     return request.app.ctx
 
 
@@ -42,12 +42,12 @@ def _json(data: Any, status: int = 200) -> HTTPResponse:
     return HTTPResponse(_dumps(data), status=status, content_type="application/json")
 
 
-async def health(request: Request) -> HTTPResponse:
+async def health(request: SimRequest) -> HTTPResponse:
     """Answer ``GET /health``: 200 with an empty body, or the injected ``health_status``."""
     return _BareResponse(b"", status=_ctx(request).faults.health_status)
 
 
-async def models(request: Request) -> HTTPResponse:
+async def models(request: SimRequest) -> HTTPResponse:
     """Answer ``GET /v1/models``."""
     return HTTPResponse(_ctx(request).models_body, content_type="application/json")
 
@@ -58,7 +58,7 @@ def _check_model(data: dict[str, Any], ctx: SimContext) -> None:
         raise ModelNotFound(model)
 
 
-async def tokenize(request: Request) -> HTTPResponse:
+async def tokenize(request: SimRequest) -> HTTPResponse:
     """Answer ``POST /tokenize`` for ``{"prompt": ...}`` or ``{"messages": [...]}``."""
     ctx = _ctx(request)
     data = load_body(request.body, request.content_type)
@@ -87,7 +87,7 @@ async def tokenize(request: Request) -> HTTPResponse:
     )
 
 
-async def detokenize(request: Request) -> HTTPResponse:
+async def detokenize(request: SimRequest) -> HTTPResponse:
     """Answer ``POST /detokenize`` for ``{"tokens": [ints]}``."""
     data = load_body(request.body, request.content_type)
     _check_model(data, _ctx(request))
@@ -99,19 +99,19 @@ async def detokenize(request: Request) -> HTTPResponse:
     return _json({"prompt": decode_ids(tokens)})
 
 
-async def metrics(request: Request) -> HTTPResponse:
+async def metrics(request: SimRequest) -> HTTPResponse:
     """Answer ``GET /metrics`` in the Prometheus text format."""
     ctx = _ctx(request)
     text = render_metrics(ctx.scheduler, ctx.config.model)
     return HTTPResponse(text, content_type=METRICS_CONTENT_TYPE)
 
 
-async def get_faults(request: Request) -> HTTPResponse:
+async def get_faults(request: SimRequest) -> HTTPResponse:
     """Answer ``GET /sim/faults`` with the current switches."""
     return _json(_ctx(request).faults.as_dict())
 
 
-async def set_faults(request: Request) -> HTTPResponse:
+async def set_faults(request: SimRequest) -> HTTPResponse:
     """Apply a partial update from ``POST /sim/faults`` and answer the current switches."""
     faults = _ctx(request).faults
     try:

@@ -11,6 +11,14 @@ from simnode.testing import SimnodeProcess, start_simnode
 from tests.support.portal import PortalServer
 from tests.support.services import postgres_database, redis_service
 
+#: Fixtures shared by every suite, kept beside their helpers in tests/support/.
+pytest_plugins = ["tests.support.hot", "tests.support.inprocess"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "portal_settings(**fields): Settings fields of the "
+                            "in-process portal (tests/support/inprocess.py)")
+
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:

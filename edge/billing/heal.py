@@ -5,7 +5,8 @@ ledger is the truth. Redis can lose everything (``FLUSHALL``, a restart without
 persistence) or go back in time (a restart without the last second of its
 append-only file, a restore from an older snapshot, a failover that lost writes).
 
-So the hot store carries a *generation*, ``$ns:gen`` = ``<token>:<run_id>``, written
+So the hot store carries a *generation*, ``$ns:gen`` =
+``<token>:<SQL's lone changes>:<run_id>`` (:func:`edge.store.keys.generation`), written
 by the last heal and naming the Redis server process (its ``run_id``) it was
 written on and how many changes SQL had taken alone (``portal keys topup`` while
 no Redis answered; ``installation.sql_only_changes``):
@@ -41,11 +42,13 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 
 from edge import metrics
+from edge.billing.entries import CreditEntry, encode, owed_heal_reference
+from edge.store import keys
 from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
@@ -114,7 +117,7 @@ def generation_matches(raw: bytes | None, run_id: str) -> bool | None:
 
 def check_connection(namespace: str):
     """A ``redis_connect_func`` refusing servers that the generation does not name."""
-    gen_key = f"{namespace}:gen"
+    gen_key = keys.generation(namespace)
 
     async def on_connect(connection) -> None:
         await connection.on_connect()
@@ -197,11 +200,12 @@ async def heal(raw: HotStore) -> HealReport:
                 # back in the balance: collect it now, as their release would have.
                 collect = min(int(owed) - keep, max(0, live))
                 live -= collect
-                pipe.xadd(raw.ledger_stream, {
-                    "amount": -collect, "requested": keep - int(owed), "owed": keep - int(owed),
-                    "t": "credit", "ref": f"owed-heal:{report.generation}:{key_id}",
-                    "key": key_id, "kind": "refund",
-                    "note": "refund debt collected when Redis was rebuilt"})
+                collected: dict[Any, Any] = encode(CreditEntry(
+                    reference=owed_heal_reference(report.generation, key_id), key_id=key_id,
+                    kind="refund", amount=-collect, requested=keep - int(owed),
+                    owed=keep - int(owed),
+                    note="refund debt collected when Redis was rebuilt"))
+                pipe.xadd(raw.ledger_stream, collected)
             pipe.set(raw.balance(key_id), live)
             for name, value in ((raw.held(key_id), holds), (raw.owed(key_id), keep)):
                 if value:
@@ -211,10 +215,10 @@ async def heal(raw: HotStore) -> HealReport:
         await pipe.execute()
     report.keys = len(rows)
     await mirror_all_keys(raw)
-    await client.set(f"{raw.ns}:installation", await installation_identity())
+    await client.set(keys.installation(raw.ns), await installation_identity())
     await client.set(raw.generation, f"{report.generation}:{await sql_only_changes()}:"
                                      f"{await server_run_id(client)}")
-    await raw.publish("keys")
+    await raw.publish(keys.EVENT_KEYS)
     report.seconds = time.perf_counter() - started
     metrics.HEALS.inc()
     return report
@@ -280,7 +284,7 @@ class HotWatch:
 
     async def _heal_under_lock(self) -> None:
         client = self.raw.client
-        lock = f"{self.raw.ns}:heal:lock"
+        lock = keys.heal_lock(self.raw.ns)
         token = secrets.token_hex(8)
         if not await client.set(lock, token, nx=True, ex=HEAL_LOCK_SECONDS):
             return

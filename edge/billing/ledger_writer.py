@@ -6,6 +6,7 @@ each entry goes to one writer at a time; entries of a writer that died are
 claimed by another after :data:`CLAIM_IDLE_MS`. A batch is one SQL transaction:
 ``INSERT … ON CONFLICT DO NOTHING RETURNING`` tells which ledger rows are new, and
 only those move the key balances, so replaying an entry changes nothing.
+The entries' format is :mod:`edge.billing.entries`'.
 """
 
 from __future__ import annotations
@@ -15,12 +16,21 @@ import logging
 import os
 import socket
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import ResponseError
 from tortoise.transactions import in_transaction
 
+from edge.billing.entries import (
+    CreditEntry,
+    Entry,
+    MalformedEntry,
+    UnknownEntry,
+    UsageEntry,
+    decode,
+)
 from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
@@ -38,7 +48,8 @@ BATCH_SIZE = 500
 CLAIM_IDLE_MS = 30_000
 
 
-Entry = tuple[str, dict[str, str]]
+#: A stream entry as read: its id and its raw fields (None: deleted while pending).
+RawEntry = tuple[str, dict[bytes, bytes] | None]
 
 
 class LedgerWriter:
@@ -81,7 +92,7 @@ class LedgerWriter:
         await self.ensure_group()
         client = self.store.client
         stream = self.store.ledger_stream
-        entries: list[Entry] = []
+        entries: list[RawEntry] = []
         idle = CLAIM_IDLE_MS if claim_idle_ms is None else claim_idle_ms
         try:
             claimed = await client.xautoclaim(stream, GROUP, self.consumer, idle,
@@ -151,23 +162,22 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         pass
 
 
-def _decode(items: list[Any]) -> list[Entry]:
-    out: list[Entry] = []
-    for entry_id, fields in items:
-        key = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-        if fields is None:  # deleted while pending
-            out.append((key, {}))
-            continue
-        out.append((key, {k.decode(): v.decode() for k, v in fields.items()}))
-    return out
+def _decode(items: list[Any]) -> list[RawEntry]:
+    """Stream ids as text; the fields stay raw (:func:`persist_entries` decodes them)."""
+    return [(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields)
+            for entry_id, fields in items]
 
 
 def _entry_time(entry_id: str) -> datetime:
     return datetime.fromtimestamp(int(entry_id.split("-", 1)[0]) / 1000, UTC)
 
 
-async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) -> None:
+async def persist_entries(entries: Sequence[Entry | Mapping[Any, Any]],
+                          times: Sequence[datetime]) -> None:
     """Write ledger and usage rows for stream entries in one transaction, idempotently.
+
+    ``entries``: typed entries, or raw ones (a stream entry's fields; an entry of an
+    unknown type is logged and skipped).
 
     Refund debt (``api_keys.owed``, see ``edge/store/lua/credit.lua``): a credit entry's
     ``owed`` (the part of a debit deferred to open reservations) adds to it when its
@@ -183,44 +193,46 @@ async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) 
     # Changes of api_keys.owed, applied only if the row they ride on is new.
     owed_by_reference: dict[str, tuple[int, int]] = {}
     owed_by_request: dict[str, tuple[int, int]] = {}
-    for fields, at in zip(entries, times, strict=True):
-        key_id = int(fields["key"])
-        if fields.get("t") == "usage":
-            charged = int(fields["charged"])
+    for raw, at in zip(entries, times, strict=True):
+        try:
+            entry = raw if isinstance(raw, UsageEntry | CreditEntry) else decode(raw)
+        except UnknownEntry:
+            log.error("ledger writer: skipping an entry of unknown type: %r", raw)
+            continue
+        key_id = entry.key_id
+        if isinstance(entry, UsageEntry):
+            if entry.charged is None:
+                raise MalformedEntry(f"usage entry {entry.request_id} without 'charged'")
+            charged = entry.charged
+            rid = entry.request_id
             usage_rows.append((
-                fields["rid"], key_id, fields.get("model", ""), _int_or_none(fields.get("node")),
-                fields.get("ep", "chat"), int(fields.get("pt", 0)), int(fields.get("ct", 0)),
-                charged, int(fields.get("lat", 0)), int(fields.get("status", 200)),
-                fields.get("st") == "1", fields.get("cx") == "1",
-                "edge" if fields.get("cnt") == "edge" else "node", at))
+                rid, key_id, entry.model, entry.node_id, entry.endpoint, entry.prompt_tokens,
+                entry.completion_tokens, charged, entry.latency_ms, entry.status,
+                entry.streamed, entry.cancelled, entry.counted_by, at))
             if charged:
-                ledger_rows.append((key_id, "usage", -charged, f"usage:{fields['rid']}",
-                                    fields.get("model", "")[:500], at))
-            owed_paid = int(fields.get("owed_paid", 0))
-            owed_void = int(fields.get("owed_void", 0))
+                ledger_rows.append((key_id, "usage", -charged, entry.reference,
+                                    entry.model[:500], at))
+            owed_paid, owed_void = entry.owed_paid, entry.owed_void
             if owed_paid:
-                ledger_rows.append((key_id, "refund", -owed_paid, f"owed:{fields['rid']}",
+                ledger_rows.append((key_id, "refund", -owed_paid, f"owed:{rid}",
                                     f"refund collected from the credit reservation "
-                                    f"{fields['rid']} released", at))
+                                    f"{rid} released", at))
             if owed_paid or owed_void:
-                owed_by_request[fields["rid"]] = (key_id, -(owed_paid + owed_void))
-            node = _int_or_none(fields.get("node"))
+                owed_by_request[rid] = (key_id, -(owed_paid + owed_void))
+            node = entry.node_id
             if node is not None and at > node_used.get(node, at.min.replace(tzinfo=UTC)):
                 node_used[node] = at
-        elif fields.get("t") == "credit":
-            note = fields.get("note", "")
-            requested = int(fields.get("requested", fields["amount"]))
-            owed = int(fields.get("owed", 0))
-            if owed:
-                note = (f"{note} (asked {requested}, balance allowed {fields['amount']}, "
-                        f"{owed} to collect from open reservations)").strip()
-                owed_by_reference[fields["ref"]] = (key_id, owed)
-            elif requested != int(fields["amount"]):
-                note = f"{note} (asked {requested}, balance allowed {fields['amount']})".strip()
-            ledger_rows.append((key_id, fields["kind"], int(fields["amount"]), fields["ref"],
-                                note[:500], at))
         else:
-            log.error("ledger writer: skipping an entry of unknown type: %r", fields)
+            note = entry.note
+            requested, owed = entry.asked, entry.owed
+            if owed:
+                note = (f"{note} (asked {requested}, balance allowed {entry.amount}, "
+                        f"{owed} to collect from open reservations)").strip()
+                owed_by_reference[entry.reference] = (key_id, owed)
+            elif requested != entry.amount:
+                note = f"{note} (asked {requested}, balance allowed {entry.amount})".strip()
+            ledger_rows.append((key_id, entry.kind, entry.amount, entry.reference,
+                                note[:500], at))
     async with in_transaction() as conn:
         sql = _Sql(conn.capabilities.dialect)
         usage_rows = [(*row[:-1], sql.time(row[-1])) for row in usage_rows]
@@ -252,10 +264,6 @@ async def persist_entries(entries: list[dict[str, str]], times: list[datetime]) 
         for key_id in sorted(deltas):
             balance, spent, owed_change = deltas[key_id]
             await conn.execute_query(sql.update_key(), [balance, spent, owed_change, key_id])
-
-
-def _int_or_none(value: str | None) -> int | None:
-    return int(value) if value else None
 
 
 class _Sql:

@@ -19,7 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from edge.billing.money import token_cost
+from edge.billing.entries import UsageEntry
 
 if TYPE_CHECKING:
     from edge.billing.reservations import Billing
@@ -142,20 +142,18 @@ async def _settle_abandoned(billing: Billing, request_id: str, now_ms: int, why:
         await client.zrem(store.open_reservations, request_id)
         return 0
     fields = {k.decode(): v.decode() for k, v in held.items()}
-    prompt = int(fields.get("pt", 0))
-    completion = int(fields.get("ct", 0))
-    cost = token_cost(prompt, completion, int(fields.get("pin", 0)), int(fields.get("pout", 0)))
-    entry: dict[str, str | int] = {
-        "t": "usage", "rid": request_id, "key": fields["key"], "pt": prompt,
-        "ct": completion, "cost": cost, "model": fields.get("model", ""),
-        "node": fields.get("node", ""), "ep": fields.get("ep", "chat"),
-        "lat": max(0, now_ms - int(fields.get("created", now_ms))), "status": 499,
-        "st": fields.get("st", "0"), "cx": 1,
-    }
-    result = await billing.settle_amount(request_id, int(fields["key"]), cost,
-                                         prompt + completion, entry)
+    entry = UsageEntry.priced(
+        request_id=request_id, key_id=int(fields["key"]),
+        prompt_tokens=int(fields.get("pt", 0)), completion_tokens=int(fields.get("ct", 0)),
+        input_price=int(fields.get("pin", 0)), output_price=int(fields.get("pout", 0)),
+        model=fields.get("model", ""),
+        node_id=int(fields["node"]) if fields.get("node") else None,
+        endpoint=fields.get("ep", "chat"),
+        latency_ms=max(0, now_ms - int(fields.get("created", now_ms))), status=499,
+        streamed=fields.get("st", "0") == "1", cancelled=True)
+    result = await billing.settle_usage(request_id, entry)
     if not result.settled:
         return 0
     log.warning("reaped reservation %s (%s): charged %d micro-dollars for %d+%d tokens",
-                request_id, why, result.charged, prompt, completion)
+                request_id, why, result.charged, entry.prompt_tokens, entry.completion_tokens)
     return 1

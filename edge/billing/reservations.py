@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from edge.billing.entries import CreditEntry, Entry, UsageEntry, decode, script_fields
 from edge.billing.heal import HotStale, generation_token
 from edge.billing.money import format_usd, token_cost
 from edge.errors import InsufficientCredit, RateLimited, ServiceUnavailable
+from edge.store.codes import CreditCode, ReplayCode, ReserveCode, SettleCode
 from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
@@ -28,15 +31,13 @@ if TYPE_CHECKING:
     from edge.identity.keys import KeyRecord
     from edge.store.hotstore import HotStore
 
-__all__ = ["Billing", "CreditResult", "HotStoreHealing", "Reservation", "Settlement",
-           "worst_case_tokens"]
+__all__ = ["Billing", "CreditResult", "HotStoreHealing", "PendingSettlement", "Reservation",
+           "Settlement", "worst_case_tokens"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds a credit reference is remembered in Redis (SQL's unique index is forever).
 CREDIT_MARKER_TTL = 90 * 24 * 3600
-#: Script answers.
-RESERVED, NOT_LOADED, HEALING = 1, 0, -5
 #: Seconds a settlement keeps trying while Redis is away or healing, before it is
 #: kept for later (the client is answered meanwhile).
 SETTLE_PATIENCE = 3.0
@@ -63,6 +64,19 @@ class Reservation:
     balance_after: int
     generation: str = ""  # of the hot store that holds it
 
+    def usage(self, prompt_tokens: int, completion_tokens: int, **details: Any) -> UsageEntry:
+        """The usage entry of this request, priced at the reservation's prices.
+
+        ``details`` are the entry's other fields (``model``, ``node_id``,
+        ``endpoint``, ``latency_ms``, ``status``, ``streamed``, ``cancelled``,
+        ``counted_by``); give the result to :meth:`Billing.settle_usage`.
+        """
+        return UsageEntry.priced(request_id=self.request_id, key_id=self.key.id,
+                                 prompt_tokens=prompt_tokens,
+                                 completion_tokens=completion_tokens,
+                                 input_price=self.input_price, output_price=self.output_price,
+                                 **details)
+
 
 @dataclasses.dataclass(slots=True, frozen=True)
 class Settlement:
@@ -80,6 +94,23 @@ class CreditResult:
     #: Micro-dollars of a debit that open reservations hold: taken from what they
     #: release when they settle (what they spend instead becomes shortfall).
     deferred: int = 0
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class PendingSettlement:
+    """A settlement Redis did not take yet: settle.lua's arguments, kept to retry."""
+
+    request_id: str
+    key_id: int
+    cost: int  # micro-dollars to charge
+    tokens: int  # tokens to take from the bucket (prompt + completion)
+    entry: UsageEntry
+    generation: str  # of the hot store the reservation was made in
+
+    def record(self) -> dict[str, str | int]:
+        """The arguments as a spool's ``pending`` record holds them (``resv``)."""
+        return {"rid": self.request_id, "key": self.key_id, "cost": self.cost,
+                "tokens": self.tokens}
 
 
 def worst_case_tokens(prompt_estimate: int, max_tokens: int | None, choices: int,
@@ -109,8 +140,8 @@ class Billing:
         self.reservation_ttl_ms = reservation_ttl_ms
         self.owner = owner
         self.spool = spool
-        #: Settlements Redis did not take yet: (settle's arguments), retried in order.
-        self.pending: list[tuple[str, int, int, int, dict[str, Any], str]] = []
+        #: Settlements Redis did not take yet, retried in order.
+        self.pending: list[PendingSettlement] = []
 
     async def reserve(self, key: KeyRecord, request_id: str, *, prompt_tokens: int,
                       completion_tokens: int, input_price: int, output_price: int,
@@ -140,27 +171,28 @@ class Billing:
         for field, value in meta.items():
             args += (field, value)
         reply = await store.reserve(keys=keys, args=args)
-        if reply[0] == NOT_LOADED:
+        if reply[0] == ReserveCode.NOT_LOADED:
             await self.load_balance(key.id)
             reply = await store.reserve(keys=keys, args=args)
         code, value = reply[0], reply[1]
-        if code == RESERVED:
+        if code == ReserveCode.RESERVED:
             return Reservation(request_id, key, amount, tokens, input_price, output_price, value,
                                generation_token(reply[2]))
-        if code == HEALING:
+        if code == ReserveCode.HEALING:
             raise HotStoreHealing("The portal is rebuilding its balances after a Redis "
                                   "failure; retry in a second.", retry_after=1)
-        if code == -1:
+        if code == ReserveCode.INSUFFICIENT:
             raise InsufficientCredit(
                 f"This request may cost up to ${format_usd(amount)} and the key's balance is "
                 f"${format_usd(value)}. Top up the key, or lower max_tokens.")
-        if code in (-2, -3):
-            what = "requests" if code == -2 else "tokens"
-            limit = key.rpm if code == -2 else key.tpm
+        if code in (ReserveCode.RPM_LIMITED, ReserveCode.TPM_LIMITED):
+            rpm = code == ReserveCode.RPM_LIMITED
+            what = "requests" if rpm else "tokens"
+            limit = key.rpm if rpm else key.tpm
             raise RateLimited(
                 f"Rate limit reached: {limit} {what} per minute for this key. "
                 f"Try again in {value / 1000:.1f}s.", retry_after=-(-value // 1000))
-        if code == -4:
+        if code == ReserveCode.DUPLICATE:
             # Request ids are unique: this is our own call, run again by the client's
             # retry after its reply was lost. Reserved, if the hash holds what we asked.
             async with store.client.pipeline(transaction=False) as pipe:
@@ -173,30 +205,74 @@ class Billing:
                                    int(balance or 0), generation_token(generation))
         raise RuntimeError(f"reserve.lua answered {code}")
 
-    async def settle(self, reservation: Reservation, *, prompt_tokens: int,
-                     completion_tokens: int, fields: dict[str, str | int]) -> Settlement:
-        """Charge the real cost of a reserved request and record its usage, once."""
-        cost = token_cost(prompt_tokens, completion_tokens, reservation.input_price,
-                          reservation.output_price)
-        return await self.settle_amount(
-            reservation.request_id, reservation.key.id, cost,
-            prompt_tokens + completion_tokens,
-            {"t": "usage", "rid": reservation.request_id, "key": reservation.key.id,
-             "pt": prompt_tokens, "ct": completion_tokens, "cost": cost, **fields},
-            generation=reservation.generation)
+    async def settle_usage(self, held: Reservation | str, entry: UsageEntry, *,
+                           generation: str = "", spool: bool = True) -> Settlement:
+        """Charge ``entry.cost`` for a reserved request and record its usage, once.
 
-    async def settle_amount(self, request_id: str, key_id: int, cost: int, tokens: int,
-                            entry: dict[str, Any], *, generation: str = "",
-                            spool: bool = True) -> Settlement:
-        """Settle a reservation at ``cost`` micro-dollars, whatever Redis is doing.
+        The settlement takes ``entry.tokens`` back from the tokens-per-minute
+        bucket's hold and appends ``entry`` (with what was really charged) to the
+        ledger stream. It keeps trying while Redis is away or healing, then keeps
+        it for later: a client who was answered is always charged.
 
         Parameters:
-          generation: the hot store's generation the reservation was made in; a
-            reservation missing from a later one vanished with Redis, and is
-            charged anyway (:meth:`replay`). Empty: unknown (treated as settled).
+          held: the reservation (:meth:`Reservation.usage` makes its entry), or the
+            request id of one this process does not hold (a job's, a dead worker's).
+          entry: what to charge and record; its ``charged`` is the script's to set.
+          generation: the hot store's generation the reservation was made in
+            (default: a ``Reservation``'s own); a reservation missing from a later one
+            vanished with Redis, and is charged anyway. Empty: unknown (then a missing
+            reservation counts as settled).
           spool: keep it for later when Redis does not take it (False: the spool
             drainer, which has it already).
+
+        Raises:
+          ValueError: ``entry`` is not the usage of ``held``.
         """
+        if isinstance(held, Reservation):
+            if (held.request_id, held.key.id) != (entry.request_id, entry.key_id):
+                raise ValueError(f"usage of {entry.request_id} (key {entry.key_id}) given to "
+                                 f"reservation {held.request_id} (key {held.key.id})")
+            generation = generation or held.generation
+        elif held != entry.request_id:
+            raise ValueError(f"usage of {entry.request_id} given to reservation {held}")
+        return await self._settle(entry.request_id, entry.key_id, entry.cost, entry.tokens,
+                                  entry, generation=generation, spool=spool)
+
+    async def settle(self, reservation: Reservation, *, prompt_tokens: int,
+                     completion_tokens: int, fields: Mapping[str, str | int]) -> Settlement:
+        """Compatibility: :meth:`settle_usage` with the entry's other fields as wire names.
+
+        ``fields`` holds ``model``, ``node``, ``ep``, ``lat``, ``status``, ``st``, ``cx``,
+        ``cnt`` (:mod:`edge.billing.entries`); use ``settle_usage(reservation,
+        reservation.usage(...))`` instead.
+        """
+        cost = token_cost(prompt_tokens, completion_tokens, reservation.input_price,
+                          reservation.output_price)
+        entry = decode({"t": "usage", "rid": reservation.request_id,
+                        "key": reservation.key.id, "pt": prompt_tokens,
+                        "ct": completion_tokens, "cost": cost, **fields})
+        assert isinstance(entry, UsageEntry)
+        return await self._settle(reservation.request_id, reservation.key.id, cost,
+                                  prompt_tokens + completion_tokens, entry,
+                                  generation=reservation.generation, spool=True)
+
+    async def settle_amount(self, request_id: str, key_id: int, cost: int, tokens: int,
+                            entry: UsageEntry | Mapping[str, Any], *, generation: str = "",
+                            spool: bool = True) -> Settlement:
+        """Compatibility: settle a reservation at ``cost`` micro-dollars, whatever Redis does.
+
+        ``entry``: a :class:`UsageEntry`, or its wire fields (``{"t": "usage", "rid",
+        …}``); use :meth:`settle_usage` instead.
+        """
+        usage = entry if isinstance(entry, UsageEntry) else decode(entry)
+        if not isinstance(usage, UsageEntry):
+            raise TypeError(f"settling {request_id} with a {usage.TYPE} entry")
+        return await self._settle(request_id, key_id, cost, tokens, usage,
+                                  generation=generation, spool=spool)
+
+    async def _settle(self, request_id: str, key_id: int, cost: int, tokens: int,
+                      entry: UsageEntry, *, generation: str, spool: bool) -> Settlement:
+        """settle.lua with ``cost`` and ``tokens``, retried while Redis is away or healing."""
         loop = asyncio.get_running_loop()
         give_up = loop.time() + SETTLE_PATIENCE
         delay = 0.05
@@ -206,31 +282,31 @@ class Billing:
             except _AWAY as exc:
                 reply = None
                 log.warning("settling %s: Redis unavailable (%s)", request_id, exc)
-            if reply is not None and reply[0] != HEALING:
+            if reply is not None and reply[0] != SettleCode.HEALING:
                 break
             if loop.time() > give_up:
                 if spool:
-                    self._keep_for_later(request_id, key_id, cost, tokens, entry, generation)
+                    self._keep_for_later(PendingSettlement(request_id, key_id, cost, tokens,
+                                                           entry, generation))
                 return Settlement(charged=cost, balance=-1, settled=True, deferred=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
         return await self._outcome(reply, request_id, cost, entry, generation, spool=spool)
 
     async def _outcome(self, reply: list[Any], request_id: str, cost: int,
-                       entry: dict[str, Any], generation: str, *, spool: bool) -> Settlement:
+                       entry: UsageEntry, generation: str, *, spool: bool) -> Settlement:
         """What a settle script's answer means: settled, settled before, or lost with Redis."""
         code, charged, balance = reply[0], reply[1], reply[2]
         current = generation_token(reply[3])
-        if code == RESERVED:
+        if code == SettleCode.SETTLED:
             if self.spool is not None and spool:
-                self.spool.append("done", current, f"usage:{request_id}",
-                                  {**entry, "charged": charged})
+                self.spool.append("done", current, entry.settled(charged))
             return Settlement(charged=charged, balance=balance, settled=True)
         if generation and current != generation:
             # Its reservation vanished with an older Redis: charge what was served.
             log.warning("reservation %s vanished with Redis generation %s; charging it "
                         "on top of generation %s", request_id, generation, current)
-            applied = await self._replay_or_spool({**entry, "charged": cost}, generation,
+            applied = await self._replay_or_spool(entry.settled(cost), generation,
                                                   spool=spool)
             if applied is not False:
                 return Settlement(charged=cost, balance=-1, settled=True,
@@ -238,41 +314,38 @@ class Billing:
         return Settlement(charged=0, balance=balance, settled=False)
 
     async def _settle_script(self, request_id: str, key_id: int, cost: int, tokens: int,
-                             entry: dict[str, Any]) -> list[Any]:
+                             entry: UsageEntry) -> list[Any]:
         store = self.store
-        args: list[str | int] = [request_id, cost, tokens]
-        for field, value in entry.items():
-            args += (field, value)
+        args: list[str | int] = [request_id, cost, tokens, *script_fields(entry, "settle")]
         return await store.settle(
             keys=[store.balance(key_id), store.limiter(key_id), store.reservation(request_id),
                   store.open_reservations, store.ledger_stream, store.held(key_id),
                   store.owed(key_id), store.generation],
             args=args)
 
-    def _keep_for_later(self, request_id: str, key_id: int, cost: int, tokens: int,
-                        entry: dict[str, Any], generation: str) -> None:
+    def _keep_for_later(self, pending: PendingSettlement) -> None:
         log.error("settling %s: Redis did not take it; retrying it in the background",
-                  request_id)
-        self.pending.append((request_id, key_id, cost, tokens, entry, generation))
+                  pending.request_id)
+        self.pending.append(pending)
         if self.spool is not None:
-            self.spool.append("pending", generation, f"usage:{request_id}", entry,
-                              resv={"rid": request_id, "key": key_id, "cost": cost,
-                                    "tokens": tokens})
+            self.spool.append("pending", pending.generation, pending.entry,
+                              resv=pending.record())
 
     async def settle_pending(self) -> int:
         """Try the settlements Redis did not take again; returns how many it took now."""
         done = 0
         while self.pending:
-            request_id, key_id, cost, tokens, entry, generation = self.pending[0]
+            p = self.pending[0]
             try:
-                reply = await self._settle_script(request_id, key_id, cost, tokens, entry)
+                reply = await self._settle_script(p.request_id, p.key_id, p.cost, p.tokens,
+                                                  p.entry)
             except _AWAY:
                 return done
-            if reply[0] == HEALING:
+            if reply[0] == SettleCode.HEALING:
                 return done
             self.pending.pop(0)
             done += 1
-            await self._outcome(reply, request_id, cost, entry, generation, spool=True)
+            await self._outcome(reply, p.request_id, p.cost, p.entry, p.generation, spool=True)
         return done
 
     async def run_pending(self, stop: asyncio.Event, interval: float = 0.5) -> None:
@@ -288,55 +361,64 @@ class Billing:
                 except Exception:
                     log.exception("retrying pending settlements failed")
 
-    async def _replay_or_spool(self, usage: dict[str, Any], generation: str, *,
+    async def _replay_or_spool(self, usage: UsageEntry, generation: str, *,
                                spool: bool = True) -> bool | None:
         """True: charged now; False: it was charged before; None: kept for later."""
         try:
             return await self.replay(usage)
         except Exception as exc:  # Redis or SQL away: the spool drainer does it later
-            log.warning("could not charge %s now (%r); kept in the spool", usage.get("rid"), exc)
+            log.warning("could not charge %s now (%r); kept in the spool", usage.request_id,
+                        exc)
             if self.spool is not None and spool:
-                self.spool.append("owed", generation, f"usage:{usage['rid']}", usage)
+                self.spool.append("owed", generation, usage)
             return None
 
-    async def replay(self, entry: dict[str, Any]) -> bool:
+    async def replay(self, entry: Entry | Mapping[str, Any]) -> bool:
         """Apply a settlement or credit Redis lost, once, on top of the healed balance.
 
         SQL is asked first: a change it holds was not lost. Returns True when it
         was applied now (False: SQL or an earlier replay has it).
 
+        ``entry``: a usage entry with what it ``charged`` (or should have), or a
+        credit entry with its ``amount``; or either's wire fields (a spool's copy).
+
         Raises:
           HotStoreHealing: Redis is being rebuilt; try again later.
+          ValueError: a usage entry without ``charged``.
         """
         from edge.db.models import LedgerEntry, UsageRecord
         from edge.metrics import SPOOL_REPLAYS
 
-        usage = entry.get("t") == "usage"
-        reference = f"usage:{entry['rid']}" if usage else str(entry["ref"])
-        if usage and await UsageRecord.exists(request_id=str(entry["rid"])):
-            return False
-        if not usage and await LedgerEntry.exists(reference=reference):
-            return False
-        key_id = int(entry["key"])
-        amount = -int(entry["charged"]) if usage else int(entry["amount"])
-        fields = {k: v for k, v in entry.items() if k not in ("charged", "amount")}
+        if not isinstance(entry, UsageEntry | CreditEntry):
+            entry = decode(entry)
+        usage = isinstance(entry, UsageEntry)
+        reference = entry.reference
+        if isinstance(entry, UsageEntry):
+            if entry.charged is None:
+                raise ValueError(f"replaying {reference} without what it charged")
+            if await UsageRecord.exists(request_id=entry.request_id):
+                return False
+            amount, shown = -entry.charged, "charged"
+        else:
+            if await LedgerEntry.exists(reference=reference):
+                return False
+            amount, shown = entry.amount, "amount"
+        key_id = entry.key_id
         store = self.store
-        args: list[Any] = [amount, CREDIT_MARKER_TTL, "charged" if usage else "amount"]
-        for field, value in fields.items():
-            args += (field, value)
+        args: list[Any] = [amount, CREDIT_MARKER_TTL, shown, *script_fields(entry, "replay")]
         keys = [store.balance(key_id), store.applied(reference), store.ledger_stream,
                 store.generation]
         reply = await store.replay(keys=keys, args=args)
-        if reply[0] == NOT_LOADED and await store.client.exists(store.generation):
+        if reply[0] == ReplayCode.NOT_LOADED and await store.client.exists(store.generation):
             await self.load_balance(key_id)
             reply = await store.replay(keys=keys, args=args)
-        if reply[0] == NOT_LOADED:
+        if reply[0] == ReplayCode.NOT_LOADED:
             raise HotStoreHealing("The hot store is healing.", retry_after=1)
-        if reply[0] == 1:
+        if reply[0] == ReplayCode.APPLIED:
             SPOOL_REPLAYS.inc()
             log.warning("charged again what Redis lost: %s, %d micro-dollars", reference,
                         -reply[1] if usage else reply[1])
-        return reply[0] == 1
+        return reply[0] == ReplayCode.APPLIED
 
     async def progress(self, request_id: str, prompt_tokens: int, completion_tokens: int,
                        *, ttl_ms: int | None = None) -> None:
@@ -364,20 +446,22 @@ class Billing:
         store = self.store
         keys = [store.balance(key_id), store.applied(reference), store.ledger_stream,
                 store.held(key_id), store.owed(key_id), store.generation]
-        args: list[str | int] = [amount, CREDIT_MARKER_TTL, "t", "credit", "ref", reference,
-                                 "key", key_id, "kind", kind, "note", note[:500]]
+        entry = CreditEntry(reference=reference, key_id=key_id, kind=kind, amount=amount,
+                            note=note[:500])
+        args: list[str | int] = [amount, CREDIT_MARKER_TTL, *script_fields(entry, "credit")]
         reply = await store.credit(keys=keys, args=args)
-        if reply[0] == NOT_LOADED:
+        if reply[0] == CreditCode.NOT_LOADED:
             await self.load_balance(key_id)
             reply = await store.credit(keys=keys, args=args)
-        if reply[0] == HEALING:
+        if reply[0] == CreditCode.HEALING:
             raise HotStoreHealing("The portal is rebuilding its balances after a Redis "
                                   "failure; nothing was credited. Try again in a second.",
                                   retry_after=1)
         code, applied, balance = reply[:3]
-        if code == 0:
+        if code == CreditCode.NOT_LOADED:
             raise RuntimeError("balance vanished while crediting")
-        return CreditResult(applied=applied, balance=balance, duplicate=code == -1,
+        return CreditResult(applied=applied, balance=balance,
+                            duplicate=code == CreditCode.DUPLICATE,
                             deferred=int(reply[3]) if len(reply) > 3 else 0)
 
     async def balance(self, key_id: int) -> int:

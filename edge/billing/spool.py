@@ -7,7 +7,9 @@ settles also appends each settlement to its own spool on local disk::
 
     <data_dir>/spool/<owner>/<unix seconds>.jsonl    one JSON record a line
 
-A record is ``{"k": kind, "gen": generation, "ref": reference, "entry": {...}}``:
+A record is ``{"k": kind, "gen": generation, "ref": reference, "entry": {...}}``,
+``entry`` being a ledger stream entry's wire fields (:mod:`edge.billing.entries`)
+and ``ref`` its reference (``usage:<request id>``):
 
 - ``done``: the settlement ran in Redis (in generation ``gen``); ``entry`` is
   the stream entry it wrote;
@@ -38,6 +40,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge.billing.entries import Entry, EntryError, UsageEntry, decode, encode
 from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
@@ -81,9 +84,11 @@ class Spool:
                                         daemon=True)
         self._thread.start()
 
-    def append(self, kind: str, generation: str, reference: str,
-               entry: dict[str, Any], **extra: Any) -> None:
-        record = {"k": kind, "gen": generation, "ref": reference, "entry": entry, **extra}
+    def append(self, kind: str, generation: str, entry: Entry, **extra: Any) -> None:
+        """Queue a record: ``kind`` (done, owed, pending), the generation it belongs to,
+        the entry, and ``extra`` fields (a pending record's ``resv``)."""
+        record = {"k": kind, "gen": generation, "ref": entry.reference, "entry": encode(entry),
+                  **extra}
         self._lines.append(json.dumps(record, separators=(",", ":"), default=str) + "\n")
         if not self._wake.is_set():
             self._wake.set()
@@ -138,11 +143,6 @@ class Spool:
         self._thread.join(10)
 
 
-def _usage_or_credit(entry: dict[str, Any]) -> tuple[str, str]:
-    return ("usage", str(entry["rid"])) if entry.get("t") == "usage" \
-        else ("credit", str(entry["ref"]))
-
-
 class SpoolDrainer:
     """Makes sure every spooled settlement reaches SQL, exactly once.
 
@@ -176,6 +176,9 @@ class SpoolDrainer:
             confirmed = await _in_sql(records)
             left = 0
             for record in records:
+                if record.get("bad"):
+                    left += 1  # kept for an operator: it never decoded
+                    continue
                 if record["ref"] in confirmed:
                     continue
                 kind = record["k"]
@@ -191,8 +194,10 @@ class SpoolDrainer:
         return handled
 
     async def _charge(self, record: dict[str, Any], current: str) -> int:
-        entry = record["entry"]
+        entry: Entry = record["entry"]
         if record["k"] == "pending":
+            if not isinstance(entry, UsageEntry):
+                raise TypeError(f"a pending settlement of a {entry.TYPE} entry: {record!r}")
             resv = record["resv"]
             outcome = await self.billing.settle_amount(
                 resv["rid"], int(resv["key"]), int(resv["cost"]), int(resv["tokens"]), entry,
@@ -218,6 +223,7 @@ class SpoolDrainer:
 
 
 def _read(segment: Path) -> list[dict[str, Any]]:
+    """The records of a segment, each ``entry`` decoded (or the record marked ``bad``)."""
     records = []
     for line in segment.read_text(encoding="utf-8").splitlines():
         try:
@@ -225,6 +231,12 @@ def _read(segment: Path) -> list[dict[str, Any]]:
         except ValueError:
             continue  # a torn last line (a crash mid-write): it never settled
         if isinstance(record, dict) and "ref" in record and "entry" in record:
+            try:
+                record["entry"] = decode(record["entry"])
+            except (EntryError, AttributeError) as exc:
+                log.error("spool: %s holds a record that does not decode (%s); keeping the "
+                          "segment", segment, exc)
+                record["bad"] = True
             records.append(record)
     return records
 
@@ -233,8 +245,9 @@ async def _in_sql(records: list[dict[str, Any]]) -> set[str]:
     """References of ``records`` that SQL already holds."""
     from edge.db.models import LedgerEntry, UsageRecord
 
-    usage = [r["ref"] for r in records if _usage_or_credit(r["entry"])[0] == "usage"]
-    credits = [r["ref"] for r in records if _usage_or_credit(r["entry"])[0] == "credit"]
+    records = [r for r in records if not r.get("bad")]
+    usage = [r["ref"] for r in records if isinstance(r["entry"], UsageEntry)]
+    credits = [r["ref"] for r in records if not isinstance(r["entry"], UsageEntry)]
     found: set[str] = set()
     for start in range(0, len(usage), 500):
         rids = [ref.removeprefix("usage:") for ref in usage[start:start + 500]]

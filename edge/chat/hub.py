@@ -14,12 +14,14 @@ and never reach clients.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from edge.store import keys as redis_keys
 from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
@@ -43,16 +45,20 @@ PRESENCE_NAMES = 100
 class Member:
     """One socket in one room, as the hub sees it."""
 
-    __slots__ = ("close_reason", "closed", "id", "key_id", "name", "queue", "room")
+    __slots__ = ("close_code", "close_reason", "closed", "id", "key_id", "name", "prefix",
+                 "queue", "room")
 
-    def __init__(self, member_id: str, room: str, key_id: int, name: str) -> None:
+    def __init__(self, member_id: str, room: str, key_id: int, name: str,
+                 prefix: str = "") -> None:
         self.id = member_id
         self.room = room
         self.key_id = key_id
         self.name = name
+        self.prefix = prefix
         self.queue: asyncio.Queue[str | None] = asyncio.Queue(QUEUE_LIMIT)
         self.closed = False
         self.close_reason = ""
+        self.close_code: int | None = None
 
     def deliver(self, text: str) -> None:
         """Queue an event without waiting; a full queue closes the member."""
@@ -64,70 +70,143 @@ class Member:
             log.warning("chat member %s is not reading; dropping it", self.id)
             self.close("too slow")
 
-    def close(self, reason: str = "") -> None:
-        """End the member's socket (policy close, 1008, when ``reason`` is given)."""
-        if not self.closed:
-            self.closed = True
-            self.close_reason = reason
-            try:
-                self.queue.put_nowait(None)
-            except asyncio.QueueFull:
+    def close(self, reason: str = "", code: int | None = None, *,
+              last: str | None = None) -> None:
+        """End the member's socket once what is queued is sent.
+
+        Parameters:
+          reason: the close frame's reason.
+          code: the close code (default: 1008 with a reason, else 1000).
+          last: an event sent instead of what is still queued (the socket's key
+            was refused: nothing more of the room reaches it).
+        """
+        if self.closed:
+            return
+        self.closed = True
+        self.close_reason = reason
+        self.close_code = code
+        if last is not None:
+            while not self.queue.empty():
                 self.queue.get_nowait()
-                self.queue.put_nowait(None)
+            self.queue.put_nowait(last)
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            self.queue.get_nowait()
+            self.queue.put_nowait(None)
 
 
 class RoomHub:
-    """This worker's rooms: local members, their subscriptions, presence."""
+    """This worker's rooms: local members, their one shared subscription, presence.
+
+    The worker holds one pub/sub connection for all its rooms, whatever the number
+    of sockets: a room is subscribed when its first local member joins and
+    unsubscribed when its last one leaves, one change at a time (concurrent joins
+    of a new room share one ``SUBSCRIBE``; redis-py's pub/sub would open a
+    connection per concurrent first command, and keep all but one for good).
+    """
 
     def __init__(self, store: HotStore) -> None:
         self.store = store
         self.rooms: dict[str, dict[str, Member]] = {}
+        #: Local members by their key's prefix, for closing a key's sockets at once.
+        self.by_prefix: dict[str, dict[str, Member]] = {}
         self.control: dict[str, Callable[[str, dict[str, Any]], None]] = {}
         self._pubsub = store.client.pubsub(ignore_subscribe_messages=True)
+        self._subscribed: set[str] = set()
+        self._subscribing = asyncio.Lock()
         self._changed = asyncio.Event()
         self._presence: dict[str, tuple[list[str], list[str]]] = {}
         self._flushes: set[asyncio.Task[None]] = set()
 
     def channel(self, room: str) -> str:
-        return f"{self.store.ns}:room:{room}"
+        return redis_keys.chat_room(self.store.ns, room)
 
     def _who(self, room: str) -> str:
-        return f"{self.store.ns}:room:{room}:who"
+        return redis_keys.chat_room_members(self.store.ns, room)
 
     # -- membership ------------------------------------------------------------------
     async def join(self, member: Member) -> None:
-        """Start delivering the room to ``member``, and announce it (soon, in a batch)."""
-        local = self.rooms.setdefault(member.room, {})
-        if not local:
-            await self._pubsub.subscribe(self.channel(member.room))
-            self._changed.set()
-        local[member.id] = member
-        await self.store.client.hset(self._who(member.room), member.id,
-                                     json.dumps([member.name, time.time()]))
+        """Start delivering the room to ``member``, and announce it (soon, in a batch).
+
+        Raises:
+          RedisUnavailable: the member is not in the room (nothing to undo).
+        """
+        self.rooms.setdefault(member.room, {})[member.id] = member
+        if member.prefix:
+            self.by_prefix.setdefault(member.prefix, {})[member.id] = member
+        try:
+            await self._sync_subscription(member.room)
+            await self.store.client.hset(self._who(member.room), member.id,
+                                         json.dumps([member.name, time.time()]))
+        except BaseException:
+            self._forget(member)
+            with contextlib.suppress(*RedisUnavailable):
+                await self._sync_subscription(member.room)
+            raise
         self._announce(member.room, member.name, joined=True)
 
     async def leave(self, member: Member) -> None:
         member.close()
-        local = self.rooms.get(member.room, {})
-        if local.pop(member.id, None) is None:
+        if not self._forget(member):
             return
-        if not local:
-            del self.rooms[member.room]
-            try:
-                await self._pubsub.unsubscribe(self.channel(member.room))
-            except RedisUnavailable:
-                pass
+        try:
+            await self._sync_subscription(member.room)
+        except RedisUnavailable:
+            pass
         try:
             await self.store.client.hdel(self._who(member.room), member.id)
         except RedisUnavailable:
             return
         self._announce(member.room, member.name, joined=False)
 
+    def _forget(self, member: Member) -> bool:
+        """Drop ``member`` from the local maps; False if it was not there."""
+        local = self.rooms.get(member.room, {})
+        if local.pop(member.id, None) is None:
+            return False
+        if not local:
+            del self.rooms[member.room]
+        same_key = self.by_prefix.get(member.prefix)
+        if same_key is not None:
+            same_key.pop(member.id, None)
+            if not same_key:
+                del self.by_prefix[member.prefix]
+        return True
+
+    async def _sync_subscription(self, room: str) -> None:
+        """Subscribe ``room`` if it has local members, unsubscribe it if not."""
+        async with self._subscribing:
+            wanted = room in self.rooms
+            if wanted and room not in self._subscribed:
+                await self._pubsub.subscribe(self.channel(room))
+                self._subscribed.add(room)
+                self._changed.set()
+            elif not wanted and room in self._subscribed:
+                self._subscribed.discard(room)
+                await self._pubsub.unsubscribe(self.channel(room))
+
+    def close_key(self, prefix: str, code: int, reason: str, last: str) -> int:
+        """Close every local socket of the key ``prefix``: ``last``, then the close frame.
+
+        Returns the number of sockets closed.
+        """
+        members = list(self.by_prefix.get(prefix, {}).values())
+        for member in members:
+            member.close(reason, code, last=last)
+        return len(members)
+
+    @property
+    def sockets(self) -> int:
+        """Sockets in this worker's rooms."""
+        return sum(len(local) for local in self.rooms.values())
+
     async def members(self, room: str) -> tuple[list[str], int]:
         """Up to :data:`PRESENCE_NAMES` names of those in the room, and how many there are."""
-        client = self.store.client
-        count = await client.hlen(self._who(room))
-        _cursor, entries = await client.hscan(self._who(room), 0, count=PRESENCE_NAMES * 2)
+        async with self.store.client.pipeline(transaction=False) as pipe:
+            pipe.hlen(self._who(room))
+            pipe.hscan(self._who(room), 0, count=PRESENCE_NAMES * 2)
+            count, (_cursor, entries) = await pipe.execute()
         cutoff = time.time() - 3 * PRESENCE_BEAT
         names = sorted({name for name, seen in map(json.loads, entries.values())
                         if seen >= cutoff})
@@ -217,16 +296,20 @@ class RoomHub:
                 log.exception("chat hub: could not deliver an event")
 
     async def _resubscribe(self) -> None:
-        try:
-            await self._pubsub.aclose()
-        except Exception:  # already broken
-            pass
-        self._pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
-        try:
-            if self.rooms:
-                await self._pubsub.subscribe(*(self.channel(r) for r in self.rooms))
-        except RedisUnavailable:
-            pass
+        async with self._subscribing:
+            try:
+                await self._pubsub.aclose()
+            except Exception:  # already broken
+                pass
+            self._pubsub = self.store.client.pubsub(ignore_subscribe_messages=True)
+            self._subscribed.clear()
+            try:
+                if self.rooms:
+                    rooms = list(self.rooms)
+                    await self._pubsub.subscribe(*(self.channel(r) for r in rooms))
+                    self._subscribed.update(rooms)
+            except RedisUnavailable:
+                pass
 
     async def _heartbeat(self) -> None:
         now = time.time()

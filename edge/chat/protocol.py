@@ -16,6 +16,20 @@ Server → client: ``ready``, ``message``, ``delta``, ``done``, ``status``,
 and their ``count``), ``history``, ``error``, ``pong``, and ``sent`` (to the sender
 only: the id its message got, so it knows which reply is its own). Every frame is checked here; a
 bad one becomes a :class:`FrameError` for an ``error`` event, never a crash.
+
+Close codes: a socket the server ends gets an ``error`` event first (``code``
+``refused``, or ``invalid_api_key`` / ``key_frozen`` for a key refused while the
+socket is open), then one of these WebSocket close codes with a reason::
+
+    1000  normal (the client left, or the server shuts down)
+    1008  policy: the client stopped reading (its queue filled)
+    1013  try again later: this worker has too many sockets, or is busy, or
+          Redis did not answer while the socket was set up
+    4001  the key is unknown, revoked or expired (or no auth frame came)
+    4003  the key is frozen by a payment dispute, or the origin may not open sockets
+    4004  no such room name
+    4008  the key is in too many rooms at once
+    4029  the key has too many sockets open at once
 """
 
 from __future__ import annotations
@@ -24,9 +38,27 @@ import dataclasses
 import json
 from typing import Any
 
+from edge.identity.keys import KeyRefusal
 from edge.jsonbody import loads
 
-__all__ = ["ClientFrame", "FrameError", "event", "parse_frame"]
+__all__ = ["CLOSE_BAD_KEY", "CLOSE_BUSY", "CLOSE_FROZEN", "CLOSE_NO_ROOM", "CLOSE_POLICY",
+           "CLOSE_TOO_MANY_ROOMS", "CLOSE_TOO_MANY_SOCKETS", "ClientFrame", "FrameError",
+           "event", "parse_frame", "refusal_close"]
+
+#: The client stopped reading (RFC 6455's policy violation).
+CLOSE_POLICY = 1008
+#: Try again later (RFC 6455): too many sockets on this worker, busy, or Redis away.
+CLOSE_BUSY = 1013
+#: The key is unknown, revoked or expired.
+CLOSE_BAD_KEY = 4001
+#: The key is frozen, or the origin may not open sockets.
+CLOSE_FROZEN = 4003
+#: No such room name.
+CLOSE_NO_ROOM = 4004
+#: The key is in too many rooms at once.
+CLOSE_TOO_MANY_ROOMS = 4008
+#: The key has too many sockets open at once.
+CLOSE_TOO_MANY_SOCKETS = 4029
 
 #: Longest text of a message, in characters.
 MAX_TEXT = 8_000
@@ -151,6 +183,13 @@ def _params(raw: Any) -> dict[str, Any]:
             raise FrameError("bad_field", f"'{name}' must be between {low} and {high}.")
         params[name] = value
     return params
+
+
+def refusal_close(refusal: KeyRefusal) -> tuple[int, str]:
+    """The close code and ``error`` event code of a socket whose key is refused."""
+    if refusal is KeyRefusal.FROZEN:
+        return CLOSE_FROZEN, "key_frozen"
+    return CLOSE_BAD_KEY, "invalid_api_key"
 
 
 def event(kind: str, /, **fields: Any) -> str:

@@ -14,22 +14,16 @@ import asyncio
 import json
 import logging
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
-from edge.billing.reservations import Reservation, worst_case_tokens
 from edge.chat.protocol import event
 from edge.db.models import ChatMessage
-from edge.errors import APIError
-from edge.fleet.upstream import NODE_FAILURES, node_error
-from edge.metering.counting import NodeTokenizer, count_stream
-from edge.metering.request_spec import Endpoint
-from edge.metering.sse import StreamRelay
-from edge.proxy.views import PROGRESS_INTERVAL, new_request_id
+from edge.errors import APIError, ModelWarming
+from edge.metering.call import MeteredCall, new_request_id
+from edge.metering.request_spec import Endpoint, parse_request
 
 if TYPE_CHECKING:
+    from edge.billing.reservations import Settlement
     from edge.chat.hub import RoomHub
     from edge.context import PortalContext
     from edge.fleet.registry import ModelInfo, NodeInfo
@@ -78,11 +72,6 @@ def build_context(history: list[ChatMessage], system: str, budget: int) -> list[
         used += cost
     turns.reverse()
     return ([{"role": "system", "content": system}] if system else []) + turns
-
-
-def _prompt_bound(payload: bytes, model: ModelInfo) -> int:
-    """The reservation's prompt bound: the request's bytes, capped by the context."""
-    return worst_case_tokens(len(payload), None, 1, model.context_length)[0]
 
 
 class ReplyRunner:
@@ -155,19 +144,16 @@ class ReplyRunner:
                 "stream_options": {"include_usage": True, "continuous_usage_stats": True},
                 **params, "max_tokens": max_tokens}
         payload = json.dumps(body, separators=(",", ":")).encode()
-        prompt, completion = worst_case_tokens(len(payload), max_tokens, 1,
-                                               model.context_length)
-        request_id = new_request_id()
+        call = MeteredCall(portal.metering, model=model,
+                           spec=parse_request(payload, Endpoint.CHAT), body=payload,
+                           request_id=new_request_id(), endpoint="chat-room")
         try:
-            reservation = await portal.billing.reserve(
-                asker, request_id, prompt_tokens=prompt, completion_tokens=completion,
-                input_price=model.input_price, output_price=model.output_price,
-                meta={"model": model.name, "node": node.id, "ep": "chat-room", "st": 1})
+            await call.reserve(asker, node)
         except APIError as exc:
             await self._finish(room, reply, asker, "failed", None, (0, 0), error=exc.message)
             return
-        reply.request_id = request_id
-        await self._stream(room, asker, reply, model, node, payload, reservation)
+        reply.request_id = call.request_id
+        await self._stream(room, asker, reply, call, node)
 
     async def _node(self, room: str, model: ModelInfo, reply: ChatMessage) -> NodeInfo | None:
         """A routable node; for a cold model, say so, ask for a boot and wait for one."""
@@ -175,22 +161,22 @@ class ReplyRunner:
         node = portal.registry.pick(model)
         if node is not None:
             return node
+        warming = await portal.metering.cold(model)
+        if not isinstance(warming, ModelWarming):  # its nodes refuse for a moment
+            await self._finish(room, reply, None, "failed", None, (0, 0),
+                               error=warming.message)
+            return None
         if not portal.registry.can_boot(model):
             await self._finish(room, reply, None, "failed", None, (0, 0),
                                error=f"No node is running {model.name}, and none can be "
                                      "started on demand: its nodes are started by the "
                                      "operator.")
             return None
-        eta = model.boot_seconds or portal.settings.warming_retry_after
-        if portal.on_cold_model is not None:
-            try:
-                eta = await portal.on_cold_model(model) or eta
-            except Exception:
-                log.exception("could not ask for a boot of %s", model.name)
+        eta = int(warming.retry_after or 0)
         await self.hub.publish(room, event(
-            "status", kind="warming", reply_id=reply.id, model=model.name, eta=int(eta),
+            "status", kind="warming", reply_id=reply.id, model=model.name, eta=eta,
             message=f"{model.name} is warming up; the reply follows when its node is up "
-                    f"(about {int(eta)} s)."))
+                    f"(about {eta} s)."))
         deadline = time.monotonic() + portal.settings.boot_timeout
         while time.monotonic() < deadline:
             await asyncio.sleep(WARM_POLL)
@@ -203,71 +189,33 @@ class ReplyRunner:
                            error=f"{model.name} did not come up in time.")
         return None
 
-    async def _stream(self, room: str, asker: KeyRecord, reply: ChatMessage, model: ModelInfo,
-                      node: NodeInfo, payload: bytes, reservation: Reservation) -> None:
-        portal = self.portal
-        relay = StreamRelay(include_usage=True, continuous=True)
+    async def _stream(self, room: str, asker: KeyRecord, reply: ChatMessage,
+                      call: MeteredCall, node: NodeInfo) -> None:
+        """Relay the node's stream to the room; the call settles whatever ends it."""
         pieces: list[str] = []
         status, error = "done", None
-        upstream: httpx.Response | None = None
-        node.in_flight += 1
+
+        async def send(events: bytes) -> None:
+            text = self._pieces(events)
+            if text:
+                pieces.append(text)
+                await self.hub.publish(room, event("delta", reply_id=reply.id, text=text))
+
         try:
-            upstream = await portal.http.post(node.url + "/v1/chat/completions", payload)
-            if upstream.status_code != 200:
-                failure = node_error(upstream.status_code, await upstream.aread())
-                status, error = "failed", failure.message
-            else:
-                last_progress = time.monotonic()
-                async for chunk in upstream.aiter_raw():
-                    text = self._pieces(relay.feed(chunk))
-                    if text:
-                        pieces.append(text)
-                        await self.hub.publish(room, event("delta", reply_id=reply.id,
-                                                           text=text))
-                        if time.monotonic() - last_progress > PROGRESS_INTERVAL:
-                            last_progress = time.monotonic()
-                            # Until a node that reports no usage is counted, the
-                            # prompt's bound is what the reaper would charge.
-                            await portal.billing.progress(
-                                reservation.request_id,
-                                relay.prompt_tokens if relay.node_counted
-                                else _prompt_bound(payload, model),
-                                relay.completion_tokens)
-                    if relay.done:
-                        break
-                if not relay.done:
-                    status, error = "failed", "The GPU node ended the reply early."
+            async with call:
+                await call.open(node)
+                relayed = await call.relay(send)
+            if relayed.failure is not None:
+                status, error = "failed", relayed.failure.message
+                await self.hub.publish(room, event("status", kind="node_lost",
+                                                   reply_id=reply.id, message=error))
         except asyncio.CancelledError:
             status = "stopped"
-        except NODE_FAILURES as exc:
-            status, error = "failed", f"The GPU node was lost ({type(exc).__name__})."
-            await self.hub.publish(room, event("status", kind="node_lost", reply_id=reply.id,
-                                               message=error))
-        finally:
-            node.in_flight -= 1
-            if upstream is not None:
-                await upstream.aclose()
+        except APIError as exc:  # every node refused, or the node refused the request
+            status, error = "failed", exc.message
         reply.content = "".join(pieces)
-        await asyncio.shield(self._count_and_finish(room, reply, asker, status, reservation,
-                                                    relay, node, payload, model, error))
-
-    async def _count_and_finish(self, room: str, reply: ChatMessage, asker: KeyRecord,
-                                status: str, reservation: Reservation, relay: StreamRelay,
-                                node: NodeInfo, payload: bytes, model: ModelInfo,
-                                error: str | None) -> None:
-        """Finish with the node's counts, or the edge's when the node sent none."""
-        counts = (relay.prompt_tokens, relay.completion_tokens)
-        counted = "node"
-        if relay.needs_counting:
-            counted = "edge"
-            tokenizer = NodeTokenizer(self.portal.http, node.url, model.served_name)
-            counts = await count_stream(tokenizer, relay.deltas, Endpoint.CHAT,
-                                        json.loads(payload),
-                                        prompt_estimate=_prompt_bound(payload, model),
-                                        delivered=relay.completion_tokens,
-                                        complete=status == "done")
-        await self._finish(room, reply, asker, status, reservation, counts, error=error,
-                           node_id=node.id, counted=counted)
+        await asyncio.shield(self._finish(room, reply, asker, status, call.settlement,
+                                          call.counts, error=error))
 
     @staticmethod
     def _pieces(events: bytes) -> str:
@@ -286,23 +234,15 @@ class ReplyRunner:
         return "".join(text)
 
     async def _finish(self, room: str, reply: ChatMessage, asker: KeyRecord | None,
-                      status: str, reservation: Reservation | None,
-                      counts: tuple[int, int], *, error: str | None = None,
-                      node_id: int | None = None, counted: str = "node") -> None:
-        """Settle, store and announce the end of a reply (once)."""
+                      status: str, settlement: Settlement | None,
+                      counts: tuple[int, int], *, error: str | None = None) -> None:
+        """Store and announce the end of a reply (once), with what its call charged."""
         if reply.id in self.finished:
             return
         self.finished.add(reply.id)
         cost, balance = 0, None
         prompt, completion = counts
-        if reservation is not None:
-            settlement = await self.portal.billing.settle(
-                reservation, prompt_tokens=prompt, completion_tokens=completion,
-                fields={"model": reply.model, "node": node_id or "", "ep": "chat-room",
-                        "lat": int((datetime.now(UTC) - reply.created_at).total_seconds()
-                                   * 1000),
-                        "status": 200 if status == "done" else 499, "st": 1,
-                        "cx": int(status == "stopped"), "cnt": counted})
+        if settlement is not None:
             cost, balance = settlement.charged, settlement.balance
         reply.status = status
         reply.prompt_tokens, reply.completion_tokens, reply.cost = prompt, completion, cost

@@ -6,6 +6,16 @@ Then it joins the room (through this worker's hub), gets ``ready`` with the
 recent history and who is there, and trades frames until it leaves. A bad
 frame gets an ``error`` event and the socket stays open; nothing a client sends
 ends the handler with an exception.
+
+Bounds: a worker keeps at most ``PORTAL_CHAT_SOCKETS_PER_WORKER`` sockets, a key
+has at most ``PORTAL_CHAT_SOCKETS_PER_KEY`` across workers (and is in at most
+``PORTAL_CHAT_ROOMS_PER_KEY`` rooms), and at most
+:data:`~edge.chat.limits.SocketGate.SETUP_SLOTS` sockets of a worker talk to Redis
+while they open or close; a socket refused gets an ``error`` event and a close
+code (:mod:`edge.chat.protocol`). A Redis failure while a socket opens closes it
+with 1013 (try again later), never with an unhandled exception. While it is open,
+the key's :class:`~edge.chat.guard.KeyGuard` closes it when the key is revoked,
+frozen or expires.
 """
 
 from __future__ import annotations
@@ -18,19 +28,36 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.exceptions import WebsocketClosed
 from sanic.response import json as json_response
 from websockets.exceptions import ConnectionClosed as _WebsocketsClosed
 
+from edge.chat.guard import KeyGuard
 from edge.chat.hub import Member
-from edge.chat.limits import MessageRate
-from edge.chat.protocol import ClientFrame, FrameError, event, parse_frame
+from edge.chat.limits import Crowded, MessageRate, SetupBusy
+from edge.chat.protocol import (
+    CLOSE_BAD_KEY,
+    CLOSE_BUSY,
+    CLOSE_FROZEN,
+    CLOSE_NO_ROOM,
+    CLOSE_POLICY,
+    CLOSE_TOO_MANY_ROOMS,
+    CLOSE_TOO_MANY_SOCKETS,
+    ClientFrame,
+    FrameError,
+    event,
+    parse_frame,
+    refusal_close,
+)
 from edge.db.models import ChatMessage, ChatRoom
 from edge.errors import APIError, InvalidRequest
-from edge.identity.auth import authenticate, check_key
+from edge.identity.auth import authenticate, check_key, require_usable
+from edge.identity.keys import KeyRefusal
 from edge.identity.sessions import COOKIE, session_key
 from edge.jsonbody import json_object
+from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
     from edge.chat import ChatService
@@ -83,52 +110,97 @@ def origin_allowed(request: Request, settings) -> bool:
     return host in allowed or origin in allowed
 
 
+@bp.after_server_start
+async def start_key_guard(app: Any, _loop: Any = None) -> None:
+    """Start this worker's :class:`~edge.chat.guard.KeyGuard` (after the portal's resources)."""
+    portal = getattr(app.ctx, "portal", None)
+    if portal is None or portal.chat is None:
+        return
+    guard = KeyGuard(portal.keys, portal.chat.hub, portal.chat.quota)
+    portal.chat.guard = guard
+    portal.events.on("key", guard.on_event)  # key:<prefix> and keys
+    portal.tasks.append(asyncio.create_task(guard.run(portal.stop), name="chat-key-guard"))
+
+
 @bp.websocket("/ws/chat/<room:str>")
 async def chat_socket(request: Request, ws: Socket, room: str) -> None:
     portal: PortalContext = request.app.ctx.portal
     if not ROOM_NAME.match(room):
-        await _refuse(ws, 4004, "Room names are 1-64 letters, digits, - and _.")
+        await _refuse(ws, CLOSE_NO_ROOM, "Room names are 1-64 letters, digits, - and _.")
         return
     if not origin_allowed(request, portal.settings):
-        await _refuse(ws, 4003, "This origin may not open chat sockets.")
-        return
-    key = await session_key(portal, request.cookies.get(COOKIE))
-    try:
-        if key is None:
-            key = await _authenticate(portal, ws)
-            if key is None:
-                return
-    except ConnectionClosed:
-        return
-    if key.frozen:
-        await _refuse(ws, 4003, "This key is frozen while a payment dispute is open.")
+        await _refuse(ws, CLOSE_FROZEN, "This origin may not open chat sockets.")
         return
     chat = portal.chat
-    if not await chat.quota.enter(key.id, room):
-        await _refuse(ws, 4008, f"A key may be in {chat.quota.limit} rooms at once.")
+    if not chat.gate.enter(portal.settings.chat_sockets_per_worker):
+        await _refuse(ws, CLOSE_BUSY, "This server has too many chat sockets open; "
+                                      "try again later.")
         return
-    member = Member(secrets.token_hex(8), room, key.id, key.name)
+    try:
+        await _serve(portal, request, ws, room)
+    except ConnectionClosed:
+        pass
+    except SetupBusy:
+        await _refuse(ws, CLOSE_BUSY, "The server is busy opening other sockets; "
+                                      "try again later.")
+    except (*RedisUnavailable, RedisError) as exc:
+        log.warning("chat socket in %s refused: Redis did not answer (%r)", room, exc)
+        await _refuse(ws, CLOSE_BUSY, "The server could not open the socket; "
+                                      "try again later.")
+    finally:
+        chat.gate.leave()
+
+
+async def _serve(portal: PortalContext, request: Request, ws: Socket, room: str) -> None:
+    """Authenticate, admit, join, then trade frames until the socket ends."""
+    chat = portal.chat
+    async with chat.gate.slot():
+        key = await session_key(portal, request.cookies.get(COOKIE))
+    if key is None:
+        key = await _authenticate(portal, ws)
+        if key is None:
+            return
+    refusal = key.refusal(time.time())
+    if refusal is not None:
+        await _refuse(ws, refusal_close(refusal)[0], refusal.message)
+        return
+    member = Member(secrets.token_hex(8), room, key.id, key.name, key.prefix)
+    entered = False
     writer: asyncio.Task[None] | None = None
     try:
-        row, _ = await ChatRoom.get_or_create(name=room, defaults={"created_by_id": key.id})
-        # Join first, so nothing published from now on is missed; the history read
-        # after may repeat an event, which clients drop by id. ``ready`` goes out
-        # before anything queued meanwhile.
-        await chat.hub.join(member)
-        recent = list(reversed(await ChatMessage.filter(room_id=row.id).order_by("-id")
-                               .limit(RECENT)))
-        names, count = await chat.hub.members(room)
+        async with chat.gate.slot():
+            crowded = await chat.quota.enter(key.id, room,
+                                             sockets=portal.settings.chat_sockets_per_key)
+            if crowded is Crowded.ROOMS:
+                await _refuse(ws, CLOSE_TOO_MANY_ROOMS,
+                              f"A key may be in {chat.quota.limit} rooms at once.")
+                return
+            if crowded is Crowded.SOCKETS:
+                await _refuse(ws, CLOSE_TOO_MANY_SOCKETS,
+                              f"A key may have {portal.settings.chat_sockets_per_key} chat "
+                              "sockets open at once.")
+                return
+            entered = True
+            row, _ = await ChatRoom.get_or_create(name=room, defaults={"created_by_id": key.id})
+            # Join first, so nothing published from now on is missed; the history read
+            # after may repeat an event, which clients drop by id. ``ready`` goes out
+            # before anything queued meanwhile.
+            await chat.hub.join(member)
+            recent = list(reversed(await ChatMessage.filter(room_id=row.id).order_by("-id")
+                                   .limit(RECENT)))
+            names, count = await chat.hub.members(room)
         ready = event("ready", room=room, you=key.name, worker=portal.worker_id,
                       private=row.private, model=row.model or None, members=names,
                       count=count, messages=[message_view(m) for m in recent])
         writer = asyncio.create_task(_write(ws, member, first=ready))
+        if chat.guard is not None:
+            await chat.guard.check(key.prefix)  # a change that came while it joined
         await _read(portal, ws, member, key, row)
-    except ConnectionClosed:
-        pass
     finally:
-        # Shielded: a second cancellation (the connection lost while leaving) must not
-        # skip the quota, or the key would hold a room it is not in.
-        await asyncio.shield(_leave(chat, member, key.id))
+        if entered:
+            # Shielded: a second cancellation (the connection lost while leaving) must not
+            # skip the quota, or the key would hold a room it is not in.
+            await asyncio.shield(_leave(chat, member, key.id))
         if writer is not None:
             member.close()  # the writer sends what is queued (an error, say), then closes
             await asyncio.wait({writer}, timeout=WRITER_DRAIN)
@@ -137,9 +209,14 @@ async def chat_socket(request: Request, ws: Socket, room: str) -> None:
 
 async def _leave(chat: ChatService, member: Member, key_id: int) -> None:
     try:
-        await chat.hub.leave(member)
-    finally:
-        await chat.quota.leave(key_id, member.room)
+        async with chat.gate.slot(wait=None):
+            try:
+                await chat.hub.leave(member)
+            finally:
+                await chat.quota.leave(key_id, member.room)
+    except (*RedisUnavailable, RedisError) as exc:
+        # The quota's hash expires (RoomQuota.TTL) once no worker refreshes it.
+        log.warning("chat: leaving %s while Redis did not answer (%r)", member.room, exc)
 
 
 async def _refuse(ws: Socket, code: int, reason: str) -> None:
@@ -151,18 +228,22 @@ async def _refuse(ws: Socket, code: int, reason: str) -> None:
 
 
 async def _authenticate(portal: PortalContext, ws: Socket) -> KeyRecord | None:
-    """Wait for an ``auth`` frame; anything else ends the socket."""
+    """Wait for an ``auth`` frame; anything else ends the socket.
+
+    The key's secret is checked here; whether the key is usable, by the caller.
+    """
     raw = await ws.recv(timeout=AUTH_TIMEOUT)
     if raw is None:
-        await _refuse(ws, 4001, "Send {\"type\": \"auth\", \"key\": …} first.")
+        await _refuse(ws, CLOSE_BAD_KEY, "Send {\"type\": \"auth\", \"key\": …} first.")
         return None
     try:
         frame = parse_frame(raw)
         if frame.type != "auth":
             raise FrameError("unauthenticated", "Send an auth frame first.")
-        return await check_key(portal, frame.key)
+        async with portal.chat.gate.slot():
+            return await check_key(portal, frame.key, reading=True)
     except (FrameError, APIError) as exc:
-        await _refuse(ws, 4001, getattr(exc, "message", str(exc)))
+        await _refuse(ws, CLOSE_BAD_KEY, getattr(exc, "message", str(exc)))
         return None
 
 
@@ -174,7 +255,8 @@ async def _write(ws: Socket, member: Member, *, first: str) -> None:
             text = await member.queue.get()
             if text is None:
                 reason = member.close_reason
-                await ws.close(1008 if reason else 1000, reason)
+                code = member.close_code or (CLOSE_POLICY if reason else 1000)
+                await ws.close(code, reason)
                 return
             await ws.send(text)
     except ConnectionClosed:
@@ -189,19 +271,30 @@ async def _read(portal: PortalContext, ws: Socket, member: Member, key: KeyRecor
     rate = MessageRate()
     while not member.closed:
         raw = await ws.recv()
-        if raw is None:
+        if raw is None or member.closed:
             continue
         if not rate.allow():
             member.deliver(event("error", code="rate_limited",
                                  message="Too many frames; at most 5 per second."))
             continue
         try:
+            # The key may have been revoked or frozen since the socket opened: ask the
+            # rule again (the worker's cache, kept fresh by pub/sub) before any frame.
+            current = await _usable_key(portal, member, key)
+            if current is None:
+                return
+            key = current
             frame = parse_frame(raw)
             await _handle(portal, member, key, room, frame)
         except FrameError as exc:
             member.deliver(event("error", code=exc.code, message=exc.message))
         except APIError as exc:
             member.deliver(event("error", code=exc.code or exc.type, message=exc.message))
+        except (*RedisUnavailable, RedisError) as exc:
+            log.warning("chat frame in room %s: Redis did not answer (%r)", room.name, exc)
+            member.deliver(event("error", code="unavailable",
+                                 message="The server could not handle that frame now; "
+                                         "try again."))
         except Exception:  # ours, not the client's: say so and keep the socket usable
             log.exception("chat frame failed in room %s", room.name)
             member.deliver(event("error", code="internal",
@@ -233,17 +326,23 @@ async def _handle(portal: PortalContext, member: Member, key: KeyRecord, room: C
         await _message(portal, member, key, room, frame)
 
 
+async def _usable_key(portal: PortalContext, member: Member,
+                      key: KeyRecord) -> KeyRecord | None:
+    """The key's current record if the rule lets it through; else the socket closes."""
+    hit, record = portal.keys.cached(key.prefix)
+    if not hit:
+        record = await portal.keys.lookup(key.prefix)
+    refusal = KeyRefusal.REVOKED if record is None else record.refusal(time.time())
+    if refusal is None:
+        return record
+    code, error = refusal_close(refusal)
+    member.close(f"key {refusal}", code,
+                 last=event("error", code=error, message=f"{refusal.message} The socket closes."))
+    return None
+
+
 async def _message(portal: PortalContext, member: Member, key: KeyRecord, room: ChatRoom,
                    frame: ClientFrame) -> None:
-    # The key may have been revoked or frozen since the socket opened: look again
-    # (the worker's cache, kept fresh by pub/sub) before anything is said or charged.
-    current = await portal.keys.lookup(key.prefix)
-    if current is None or not current.usable(time.time()) or current.frozen:
-        member.deliver(event("error", code="invalid_api_key",
-                             message="This key was revoked or frozen; the socket closes."))
-        member.close("key revoked or frozen")
-        return
-    key = current
     model = None
     if frame.ask:
         name = frame.model or room.model or portal.settings.chat_default_model or next(
@@ -307,5 +406,5 @@ async def _api_key(request: Request) -> KeyRecord:
         from edge.identity.csrf import check_csrf
 
         await check_csrf(request)
-        return key
+        return require_usable(key)  # the session lets a frozen key read its account only
     return await authenticate(portal, request.headers.get("authorization"))

@@ -47,7 +47,8 @@ def register(commands: argparse._SubParsersAction) -> None:
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     except (NoRedis, DatabaseUnavailable) as exc:
         print(f"portal: {exc}", file=sys.stderr)
         return 1
+    assert resolved.url is not None  # start=True: one answers, or NoRedis was raised
     settings = settings.replace(redis_url=resolved.url)
     os.environ["PORTAL_REDIS_URL"] = resolved.url  # for the worker and the scheduler
     children: list[subprocess.Popen[bytes]] = []

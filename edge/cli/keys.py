@@ -6,10 +6,11 @@ import argparse
 import json
 from datetime import UTC, datetime, timedelta
 
+from edge.billing.credits import credit
 from edge.billing.money import format_usd
 from edge.cli.runtime import CommandContext, fail, print_table, run_command, usd_argument
 from edge.db.models import ApiKey, LedgerKind
-from edge.identity.accounts import create_key, credit_key, revoke_key
+from edge.identity.accounts import create_key, revoke_key
 from edge.identity.pepper import load_pepper
 
 __all__ = ["register"]
@@ -84,9 +85,10 @@ async def _key(key_id: int) -> ApiKey:
 
 async def top_up(ctx: CommandContext, args: argparse.Namespace) -> int:
     key = await _key(args.key_id)
-    applied, duplicate = await credit_key(key, args.usd, kind=LedgerKind.TOPUP,
-                                          reference=args.reference, note=args.note,
-                                          store=ctx.store)
+    # No grace for the bookkeeper: no server may be running beside the command.
+    applied, duplicate, _deferred = await credit(
+        key.id, args.usd, kind=LedgerKind.TOPUP, reference=args.reference, note=args.note,
+        store=ctx.store, grace=0.0)
     await key.refresh_from_db(fields=["balance"])
     if args.json:
         print(json.dumps({"id": key.id, "applied": format_usd(applied), "duplicate": duplicate,

@@ -12,17 +12,26 @@ once) and usage after it is written off.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from edge.billing.ledger_writer import LedgerWriter
 from edge.cli.runtime import CommandContext, fail, run_command
+from edge.store import keys
 
-__all__ = ["register"]
+if TYPE_CHECKING:
+    from edge.store.hotstore import HotStore
 
-#: Redis key patterns ``reset-hot`` drops (under the namespace).
-HOT_PATTERNS = ("bal:*", "applied:*", "key:*", "keys:mirrored", "resv:*", "rl:*",
-                "held:*", "owed:*",
-                "gen",  # the next process heals the namespace from the restored database
-                "installation")  # the next process claims the namespace for this database
+__all__ = ["hot_patterns", "register"]
+
+
+def hot_patterns(ns: str) -> list[str]:
+    """``SCAN`` patterns of the Redis keys ``reset-hot`` drops from the namespace ``ns``."""
+    return [keys.balance(ns, "*"), keys.applied(ns, "*"), keys.key_record(ns, "*"),
+            keys.keys_mirrored(ns),
+            keys.reservation(ns, "*"),  # and the open reservations' zset
+            keys.limiter(ns, "*"), keys.held(ns, "*"), keys.owed(ns, "*"),
+            keys.generation(ns),  # the next process heals the namespace from the restored SQL
+            keys.installation(ns)]  # the next process claims the namespace for this database
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -37,10 +46,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     reset.set_defaults(func=lambda a: run_command(lambda c: reset_cmd(c, a), claim=False))
 
 
-async def _drain(ctx: CommandContext, *, claim_all: bool = False) -> int:
+def _store(ctx: CommandContext) -> HotStore:
     if ctx.store is None:
         raise fail("no Redis answers: there is nothing to drain")
-    writer = LedgerWriter(ctx.store, consumer="cli-drain")
+    return ctx.store
+
+
+async def _drain(ctx: CommandContext, *, claim_all: bool = False) -> int:
+    writer = LedgerWriter(_store(ctx), consumer="cli-drain")
     total = 0
     while count := await writer.drain_once(claim_idle_ms=0 if claim_all else None):
         total += count
@@ -63,13 +76,14 @@ async def reset_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
         raise fail(f"{waiting} jobs are queued or running and hold credit in Redis; let them "
                    "finish (or expire) first")
     drained = await _drain(ctx, claim_all=True)  # the writers are stopped: take theirs too
-    client = ctx.store.client
+    store = _store(ctx)
+    client = store.client
     dropped = 0
-    for pattern in HOT_PATTERNS:
-        batch = [key async for key in client.scan_iter(f"{ctx.store.ns}:{pattern}", count=1000)]
+    for pattern in hot_patterns(store.ns):
+        batch = [key async for key in client.scan_iter(pattern, count=1000)]
         for start in range(0, len(batch), 1000):
             dropped += await client.delete(*batch[start:start + 1000])
-    await ctx.store.publish("keys")
+    await store.publish(keys.EVENT_KEYS)
     print(f"{drained} ledger entries written to SQL, {dropped} Redis keys dropped; "
           "balances now come from SQL")
     return 0

@@ -54,16 +54,17 @@ def run_command(body: Callable[[CommandContext], Awaitable[int | None]], *,
     except (NoRedis, DatabaseUnavailable) as exc:
         print(f"portal: {exc}", file=sys.stderr)
         return 1
-    if resolved.url:  # the embedded server `portal dev` runs, found in the data dir
-        settings = settings.replace(redis_url=resolved.url)
+    url = resolved.url
+    if url:  # the embedded server `portal dev` runs, found in the data dir
+        settings = settings.replace(redis_url=url)
 
     async def run() -> int:
-        store = HotStore(connect_redis(resolved.url, checked_for=settings.redis_namespace),
-                         settings.redis_namespace) if resolved.url else None
+        store = HotStore(connect_redis(url, checked_for=settings.redis_namespace),
+                         settings.redis_namespace) if url else None
         await open_database(settings.effective_database_url)
-        if store is not None and claim:
+        if url and store is not None and claim:
             # No server may be running to heal a new or lost namespace: do it here.
-            raw = HotStore(connect_redis(resolved.url, pool_size=2), settings.redis_namespace)
+            raw = HotStore(connect_redis(url, pool_size=2), settings.redis_namespace)
             try:
                 await HotWatch(raw).ensure(timeout=15)
             finally:

@@ -36,6 +36,7 @@ def serve(settings: Settings) -> int:
     except (NoRedis, DatabaseUnavailable) as exc:
         print(f"portal: {exc}")
         return 1
+    assert resolved.url is not None  # start=True: one answers, or NoRedis was raised
     settings = settings.replace(redis_url=resolved.url)
     os.environ["PORTAL_REDIS_URL"] = resolved.url  # what every child process must use
     _fresh_metrics_dir(settings)
@@ -44,11 +45,13 @@ def serve(settings: Settings) -> int:
         from sanic.worker.loader import AppLoader
 
         from edge.app import create_app
+        from edge.intake import PortalProtocol
 
         loader = AppLoader(factory=partial(create_app, settings))
         app = loader.load()
+        # The protocol bounds the time to receive a request and the bodies held at once.
         app.prepare(host=settings.host, port=settings.port, workers=settings.workers,
-                    access_log=False, motd=False)
+                    access_log=False, motd=False, protocol=PortalProtocol)
         Sanic.serve(primary=app, app_loader=loader)
     finally:
         resolved.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 
 from edge.db import DatabaseUnavailable
 from edge.settings import Settings
@@ -46,6 +47,7 @@ def run_worker(args: argparse.Namespace) -> int:
     settings = _environment()
     if settings is None:
         return 1
+    _serve_metrics(settings)
     from dramatiq.cli import main as dramatiq_main
     from dramatiq.cli import make_argument_parser
 
@@ -55,10 +57,37 @@ def run_worker(args: argparse.Namespace) -> int:
     argv = ["dramatiq_actors",
             "--processes", str(args.processes or settings.worker_processes),
             "--threads", str(args.threads or settings.worker_threads),
-            "--worker-shutdown-timeout", "30000"]
+            "--worker-shutdown-timeout", "30000",
+            # Spawned, not forked: a fresh interpreter takes the metrics directory when
+            # it first imports prometheus_client (this one imported it already).
+            "--use-spawn"]
     if args.queues:
         argv += ["--queues", *args.queues]
     return dramatiq_main(make_argument_parser().parse_args(argv)) or 0
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """Export the worker processes' metrics (a job is a metered call like any other).
+
+    The processes write their samples to a directory of this worker's own; this
+    process serves their sum on ``worker_metrics_port``, as ``/metrics`` does for
+    the edge's workers.
+    """
+    directory = settings.data_path / "metrics" / f"worker-{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    if not settings.worker_metrics_port:
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(directory))
+    try:
+        start_http_server(settings.worker_metrics_port, addr=settings.host, registry=registry)
+    except OSError as exc:
+        logging.getLogger(__name__).warning(
+            "worker metrics not served on port %s: %s", settings.worker_metrics_port, exc)
 
 
 def run_scheduler(args: argparse.Namespace) -> int:

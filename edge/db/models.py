@@ -9,12 +9,16 @@ The ledger is append-only: code inserts rows and never updates or deletes them.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from tortoise import fields
 from tortoise.models import Model
 
 __all__ = ["LLM", "MAX_ID", "ApiKey", "LedgerEntry", "LedgerKind", "Node", "NodeState",
            "UsageRecord"]
+
+# Each foreign key is annotated with its relation type, and its ``<name>_id``
+# column (which Tortoise adds at run time) is declared beside it for the type checker.
 
 #: The largest id a row can have (a signed 64-bit integer in SQLite and PostgreSQL).
 MAX_ID = 2**63 - 1
@@ -64,7 +68,9 @@ class Node(Model):
     """One vLLM server for one model: an EC2 instance or a static URL."""
 
     id = fields.IntField(primary_key=True)
-    model = fields.ForeignKeyField("portal.LLM", related_name="nodes", on_delete=fields.CASCADE)
+    model: fields.ForeignKeyRelation[LLM] = fields.ForeignKeyField(
+        "portal.LLM", related_name="nodes", on_delete=fields.CASCADE)
+    model_id: int
     url = fields.CharField(max_length=512, default="")
     instance_id = fields.CharField(max_length=64, null=True, unique=True)
     region = fields.CharField(max_length=32, default="")
@@ -125,8 +131,9 @@ class LedgerEntry(Model):
     """An append-only change of the balance of a key, unique by ``reference``."""
 
     id = fields.BigIntField(primary_key=True)
-    key = fields.ForeignKeyField("portal.ApiKey", related_name="ledger",
-                                 on_delete=fields.RESTRICT)
+    key: fields.ForeignKeyRelation[ApiKey] = fields.ForeignKeyField(
+        "portal.ApiKey", related_name="ledger", on_delete=fields.RESTRICT)
+    key_id: int
     kind = fields.CharEnumField(LedgerKind, max_length=16)
     amount = fields.BigIntField(description="micro-dollars, negative for charges")
     reference = fields.CharField(max_length=200, unique=True)
@@ -142,7 +149,9 @@ class UsageRecord(Model):
 
     id = fields.BigIntField(primary_key=True)
     request_id = fields.CharField(max_length=64, unique=True)
-    key = fields.ForeignKeyField("portal.ApiKey", related_name="usage", on_delete=fields.RESTRICT)
+    key: fields.ForeignKeyRelation[ApiKey] = fields.ForeignKeyField(
+        "portal.ApiKey", related_name="usage", on_delete=fields.RESTRICT)
+    key_id: int
     model = fields.CharField(max_length=128)
     node_id = fields.IntField(null=True)
     endpoint = fields.CharField(max_length=32, default="chat")
@@ -179,14 +188,16 @@ class Job(Model):
     """A queued inference request, answered when a node of its model is up."""
 
     id = fields.CharField(max_length=40, primary_key=True)
-    key = fields.ForeignKeyField("portal.ApiKey", related_name="jobs", on_delete=fields.RESTRICT)
+    key: fields.ForeignKeyRelation[ApiKey] = fields.ForeignKeyField(
+        "portal.ApiKey", related_name="jobs", on_delete=fields.RESTRICT)
+    key_id: int
     model = fields.CharField(max_length=128)
     endpoint = fields.CharField(max_length=32, default="chat")
-    body = fields.JSONField()
+    body: fields.JSONField[dict[str, Any]] = fields.JSONField()
     status = fields.CharEnumField(JobStatus, max_length=16, default=JobStatus.QUEUED)
     request_id = fields.CharField(max_length=64, unique=True, description="its credit reservation")
-    result = fields.JSONField(null=True)
-    error = fields.JSONField(null=True)
+    result: fields.JSONField[dict[str, Any] | None] = fields.JSONField(null=True)
+    error: fields.JSONField[dict[str, Any] | None] = fields.JSONField(null=True)
     prompt_tokens = fields.IntField(default=0)
     completion_tokens = fields.IntField(default=0)
     cost = fields.BigIntField(default=0, description="micro-dollars charged")
@@ -210,8 +221,9 @@ class ChatRoom(Model):
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=64, unique=True)
     private = fields.BooleanField(default=False)
-    created_by = fields.ForeignKeyField("portal.ApiKey", related_name="rooms", null=True,
-                                        on_delete=fields.SET_NULL)
+    created_by: fields.ForeignKeyNullableRelation[ApiKey] = fields.ForeignKeyField(
+        "portal.ApiKey", related_name="rooms", null=True, on_delete=fields.SET_NULL)
+    created_by_id: int | None
     model = fields.CharField(max_length=128, default="", description="model it talks with")
     system_prompt = fields.TextField(default="")
     created_at = fields.DatetimeField(auto_now_add=True)
@@ -224,12 +236,15 @@ class ChatMessage(Model):
     """A message in a room, from a person or a model (a reply is charged to its asker)."""
 
     id = fields.BigIntField(primary_key=True, description="clients resume after the last id")
-    room = fields.ForeignKeyField("portal.ChatRoom", related_name="messages",
-                                  on_delete=fields.CASCADE)
+    room: fields.ForeignKeyRelation[ChatRoom] = fields.ForeignKeyField(
+        "portal.ChatRoom", related_name="messages", on_delete=fields.CASCADE)
+    room_id: int
     role = fields.CharField(max_length=16, description="user or assistant")
     author = fields.CharField(max_length=64, description="display name")
-    key = fields.ForeignKeyField("portal.ApiKey", related_name="chat_messages", null=True,
-                                 on_delete=fields.SET_NULL, description="sender, or payer")
+    key: fields.ForeignKeyNullableRelation[ApiKey] = fields.ForeignKeyField(
+        "portal.ApiKey", related_name="chat_messages", null=True, on_delete=fields.SET_NULL,
+        description="sender, or payer")
+    key_id: int | None
     content = fields.TextField(default="")
     model = fields.CharField(max_length=128, default="")
     reply_to = fields.BigIntField(null=True, description="the message a reply answers")
@@ -260,8 +275,9 @@ class Payment(Model):
     """A Stripe Checkout payment for a key, and what became of it."""
 
     id = fields.IntField(primary_key=True)
-    key = fields.ForeignKeyField("portal.ApiKey", related_name="payments",
-                                 on_delete=fields.RESTRICT)
+    key: fields.ForeignKeyRelation[ApiKey] = fields.ForeignKeyField(
+        "portal.ApiKey", related_name="payments", on_delete=fields.RESTRICT)
+    key_id: int
     session_id = fields.CharField(max_length=255, unique=True, description="Checkout Session")
     payment_intent = fields.CharField(max_length=255, null=True, db_index=True)
     charge_id = fields.CharField(max_length=255, null=True, db_index=True)

@@ -1,8 +1,11 @@
-"""Models and their nodes, held in each worker's memory for routing.
+"""Models and their nodes, held in each process's memory for routing.
 
 Loaded from SQL at start-up, reloaded when a ``models`` or ``nodes`` event
 arrives over pub/sub and, as a safety net, every few seconds. Choosing a node
-is a loop over a short list: no I/O on the request path.
+is a loop over a short list: no I/O on the request path. Every caller of a node
+(API, chat, jobs) picks through :meth:`Registry.pick` and counts its open calls
+with :meth:`Registry.acquire` and :meth:`Registry.release`: one load formula,
+one place that knows what a node is busy with.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ import dataclasses
 import time
 from collections.abc import Iterable
 
+from edge import metrics
+
 __all__ = ["ModelInfo", "NodeInfo", "Registry"]
 
-#: Seconds a node that refused a connection is skipped by this worker.
+#: Seconds a node that refused a call is skipped by this process.
 PASSIVE_DOWN_SECONDS = 5.0
 
 
@@ -70,6 +75,14 @@ class Registry:
                 best, best_load = node, load
         return best
 
+    def cooling(self, model: ModelInfo) -> float:
+        """Seconds until a running node of ``model`` that refused a call is tried again
+        (0: none is cooling down)."""
+        now = time.monotonic()
+        waits = [node.down_until - now for node in self.nodes.get(model.id, ())
+                 if node.state == "running" and node.healthy and node.down_until > now]
+        return min(waits, default=0.0)
+
     def can_boot(self, model: ModelInfo) -> bool:
         """Will a node of ``model`` come up without an operator: one booting or bootable?"""
         return any(node.state in ("pending", "running") or
@@ -85,8 +98,21 @@ class Registry:
             counts[state] = counts.get(state, 0) + 1
         return counts
 
-    def mark_down(self, node: NodeInfo) -> None:
-        node.down_until = time.monotonic() + PASSIVE_DOWN_SECONDS
+    def mark_down(self, node: NodeInfo, seconds: float = PASSIVE_DOWN_SECONDS) -> None:
+        """Skip ``node`` here for ``seconds``: it refused or failed a call."""
+        node.down_until = max(node.down_until, time.monotonic() + seconds)
+
+    @staticmethod
+    def acquire(node: NodeInfo) -> None:
+        """Count a call opened on ``node`` (its load, and the in-flight gauge)."""
+        node.in_flight += 1
+        metrics.INFLIGHT.labels(str(node.id)).inc()
+
+    @staticmethod
+    def release(node: NodeInfo) -> None:
+        """Count a call on ``node`` closed; once per :meth:`acquire`."""
+        node.in_flight -= 1
+        metrics.INFLIGHT.labels(str(node.id)).dec()
 
     async def reload(self) -> None:
         """Replace the table with SQL's, keeping this worker's in-flight counters."""

@@ -4,8 +4,9 @@ One :class:`Upstream` per worker, opened at start-up over a keep-alive pool.
 It sends ``httpx.Request`` objects straight to the transport: the proxy needs
 none of ``AsyncClient``'s policies (cookies, redirects, auth flows), and skipping
 them is a tenth of the hot path's CPU. Node errors are mapped here, once: a
-node's 400 is the client's mistake and is passed on; anything else from a node
-is our failure and becomes a 502.
+node's 400 or 422 is the client's mistake and is passed on; anything else from a
+node is its failure (:mod:`edge.metering.call` tries another node, then answers
+503).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 
 import httpx
 
-from edge.errors import APIError, InvalidRequest, NodeFailed
+from edge.errors import APIError, InvalidRequest, NodeFailed, Unprocessable
 from edge.fleet.transport import NodeTransport
 
 __all__ = ["NODE_FAILURES", "Upstream", "make_client", "node_error"]
@@ -69,23 +70,35 @@ def make_client(*, connect_timeout: float, timeout: float, max_connections: int,
 
 
 def node_error(status: int, body: bytes) -> APIError:
-    """The error to answer when a node replied ``status`` with ``body``."""
-    message = _message(body)
+    """The error to answer when a node replied ``status`` with ``body``.
+
+    A 400 or 422 is the client's mistake: passed on with the node's message,
+    ``code`` and ``param`` (vLLM's, in OpenAI's shape). Anything else is the
+    node's failure.
+    """
+    message, code, param = _details(body)
     if status in (400, 422):
-        return InvalidRequest(message or f"The GPU node refused the request (HTTP {status}).")
+        kind = Unprocessable if status == 422 else InvalidRequest
+        return kind(message or f"The GPU node refused the request (HTTP {status}).",
+                    param=param, code=code)
     return NodeFailed(f"The GPU node failed (HTTP {status})" + (f": {message}" if message
                                                                  else "."))
 
 
-def _message(body: bytes) -> str:
+def _details(body: bytes) -> tuple[str, str | None, str | None]:
+    """``(message, code, param)`` of a node's error body; what it lacks is empty."""
     try:
         payload = json.loads(body)
     except (ValueError, UnicodeDecodeError, RecursionError):
-        return body[:300].decode(errors="replace").strip()
-    if isinstance(payload, dict):
-        error = payload.get("error", payload)
-        if isinstance(error, dict) and isinstance(error.get("message"), str):
-            return error["message"]
-        if isinstance(payload.get("detail"), str):
-            return payload["detail"]
-    return ""
+        return body[:300].decode(errors="replace").strip(), None, None
+    if not isinstance(payload, dict):
+        return "", None, None
+    error = payload.get("error", payload)
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        code, param = error.get("code"), error.get("param")
+        # vLLM's code is often the HTTP status (an int): OpenAI's is a string or null.
+        return (error["message"][:2000], code[:100] if isinstance(code, str) and code else None,
+                param[:200] if isinstance(param, str) else None)
+    if isinstance(payload.get("detail"), str):
+        return payload["detail"][:2000], None, None
+    return "", None, None

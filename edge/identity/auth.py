@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import hmac
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from edge.errors import InvalidAPIKey, PermissionDenied
-from edge.identity.keys import hash_key, key_prefix
+from edge.errors import APIError, InvalidAPIKey, PermissionDenied
+from edge.identity.keys import KeyRefusal, hash_key, key_prefix
 
 if TYPE_CHECKING:
-    from edge.context import PortalContext
-    from edge.identity.keys import KeyRecord
+    from edge.identity.keys import KeyDirectory, KeyRecord
 
-__all__ = ["authenticate", "bearer_token", "same_secret"]
+__all__ = ["KeyContext", "authenticate", "bearer_token", "check_key", "refusal_error",
+           "require_usable", "same_secret"]
+
+
+class KeyContext(Protocol):
+    """What checking a key needs: a worker's ``PortalContext`` has both."""
+
+    @property
+    def keys(self) -> KeyDirectory: ...
+
+    @property
+    def pepper(self) -> bytes: ...
 
 
 def same_secret(given: str, expected: str) -> bool:
@@ -32,17 +42,42 @@ def bearer_token(header: str | None) -> str:
     return token.strip()
 
 
-async def authenticate(portal: PortalContext, header: str | None) -> KeyRecord:
+def refusal_error(refusal: KeyRefusal) -> APIError:
+    """The API's answer to a refused key: 401 revoked or expired, 403 frozen."""
+    if refusal is KeyRefusal.FROZEN:
+        return PermissionDenied(refusal.message)
+    return InvalidAPIKey(refusal.message, code="invalid_api_key")
+
+
+def require_usable(record: KeyRecord, *, reading: bool = False) -> KeyRecord:
+    """``record`` if :meth:`~edge.identity.keys.KeyRecord.refusal` lets it through now.
+
+    Raises:
+      InvalidAPIKey: revoked or expired.
+      PermissionDenied: frozen (unless ``reading``).
+    """
+    refusal = record.refusal(time.time(), reading=reading)
+    if refusal is not None:
+        raise refusal_error(refusal)
+    return record
+
+
+async def authenticate(portal: KeyContext, header: str | None, *,
+                       reading: bool = False) -> KeyRecord:
     """The usable key record behind an Authorization header.
+
+    Parameters:
+      reading: the caller only reads the key's own account; a frozen key may.
 
     Raises:
       InvalidAPIKey: missing, malformed, unknown, revoked or expired.
-      PermissionDenied: the key is frozen (a payment is disputed).
+      PermissionDenied: the key is frozen (a payment is disputed), unless ``reading``.
     """
-    return await check_key(portal, bearer_token(header))
+    return await check_key(portal, bearer_token(header), reading=reading)
 
 
-async def check_key(portal: PortalContext, key: str) -> KeyRecord:
+async def check_key(portal: KeyContext, key: str, *, reading: bool = False) -> KeyRecord:
+    """The usable record of the secret ``key`` (see :func:`authenticate`)."""
     prefix = key_prefix(key)
     if prefix is None:
         raise InvalidAPIKey("Incorrect API key provided.")
@@ -53,9 +88,4 @@ async def check_key(portal: PortalContext, key: str) -> KeyRecord:
     expected = record.key_hash if record is not None else "0" * 64
     if not hmac.compare_digest(expected, hash_key(key, portal.pepper)) or record is None:
         raise InvalidAPIKey("Incorrect API key provided.")
-    if not record.usable(time.time()):
-        raise InvalidAPIKey("This API key has been revoked or has expired.",
-                            code="invalid_api_key")
-    if record.frozen:
-        raise PermissionDenied("This API key is frozen while a payment dispute is open.")
-    return record
+    return require_usable(record, reading=reading)

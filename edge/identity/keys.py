@@ -7,6 +7,11 @@ as HMAC-SHA256 with a server-side pepper and compared in constant time.
 Lookups go: this worker's memory → the Redis mirror → SQL (only while the mirror
 is incomplete, e.g. right after Redis restarted). Revocations and changes are
 pushed to every worker over pub/sub; entries also expire after a TTL.
+
+Whether a key may be used is one rule, :meth:`KeyRecord.refusal`: revoked, then
+expired, then frozen (by a payment dispute; a frozen key may still read its own
+account, to see why). The API, the pages, chat sockets (open ones too) and
+payments all ask it.
 """
 
 from __future__ import annotations
@@ -19,13 +24,15 @@ import secrets
 import string
 import time
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from edge.db.models import ApiKey
     from edge.store.hotstore import HotStore
 
-__all__ = ["KEY_PREFIX", "KeyDirectory", "KeyRecord", "generate_key", "hash_key", "key_prefix"]
+__all__ = ["KEY_PREFIX", "KeyDirectory", "KeyRecord", "KeyRefusal", "generate_key", "hash_key",
+           "key_prefix"]
 
 #: Every key starts with this.
 KEY_PREFIX = "sk-ip-"
@@ -51,6 +58,29 @@ def hash_key(key: str, pepper: bytes) -> str:
     return hmac.new(pepper, key.encode(), hashlib.sha256).hexdigest()
 
 
+class KeyRefusal(StrEnum):
+    """Why a key may not be used now; :meth:`KeyRecord.refusal` checks them in this order."""
+
+    #: ``portal keys revoke`` or the account page's "revoke": for good.
+    REVOKED = "revoked"
+    #: Its ``expires_at`` has passed: for good.
+    EXPIRED = "expired"
+    #: A payment dispute is open: until it is won or ``portal payments unfreeze``.
+    FROZEN = "frozen"
+
+    @property
+    def message(self) -> str:
+        """What the key's holder is told."""
+        return _REFUSAL_MESSAGES[self]
+
+
+_REFUSAL_MESSAGES = {
+    KeyRefusal.REVOKED: "This API key has been revoked.",
+    KeyRefusal.EXPIRED: "This API key has expired.",
+    KeyRefusal.FROZEN: "This API key is frozen while a payment dispute is open.",
+}
+
+
 @dataclasses.dataclass(slots=True, frozen=True)
 class KeyRecord:
     """What the hot path needs to know about a key (never its secret)."""
@@ -65,8 +95,25 @@ class KeyRecord:
     frozen: bool
     expires_at: float | None  # Unix seconds
 
-    def usable(self, now: float) -> bool:
-        return not self.revoked and (self.expires_at is None or self.expires_at > now)
+    def refusal(self, now: float, *, reading: bool = False) -> KeyRefusal | None:
+        """The one rule for a usable key: why it may not be used at ``now``, or None.
+
+        Parameters:
+          now: Unix seconds (``time.time()``).
+          reading: the key only reads its own account (balance, usage, payments,
+            the account page): a frozen key may, so that it can see why.
+        """
+        if self.revoked:
+            return KeyRefusal.REVOKED
+        if self.expires_at is not None and self.expires_at <= now:
+            return KeyRefusal.EXPIRED
+        if self.frozen and not reading:
+            return KeyRefusal.FROZEN
+        return None
+
+    def usable_at(self, now: float, *, reading: bool = False) -> bool:
+        """Whether :meth:`refusal` lets the key through at ``now`` (Unix seconds)."""
+        return self.refusal(now, reading=reading) is None
 
     def to_redis(self) -> dict[str, str | int]:
         return {
@@ -193,7 +240,13 @@ async def mirror_all_keys(store: HotStore) -> int:
 
 
 async def publish_key(store: HotStore, row: ApiKey) -> None:
-    """Write one key's record to the mirror and tell every worker to reload it."""
+    """Write one key's record to the mirror and tell every worker to reload it.
+
+    Workers drop the key from their cache and close its open chat sockets if the
+    key is no longer usable (:class:`edge.chat.guard.KeyGuard`).
+    """
+    from edge.store.keys import key_event
+
     record = KeyRecord.from_row(row)
     await store.client.hset(store.key_record(row.prefix), mapping=record.to_redis())
-    await store.publish(f"key:{row.prefix}")
+    await store.publish(key_event(row.prefix))

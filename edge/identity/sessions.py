@@ -12,14 +12,17 @@ import dataclasses
 import hashlib
 import re
 import secrets
-from typing import TYPE_CHECKING, TypeGuard
+import time
+from typing import TYPE_CHECKING, Protocol, TypeGuard
 
 from edge.identity.auth import same_secret
+from edge.store import keys as redis_keys
 
 if TYPE_CHECKING:
+    from edge.identity.keys import KeyDirectory, KeyRecord
     from edge.store.hotstore import HotStore
 
-__all__ = ["COOKIE", "CSRF_COOKIE", "Session", "Sessions", "same_token"]
+__all__ = ["COOKIE", "CSRF_COOKIE", "Session", "Sessions", "same_token", "session_key"]
 
 #: Name of the session cookie.
 COOKIE = "portal_session"
@@ -56,7 +59,7 @@ class Sessions:
         self.store = store
 
     def _key(self, session_id: str) -> str:
-        return f"{self.store.ns}:session:{hashlib.sha256(session_id.encode()).hexdigest()}"
+        return redis_keys.session(self.store.ns, hashlib.sha256(session_id.encode()).hexdigest())
 
     async def create(self, key_id: int, prefix: str) -> Session:
         session = Session(secrets.token_urlsafe(32), key_id, prefix, secrets.token_urlsafe(24))
@@ -80,15 +83,29 @@ class Sessions:
             await self.store.client.delete(self._key(session_id))
 
 
-async def session_key(portal, session_id: str | None):
-    """The usable key behind a session cookie, or None (revoked, expired, frozen, unknown)."""
-    import time
+class SessionContext(Protocol):
+    """What finding a session's key needs: a worker's ``PortalContext`` has both."""
 
-    session = await portal.sessions.load(session_id)
+    @property
+    def sessions(self) -> Sessions | None: ...
+
+    @property
+    def keys(self) -> KeyDirectory: ...
+
+
+async def session_key(portal: SessionContext, session_id: str | None) -> KeyRecord | None:
+    """The key behind a session cookie, or None (unknown, revoked or expired: the
+    session ends). A frozen key keeps its session, to read its account and see why;
+    what spends or pays asks :func:`edge.identity.auth.require_usable` again."""
+    sessions = portal.sessions
+    if sessions is None:
+        return None
+    session = await sessions.load(session_id)
     if session is None:
         return None
     record = await portal.keys.lookup(session.prefix)
-    if record is None or record.id != session.key_id or not record.usable(time.time()):
-        await portal.sessions.destroy(session_id)
+    if record is None or record.id != session.key_id \
+            or not record.usable_at(time.time(), reading=True):
+        await sessions.destroy(session_id)
         return None
     return record

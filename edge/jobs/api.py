@@ -12,18 +12,25 @@ import asyncio
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 from sanic import Blueprint, Request
 from sanic.response import json as json_response
 
-from edge.billing.reservations import worst_case_tokens
 from edge.db.models import Job
 from edge.errors import InvalidRequest, ModelNotFound, NotFound
 from edge.identity.auth import authenticate
 from edge.jobs.store import JOB_ID, job_view, new_job_id
 from edge.jsonbody import json_object
-from edge.metering.request_spec import Endpoint, check_fits, parse_request
+from edge.metering.call import MeteredCall
+from edge.metering.outcome import Outcome
+from edge.metering.request_spec import Endpoint, RequestSpec, check_fits, parse_request
 from edge.tasks import enqueue
+
+if TYPE_CHECKING:
+    from edge.context import PortalContext
+    from edge.fleet.registry import ModelInfo
+    from edge.identity.keys import KeyRecord
 
 __all__ = ["bp"]
 
@@ -60,36 +67,33 @@ async def submit(request: Request):
         raise ModelNotFound(f"The model '{spec.model}' does not exist or is not enabled.",
                             param="model")
     check_fits(spec, model.context_length)
-    prompt, completion = worst_case_tokens(len(raw), spec.max_tokens, spec.choices,
-                                           model.context_length, spec.prompts)
     # Reserving, recording and enqueueing run to the end even if the client goes
     # away meanwhile: a job must never exist without its credit, nor credit stay
     # held for a job that does not exist.
     job = await asyncio.shield(asyncio.ensure_future(_make_job(
-        portal, key, model, endpoint, body, spec.max_tokens, deadline,
-        prompt=prompt, completion=completion)))
+        portal, key, model, spec, raw, body, deadline)))
     return json_response(job_view(job), status=202)
 
 
-async def _make_job(portal, key, model, endpoint: Endpoint, body: dict, max_tokens,
-                    deadline: int, *, prompt: int, completion: int) -> Job:
+async def _make_job(portal: PortalContext, key: KeyRecord, model: ModelInfo,
+                    spec: RequestSpec, raw: bytes, body: dict, deadline: int) -> Job:
     settings = portal.settings
     job_id = new_job_id()
-    request_id = "req_" + job_id.removeprefix("job_")
-    ttl_ms = int((deadline + settings.upstream_timeout + 60) * 1000)
-    await portal.billing.reserve(
-        key, request_id, prompt_tokens=prompt, completion_tokens=completion,
-        input_price=model.input_price, output_price=model.output_price,
-        meta={"model": model.name, "node": "", "ep": f"job-{endpoint.value}", "st": 0},
-        ttl_ms=ttl_ms)
+    endpoint = spec.endpoint
+    # The job's metered call is made by run_job; its credit is held now, until the
+    # deadline, by the same reservation as every other call's.
+    call = MeteredCall(portal.metering, model=model, spec=spec, body=raw,
+                       request_id="req_" + job_id.removeprefix("job_"),
+                       endpoint=f"job-{endpoint.value}", settles=False)
+    reservation = await call.reserve(
+        key, ttl_ms=int((deadline + settings.upstream_timeout + 60) * 1000))
     try:
         job = await Job.create(id=job_id, key_id=key.id, model=model.name,
-                               endpoint=endpoint.value, body=body, request_id=request_id,
+                               endpoint=endpoint.value, body=body,
+                               request_id=reservation.request_id,
                                deadline_at=datetime.now(UTC) + timedelta(seconds=deadline))
     except Exception:
-        await portal.billing.settle_amount(request_id, key.id, 0, 0, {
-            "t": "usage", "rid": request_id, "key": key.id, "pt": 0, "ct": 0, "cost": 0,
-            "model": model.name, "ep": f"job-{endpoint.value}", "status": 500, "cx": 1})
+        await call.finish(Outcome.FAILED)
         raise
     # If this fails, the sweeper enqueues the job later: it is already recorded.
     try:

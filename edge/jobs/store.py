@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from tortoise.expressions import F, Q
 from tortoise.functions import Coalesce
 
-from edge.billing.money import format_usd, token_cost
+from edge.billing.money import format_usd
 from edge.db.models import Job, JobStatus
+from edge.metering.outcome import Charge, Outcome, settle
 
 if TYPE_CHECKING:
     from edge.billing.reservations import Billing
@@ -79,33 +80,51 @@ async def finish_job(job: Job, status: JobStatus, *, result: Any = None, error: 
     return bool(done)
 
 
+#: The outcome a failed job's error code stands for (usage rows and metrics).
+_FAILED_OUTCOMES = {"upstream_error": Outcome.NODE_FAILED,
+                    "upstream_unavailable": Outcome.UNAVAILABLE,
+                    "invalid_request_error": Outcome.REFUSED,
+                    "model_not_found": Outcome.REFUSED,
+                    "job_expired": Outcome.TIMED_OUT}
+
+
+def job_outcome(job: Job) -> Outcome:
+    """How a finished job's metered call ended."""
+    if job.status is JobStatus.SUCCEEDED:
+        return Outcome.DONE
+    return _FAILED_OUTCOMES.get(job_error_code(job) or "", Outcome.FAILED)
+
+
 async def settle_job(job: Job, billing: Billing) -> int:
     """Charge a finished job for its tokens (nothing if it failed) and release the rest.
 
-    Idempotent: the reservation is settled at most once, by request id.
+    Idempotent: the reservation is settled at most once, by request id, through
+    the metered call's one settlement (:func:`edge.metering.outcome.settle`).
     Returns the micro-dollars charged.
     """
     store = billing.store
     prices = await store.client.hmget(store.reservation(job.request_id), "pin", "pout")
     charged = 0
     if prices[0] is not None:
-        succeeded = job.status is JobStatus.SUCCEEDED
-        prompt = job.prompt_tokens if succeeded else 0
-        completion = job.completion_tokens if succeeded else 0
-        cost = token_cost(prompt, completion, int(prices[0]), int(prices[1]))
+        outcome = job_outcome(job)
+        succeeded = outcome is Outcome.DONE
         latency = int(((job.finished_at or _now()) - job.created_at).total_seconds() * 1000)
-        outcome = await billing.settle_amount(
-            job.request_id, job.key_id, cost, prompt + completion,
-            {"t": "usage", "rid": job.request_id, "key": job.key_id, "pt": prompt,
-             "ct": completion, "cost": cost, "model": job.model, "node": job.node_id or "",
-             "ep": f"job-{job.endpoint}", "lat": latency,
-             "status": 200 if succeeded else 499, "st": 0, "cx": int(not succeeded)})
-        charged = outcome.charged if outcome.settled else 0
+        settlement = await settle(
+            billing, Charge(job.request_id, job.key_id, int(prices[0]), int(prices[1])),
+            outcome, prompt_tokens=job.prompt_tokens if succeeded else 0,
+            completion_tokens=job.completion_tokens if succeeded else 0, model=job.model,
+            node_id=job.node_id, endpoint=f"job-{job.endpoint}", latency_ms=latency,
+            streamed=False, status=404 if job_error_code(job) == "model_not_found" else None)
+        charged = settlement.charged if settlement.settled else 0
     # Only the one settlement that took the reservation has a charge; others add 0.
     await Job.filter(id=job.id).update(settled=True, cost=F("cost") + charged)
     job.settled = True
     job.cost += charged
     return charged
+
+
+def job_error_code(job: Job) -> str | None:
+    return job.error.get("code") if isinstance(job.error, dict) else None
 
 
 def job_view(job: Job) -> dict[str, Any]:

@@ -8,18 +8,20 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from edge.billing.money import format_usd, parse_usd
 from edge.db.models import Payment, PaymentStatus
-from edge.errors import InvalidRequest, PermissionDenied, ServiceUnavailable
+from edge.errors import InvalidRequest, ServiceUnavailable
+from edge.identity.auth import require_usable
 from edge.payments.config import PaymentSettings, PaymentsOff, stripe_client
 from edge.payments.currency import minor_unit, to_minor
 
 if TYPE_CHECKING:
     from edge.context import PortalContext
+    from edge.identity.keys import KeyRecord
 
-__all__ = ["TopupKey", "check_topup_amount", "parse_topup_amount", "start_checkout"]
+__all__ = ["check_topup_amount", "parse_topup_amount", "start_checkout"]
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +29,6 @@ log = logging.getLogger(__name__)
 URL_COLUMN = 1000
 #: Name of the line item payers see on Stripe's page.
 PRODUCT_NAME = "Inference Portal credit"
-
-
-class TopupKey(Protocol):
-    """What a top-up needs to know of a key: a ``KeyRecord`` or an ``ApiKey`` row."""
-
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def prefix(self) -> str: ...
-
-    @property
-    def frozen(self) -> bool: ...
 
 
 def parse_topup_amount(value: object, payments: PaymentSettings) -> int:
@@ -77,7 +66,7 @@ def check_topup_amount(micros: int, payments: PaymentSettings) -> None:
                              param="amount")
 
 
-async def start_checkout(portal: PortalContext, key: TopupKey, amount: int) -> Payment:
+async def start_checkout(portal: PortalContext, key: KeyRecord, amount: int) -> Payment:
     """Open a Stripe Checkout Session for ``amount`` micro-dollars of credit on ``key``.
 
     The caller sends the payer to ``payment.checkout_url``. Used by ``POST /api/topup``
@@ -85,12 +74,13 @@ async def start_checkout(portal: PortalContext, key: TopupKey, amount: int) -> P
 
     Parameters:
       portal: the worker's context (settings).
-      key: the key to credit, a ``KeyRecord`` or an ``ApiKey`` row.
+      key: the key to credit, a ``KeyRecord``; it must pass the usable-key rule.
       amount: micro-units, a multiple of what Stripe charges, within the bounds.
 
     Raises:
       PaymentsOff: Stripe is not configured (503).
       PermissionDenied: the key is frozen by a payment dispute (403).
+      InvalidAPIKey: the key was revoked or expired meanwhile (401).
       InvalidRequest: the amount is out of bounds or finer than Stripe charges (400).
       ServiceUnavailable: Stripe did not answer or refused the call (503).
 
@@ -101,8 +91,7 @@ async def start_checkout(portal: PortalContext, key: TopupKey, amount: int) -> P
     payments = PaymentSettings.from_settings(settings)
     if not payments.enabled:
         raise PaymentsOff("Payments are off on this portal: Stripe is not configured.")
-    if key.frozen:
-        raise PermissionDenied("This API key is frozen while a payment dispute is open.")
+    require_usable(key)
     check_topup_amount(amount, payments)
     session = await _create_session(settings, payments, key, amount)
     url = session.get("url") or ""
@@ -116,7 +105,7 @@ async def start_checkout(portal: PortalContext, key: TopupKey, amount: int) -> P
     return payment
 
 
-async def _create_session(settings, payments: PaymentSettings, key: TopupKey,
+async def _create_session(settings, payments: PaymentSettings, key: KeyRecord,
                           amount: int) -> dict:
     import stripe
 

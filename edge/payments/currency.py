@@ -40,7 +40,7 @@ class MinorUnit:
     @property
     def micros(self) -> int:
         """Micro-units in one minor unit."""
-        return MICROS_PER_UNIT // 10 ** self.decimals
+        return MICROS_PER_UNIT // int(10 ** self.decimals)  # int(): `**` may give a float
 
     @property
     def step_micros(self) -> int:

@@ -19,17 +19,15 @@ a one-line outcome, kept with the event in ``webhook_events``.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from edge.billing.credits import Credited, CreditNotDurable, credit
 from edge.billing.money import format_usd
-from edge.billing.reservations import Billing
 from edge.db.models import ApiKey, LedgerEntry, LedgerKind, Payment, PaymentStatus
 from edge.errors import ServiceUnavailable
-from edge.identity.accounts import credit_key, wait_persisted
 from edge.identity.keys import publish_key
 from edge.payments.config import stripe_client
 from edge.payments.currency import to_micros
@@ -39,14 +37,12 @@ if TYPE_CHECKING:
     from edge.settings import Settings
     from edge.store.hotstore import HotStore
 
-__all__ = ["HANDLERS", "REFUNDING", "Credited", "PaymentsContext", "credit_session",
+__all__ = ["HANDLERS", "REFUNDING", "PaymentsContext", "credit_session",
            "give_back_refund", "given_back_reference", "record_refunded", "refund_reference",
            "take_back_refund", "topup_reference"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds to let the bookkeeper persist a credit before draining the stream here.
-BOOKKEEPER_GRACE = 2.0
 #: Statuses a paid session may move a payment out of.
 _UNPAID = (PaymentStatus.CREATED, PaymentStatus.FAILED, PaymentStatus.EXPIRED)
 #: Refund statuses that return money to the payer (pending ones almost always do).
@@ -69,58 +65,21 @@ def topup_reference(session_id: str) -> str:
     return f"checkout:{session_id}"
 
 
-class Credited(NamedTuple):
-    """What :func:`apply_credit` did."""
-
-    applied: int  # micro-dollars changed now (negative: taken)
-    duplicate: bool  # the reference was applied before; nothing changed
-    #: Of a debit: micro-dollars open reservations hold, taken from what they release
-    #: when they settle (``owed:<request id>`` rows); what they spend is shortfall.
-    deferred: int = 0
-
-
-async def apply_credit(key_id: int, amount: int, *, reference: str, kind: LedgerKind,
+async def _credit(key_id: int, amount: int, *, reference: str, kind: LedgerKind,
                        note: str, store: HotStore | None) -> Credited:
-    """Change a balance once per reference; durable in SQL on return.
-
-    SQL is asked first: after Redis lost its markers (a restart without
-    persistence) a reference already in the ledger must not apply again.
-
-    Returns:
-      ``(applied micro-dollars, duplicate, deferred micro-dollars)``.
+    """:func:`edge.billing.credits.credit`, answering Stripe 503 when SQL is behind.
 
     Raises:
-      ServiceUnavailable: the change did not reach SQL in time (Stripe retries).
+      ServiceUnavailable: the change did not reach SQL in time (Stripe delivers
+        again; the reference applies once).
     """
-    if await LedgerEntry.exists(reference=reference):
-        return Credited(0, True)
-    if store is None:  # no Redis at all: SQL is the whole truth, and no reservation is open
-        return Credited(*await credit_key(await ApiKey.get(id=key_id), amount, kind=kind,
-                                          reference=reference, note=note))
-    result = await Billing(store, reservation_ttl_ms=0).credit(
-        key_id, amount, reference=reference, kind=str(kind), note=note)
     try:
-        await _wait_durable(store, reference)
-    except TimeoutError:
+        return await credit(key_id, amount, kind=kind, reference=reference, note=note,
+                            store=store)
+    except CreditNotDurable:
         log.error("%s did not reach the ledger in time; Stripe will deliver again", reference)
         raise ServiceUnavailable("The ledger is behind; deliver the event again.",
                                  retry_after=10) from None
-    return Credited(result.applied, result.duplicate, result.deferred)
-
-
-async def _wait_durable(store: HotStore, reference: str) -> None:
-    """Wait for the bookkeeper to write ``reference`` to SQL, then drain the stream ourselves.
-
-    The bookkeeper usually writes within milliseconds; draining only when it is
-    slow keeps the writers' consumer group from growing a consumer per top-up.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + BOOKKEEPER_GRACE
-    while not await LedgerEntry.exists(reference=reference):
-        if loop.time() > deadline:
-            await wait_persisted(store, reference)
-            return
-        await asyncio.sleep(0.02)
 
 
 async def credit_session(session: Mapping[str, Any], ctx: PaymentsContext) -> str:
@@ -151,7 +110,7 @@ async def credit_session(session: Mapping[str, Any], ctx: PaymentsContext) -> st
     if amount != payment.amount:
         log.warning("session %s: paid %s, asked %s; crediting what was paid", session_id,
                     format_usd(amount), format_usd(payment.amount))
-    duplicate = (await apply_credit(
+    duplicate = (await _credit(
         payment.key_id, amount, reference=topup_reference(session_id), kind=LedgerKind.TOPUP,
         note=f"Stripe checkout {session_id}", store=ctx.store)).duplicate
     changes: dict[str, Any] = {"paid": amount, "updated_at": datetime.now(UTC)}
@@ -321,7 +280,7 @@ async def on_dispute_closed(event: StripeEvent, ctx: PaymentsContext) -> str:
         return f"dispute {dispute_id} {outcome}; key {payment.key_id} unfrozen"
     if outcome == "lost":
         amount = to_micros(cents(dispute, "amount"), payment.currency)
-        taken = await apply_credit(
+        taken = await _credit(
             payment.key_id, -amount, reference=f"dispute:{payment.session_id}:{dispute_id}",
             kind=LedgerKind.REFUND, note=f"Stripe dispute {dispute_id} lost",
             store=ctx.store)
@@ -387,7 +346,7 @@ async def take_back_refund(payment: Payment, refund: Mapping[str, Any],
     if not await LedgerEntry.exists(reference=topup_reference(payment.session_id)):
         return None
     refund_id = text(refund, "id")
-    return await apply_credit(
+    return await _credit(
         payment.key_id, -to_micros(cents(refund, "amount"), payment.currency),
         reference=refund_reference(payment.session_id, refund_id), kind=LedgerKind.REFUND,
         note=f"Stripe refund {refund_id} of {payment.session_id}", store=ctx.store)
@@ -405,7 +364,7 @@ async def record_refunded(payment: Payment, refunded: int, *, full: bool) -> Non
 
 async def give_back_refund(debit: LedgerEntry, refund_id: str, ctx: PaymentsContext) -> bool:
     """Undo the debit of a refund that failed, once; True when it was already undone."""
-    return (await apply_credit(
+    return (await _credit(
         debit.key_id, -debit.amount, reference=given_back_reference(debit.reference),
         kind=LedgerKind.ADJUSTMENT, note=f"Stripe refund {refund_id} failed",
         store=ctx.store)).duplicate

@@ -27,6 +27,7 @@ from urllib.parse import urlparse
 import redis
 
 from edge.settings import Settings
+from edge.store import keys
 
 __all__ = ["EmbeddedRedis", "NoRedis", "ResolvedRedis", "claim_namespace", "redis_answers",
            "redis_for_database", "resolve_redis"]
@@ -121,14 +122,15 @@ def claim_namespace(url: str, namespace: str, identity: str,
     """
     client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
     try:
-        key = f"{namespace}:installation"
+        key = keys.installation(namespace)
         created = client.set(key, identity, nx=True)
         owner = (client.get(key) or b"").decode()
         if owner not in ("", identity):
             return owner
         if created and knows is not None:
             mirrored = list(itertools.islice(
-                client.scan_iter(match=f"{namespace}:key:*", count=1000), FINGERPRINT_KEYS))
+                client.scan_iter(match=keys.key_record(namespace, "*"), count=1000),
+                FINGERPRINT_KEYS))
             prefixes = [name.decode().rsplit(":", 1)[1] for name in mirrored]
             if prefixes and not knows(prefixes):
                 client.delete(key)

@@ -1,7 +1,8 @@
 """Keeps a worker's caches fresh from the ``$ns:events`` pub/sub channel.
 
-Events are short strings: ``key:<prefix>`` (a key changed), ``keys`` (all keys),
-``models`` and ``nodes`` (the routing table changed). Pub/sub loses messages
+Events are short strings (named in :mod:`edge.store.keys`): ``key:<prefix>`` (a key
+changed), ``keys`` (all keys), ``models`` and ``nodes`` (the routing table changed),
+``job:<id>`` (handled by the jobs' waiters). Pub/sub loses messages
 while disconnected, so after every (re)connection the listener drops all cached
 keys and reloads the routing table.
 """
@@ -13,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from edge.store import keys as redis_keys
 from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
@@ -80,11 +82,11 @@ class EventListener:
                     pass
 
     async def dispatch(self, event: str) -> None:
-        if event.startswith("key:"):
-            self.keys.invalidate(event[4:])
-        elif event == "keys":
+        if event.startswith(redis_keys.KEY_EVENT_PREFIX):
+            self.keys.invalidate(event.removeprefix(redis_keys.KEY_EVENT_PREFIX))
+        elif event == redis_keys.EVENT_KEYS:
             self.keys.invalidate()
-        elif event in ("models", "nodes"):
+        elif event in (redis_keys.EVENT_MODELS, redis_keys.EVENT_NODES):
             await self.reload_registry()
         for prefix, handler in self.handlers.items():
             if event.startswith(prefix):

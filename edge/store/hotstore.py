@@ -1,25 +1,9 @@
-"""Redis: the key layout, the Lua scripts, and the connection.
+"""Redis: the connection, the Lua scripts, and the names of one namespace's keys.
 
-Every key lives under the namespace ``$ns`` (``PORTAL_REDIS_NAMESPACE``)::
-
-    $ns:bal:<key_id>        live balance of an API key, micro-dollars
-    $ns:rl:<key_id>         rate-limit buckets of an API key
-    $ns:resv:<request_id>   an open credit reservation
-    $ns:resv:open           zset of open reservations by deadline (reaped when stale)
-    $ns:hb:<owner>          heartbeat of a process holding reservations (short TTL);
-                            its reservations are reaped once it is gone
-    $ns:held:<key_id>       micro-dollars held by an API key's open reservations
-    $ns:owed:<key_id>       refund debt of an API key, collected from what its
-                            reservations release when they settle
-    $ns:gen                 generation: <token>:<SQL's lone changes>:<run_id> (edge/billing/heal.py)
-    $ns:heal:lock           held by the process healing the namespace
-    $ns:ledger              stream of balance changes waiting to be written to SQL
-    $ns:applied:<ref>       marker of a credit already applied
-    $ns:key:<prefix>        mirror of an API key's record (no secret)
-    $ns:keys:mirrored       set once every key is mirrored: a miss then means "no such key"
-    $ns:events              pub/sub channel of cache invalidations
-
-The scripts in ``edge/store/lua/`` document their own KEYS and ARGV.
+Every key and channel lives under the namespace ``$ns`` (``PORTAL_REDIS_NAMESPACE``);
+:mod:`edge.store.keys` builds them all and its docstring lists them, with what
+each holds. The scripts in ``edge/store/lua/`` document their own KEYS and ARGV;
+:mod:`edge.store.codes` names what they answer.
 """
 
 from __future__ import annotations
@@ -35,6 +19,8 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from edge.store import keys
 
 __all__ = ["HotStore", "RedisUnavailable", "connect_redis"]
 
@@ -63,7 +49,8 @@ def connect_redis(url: str, *, pool_size: int = POOL_SIZE,
     Commands and pipelines are retried on a new connection after a connection
     error or timeout (:data:`RETRIES`), so a command may run twice when only its
     reply was lost: the scripts are written to be safe to repeat (reserve.lua
-    answers -4, which :meth:`edge.billing.reservations.Billing.reserve` accepts). Pub/sub is
+    answers ``DUPLICATE``, which :meth:`edge.billing.reservations.Billing.reserve`
+    accepts). Pub/sub is
     not retried: its listeners must see the break to drop what they cached.
 
     ``checked_for`` (a namespace): every new connection first checks that the
@@ -126,7 +113,7 @@ class LuaScript:
 
 
 class HotStore:
-    """Names Redis keys and holds the registered scripts for one namespace."""
+    """The registered scripts and the key names of one namespace (:mod:`edge.store.keys`)."""
 
     def __init__(self, client: aioredis.Redis, namespace: str) -> None:
         self.client = client
@@ -136,35 +123,35 @@ class HotStore:
         self.credit = LuaScript(client, "credit")
         self.progress = LuaScript(client, "progress")
         self.replay = LuaScript(client, "replay")
-        self.ledger_stream = f"{namespace}:ledger"
-        self.open_reservations = f"{namespace}:resv:open"
-        self.events_channel = f"{namespace}:events"
-        self.keys_mirrored = f"{namespace}:keys:mirrored"
-        self.generation = f"{namespace}:gen"
+        self.ledger_stream = keys.ledger_stream(namespace)
+        self.open_reservations = keys.open_reservations(namespace)
+        self.events_channel = keys.events(namespace)
+        self.keys_mirrored = keys.keys_mirrored(namespace)
+        self.generation = keys.generation(namespace)
 
     def balance(self, key_id: int) -> str:
-        return f"{self.ns}:bal:{key_id}"
+        return keys.balance(self.ns, key_id)
 
     def limiter(self, key_id: int) -> str:
-        return f"{self.ns}:rl:{key_id}"
+        return keys.limiter(self.ns, key_id)
 
     def reservation(self, request_id: str) -> str:
-        return f"{self.ns}:resv:{request_id}"
+        return keys.reservation(self.ns, request_id)
 
     def held(self, key_id: int) -> str:
-        return f"{self.ns}:held:{key_id}"
+        return keys.held(self.ns, key_id)
 
     def owed(self, key_id: int) -> str:
-        return f"{self.ns}:owed:{key_id}"
+        return keys.owed(self.ns, key_id)
 
     def applied(self, reference: str) -> str:
-        return f"{self.ns}:applied:{reference}"
+        return keys.applied(self.ns, reference)
 
     def key_record(self, prefix: str) -> str:
-        return f"{self.ns}:key:{prefix}"
+        return keys.key_record(self.ns, prefix)
 
     def heartbeat(self, owner: str) -> str:
-        return f"{self.ns}:hb:{owner}"
+        return keys.heartbeat(self.ns, owner)
 
     async def publish(self, event: str) -> None:
         """Tell every edge worker to drop what it cached about ``event``."""

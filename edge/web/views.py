@@ -17,6 +17,7 @@ from edge.identity.accounts import create_key, revoke_key
 from edge.identity.auth import check_key
 from edge.identity.csrf import check_csrf, form_token
 from edge.identity.sessions import COOKIE, CSRF_COOKIE, TTL, session_key
+from edge.store import keys as redis_keys
 from edge.web.openapi import openapi_document
 
 __all__ = ["bp", "render"]
@@ -97,7 +98,7 @@ async def signup(request: Request):
 async def _limit_signups(request: Request) -> None:
     portal = request.app.ctx.portal
     address = request.remote_addr or request.ip or "unknown"
-    bucket = f"{portal.store.ns}:signups:{address}:{int(time.time() // 3600)}"
+    bucket = redis_keys.signups(portal.store.ns, address, int(time.time() // 3600))
     count = await portal.store.client.incr(bucket)
     await portal.store.client.expire(bucket, 3600)
     if count > portal.settings.signups_per_hour:
@@ -115,7 +116,8 @@ async def login(request: Request):
     await check_csrf(request)
     portal = request.app.ctx.portal
     try:
-        key = await check_key(portal, (request.form.get("key") or "").strip())
+        # reading: a frozen key may sign in to see its account (and why it is frozen).
+        key = await check_key(portal, (request.form.get("key") or "").strip(), reading=True)
     except APIError as exc:
         return await render(request, "login.html", status=401, flash=exc.message,
                             flash_kind="error")

@@ -172,29 +172,51 @@ def test_node_rejecting_the_request_passes_its_400_on(deployment: Deployment, ke
     assert deployment.balance(secret) == before
 
 
-def test_failing_node_is_502_and_costs_nothing(deployment: Deployment, simnode) -> None:
+def _until_routed(deployment: Deployment, secret: str, model: str) -> httpx.Response:
+    """Post until the model is known and its node routed (not 404, not warming)."""
+    for _ in range(50):
+        response = post(deployment, secret, {**GOOD, "model": model})
+        if response.status_code != 404 and \
+                response.json().get("error", {}).get("code") != "model_warming":
+            return response
+    return response
+
+
+def test_refusing_node_is_503_with_retry_after_and_costs_nothing(deployment: Deployment,
+                                                                 simnode) -> None:
     node = simnode("--model", "broken", "--fail-status", "500")
     deployment.portal.add_model("broken-model", served_name="broken")
     deployment.portal.add_node("broken-model", node.url)
     _id, secret = deployment.key("1")
-    for _ in range(50):
-        response = post(deployment, secret, {**GOOD, "model": "broken-model"})
-        if response.status_code not in (404, 503):
-            break
-    assert_error(response, 502, "upstream_error")
+    response = _until_routed(deployment, secret, "broken-model")
+    assert_error(response, 503, "upstream_unavailable")
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    # Marked down: the next call is told to come back, without reaching the node.
+    again = post(deployment, secret, {**GOOD, "model": "broken-model"})
+    assert_error(again, 503, "upstream_unavailable")
+    assert "retry-after" in again.headers
     assert deployment.balance(secret) == 1_000_000
 
 
-def test_unreachable_node_is_502(deployment: Deployment) -> None:
+def test_unreachable_node_is_503_with_retry_after(deployment: Deployment) -> None:
     deployment.portal.add_model("gone-model")
     deployment.portal.add_node("gone-model", f"http://127.0.0.1:{free_port()}")
     _id, secret = deployment.key("1")
-    for _ in range(50):
-        response = post(deployment, secret, {**GOOD, "model": "gone-model"})
-        if response.status_code not in (404, 503):
-            break
-    assert_error(response, 502, "upstream_error")
+    response = _until_routed(deployment, secret, "gone-model")
+    assert_error(response, 503, "upstream_unavailable")
+    assert int(response.headers["retry-after"]) >= 1
     assert deployment.balance(secret) == 1_000_000
+
+
+def test_node_refusal_passes_its_message_and_param(deployment: Deployment, key) -> None:
+    _id, secret = key
+    before = deployment.balance(secret)
+    response = post(deployment, secret, {**GOOD, "n": 2})  # simnode serves only n=1
+    error = assert_error(response, 400)
+    assert "n=1" in error["message"]
+    assert error["param"] == "n"
+    assert error["type"] == "invalid_request_error"
+    assert deployment.balance(secret) == before
 
 
 def test_garbage_never_causes_a_500(deployment: Deployment, key) -> None:

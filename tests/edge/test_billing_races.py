@@ -16,6 +16,7 @@ import pytest
 
 from simnode.tokenizer import chat_prompt_tokens
 from tests.edge.conftest import MODEL, REPLY_TOKENS, Deployment, deploy, expected_cost
+from tests.support.workers import answering_workers
 
 MESSAGES = [{"role": "user", "content": "Tell me something."}]
 BODY = {"model": MODEL, "messages": MESSAGES, "max_tokens": REPLY_TOKENS}
@@ -72,17 +73,4 @@ def test_both_workers_served_the_race(racing: Deployment) -> None:
     """The races above only prove something if both workers took part."""
     _key_id, key = racing.portal.create_key("5")
 
-    async def workers() -> set[str]:
-        seen: set[str] = set()
-        async with httpx.AsyncClient(base_url=racing.url,
-                                     limits=httpx.Limits(max_keepalive_connections=0)) as c:
-            for _ in range(20):  # the kernel may hand a batch to one worker
-                responses = await asyncio.gather(*(
-                    c.get("/v1/key", headers={"authorization": f"Bearer {key}"})
-                    for _ in range(60)))
-                seen.update(r.headers["x-portal-worker"] for r in responses)
-                if len(seen) == 2:
-                    break
-        return seen
-
-    assert len(asyncio.run(workers())) == 2
+    assert len(asyncio.run(answering_workers(racing.url, key, count=60))) == 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -12,7 +11,6 @@ from edge.billing.reservations import Billing
 from edge.errors import InsufficientCredit, RateLimited
 from edge.identity.keys import KeyRecord
 from edge.store.hotstore import HotStore
-from tests.support.hot import hot_store
 
 
 def key(key_id: int = 1, rpm: int = 1000, tpm: int = 10_000_000) -> KeyRecord:
@@ -20,10 +18,7 @@ def key(key_id: int = 1, rpm: int = 1000, tpm: int = 10_000_000) -> KeyRecord:
                      tpm=tpm, revoked=False, frozen=False, expires_at=None)
 
 
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[HotStore]:
-    async with hot_store(redis_url, "unit") as hot:
-        yield hot
+# ``store``: tests/support/hot.py (every suite has it, through tests/conftest.py).
 
 
 async def funded(store: HotStore, micros: int, key_id: int = 1) -> Billing:

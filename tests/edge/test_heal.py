@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,14 +20,12 @@ from edge.billing.spool import Spool, SpoolDrainer
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
 from edge.identity.keys import KeyRecord
 from edge.store.hotstore import HotStore
-from tests.support.hot import hot_store
 
 
 @pytest.fixture
-async def store(redis_url: str, database: str) -> AsyncIterator[HotStore]:
-    async with hot_store(redis_url, "heal", generation=False) as hot:
-        assert await HotWatch(hot).ensure(timeout=5)  # the first heal of a new namespace
-        yield hot
+async def store(bare_store: HotStore, database: str) -> HotStore:
+    assert await HotWatch(bare_store).ensure(timeout=5)  # the first heal of a new namespace
+    return bare_store
 
 
 async def make_key(balance: int) -> tuple[ApiKey, KeyRecord]:

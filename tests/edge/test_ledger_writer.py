@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
-import pytest
 from tortoise.connection import get_connection
 
 from edge.billing import ledger_writer
@@ -17,13 +15,8 @@ from edge.billing.reservations import Billing
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
 from edge.identity.keys import KeyRecord
 from edge.store.hotstore import HotStore
-from tests.support.hot import hot_store
 
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[HotStore]:
-    async with hot_store(redis_url, "lw") as hot:
-        yield hot
+# ``store``: tests/support/hot.py (every suite has it, through tests/conftest.py).
 
 
 async def make_key(balance: int) -> ApiKey:

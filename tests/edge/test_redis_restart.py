@@ -25,6 +25,7 @@ from edge.billing.reservations import Billing
 from edge.identity.keys import KeyRecord
 from edge.store.hotstore import HotStore, LuaScript, connect_redis
 from simnode.testing import free_port
+from tests.support.hot import hot_store, mark_generation
 
 #: Commands fired at once after the restart: more than the stale connections pooled.
 CONCURRENCY = 20
@@ -79,15 +80,13 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
 
 @pytest.fixture
 async def store(own_redis: OwnRedis) -> AsyncIterator[HotStore]:
-    hot = HotStore(connect_redis(own_redis.url), "restart")
-    yield hot
-    await hot.close()
+    """On this test's own Redis server, without a generation (each test marks its own)."""
+    async with hot_store(own_redis.url, "restart", generation=False) as hot:
+        yield hot
 
 
-async def stamp_generation(store: HotStore) -> None:
-    """What a heal leaves behind: the money scripts run only under a generation."""
-    run_id = (await store.client.info("server"))["run_id"]
-    await store.client.set(f"{store.ns}:gen", f"test:0:{run_id}")
+#: What a heal leaves behind: the money scripts run only under a generation.
+stamp_generation = mark_generation
 
 
 def record(key_id: int = 1) -> KeyRecord:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from types import SimpleNamespace
 
@@ -30,17 +29,13 @@ from edge.identity.keys import KeyRecord
 from edge.payments import handlers
 from edge.payments.events import StripeEvent
 from edge.store.hotstore import HotStore
-from tests.support.hot import hot_store
 
 #: Micro-dollars per 1M tokens: one micro-dollar a token.
 PRICE = 1_000_000
 USD = 1_000_000
 
 
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[HotStore]:
-    async with hot_store(redis_url, "rr") as hot:
-        yield hot
+# ``store``: tests/support/hot.py (every suite has it, through tests/conftest.py).
 
 
 @dataclasses.dataclass

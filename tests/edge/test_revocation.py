@@ -5,26 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
-
 from tests.edge.conftest import Deployment
+from tests.support import workers
 
 
 async def statuses_by_worker(url: str, key: str, count: int = 60) -> dict[str, set[int]]:
-    """Status codes each worker answered, from fresh connections until both answered."""
-    seen: dict[str, set[int]] = {}
-    async with httpx.AsyncClient(base_url=url,
-                                 limits=httpx.Limits(max_keepalive_connections=0)) as client:
-        for _ in range(20):
-            responses = await asyncio.gather(*(
-                client.get("/v1/key", headers={"authorization": f"Bearer {key}"})
-                for _ in range(count)))
-            for response in responses:
-                seen.setdefault(response.headers["x-portal-worker"], set()).add(
-                    response.status_code)
-            if len(seen) >= 2:
-                break
-    return seen
+    return await workers.statuses_by_worker(url, key, count=count)
 
 
 def test_revoked_key_is_refused_within_a_second_everywhere(deployment: Deployment) -> None:

@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 from edge.billing.money import parse_usd, token_cost
-from simnode.testing import start_simnode
 from tests.support import redis_control
+from tests.support.deployment import deploy
 from tests.support.portal import PortalServer
 from tests.support.services import sql_query
 
@@ -149,18 +149,13 @@ class Books:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple]:
     root: Path = tmp_path_factory.mktemp("faults")
-    with redis_control.controlled_redis_server() as redis, \
-            start_simnode("--model", "sim-m1", "--reply-tokens", "12",
-                          "--tokens-per-second", "400") as node:
-        portal = PortalServer(root, redis.url, workers=2,
-                              env={"PORTAL_RESERVATION_GRACE": "1", "PORTAL_JOB_LEASE": "3",
-                                   "PORTAL_JOBS_SWEEP_INTERVAL": "1"})
-        portal.cli("migrate")
-        portal.add_model("m1", served_name="sim-m1", input_price=INPUT_PRICE,
-                         output_price=OUTPUT_PRICE)
-        portal.add_node("m1", node.url)
-        with portal:
-            yield portal, redis
+    with redis_control.controlled_redis_server() as redis, deploy(
+            root, redis.url, model="m1", served="sim-m1",
+            node_args=("--reply-tokens", "12", "--tokens-per-second", "400"),
+            input_price=INPUT_PRICE, output_price=OUTPUT_PRICE,
+            env={"PORTAL_RESERVATION_GRACE": "1", "PORTAL_JOB_LEASE": "3",
+                 "PORTAL_JOBS_SWEEP_INTERVAL": "1"}) as made:
+        yield made.portal, redis
 
 
 def traffic(books: Books, seconds: float, *, workers: int = 4) -> None:

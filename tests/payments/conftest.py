@@ -6,7 +6,6 @@ the tests where the database matters (idempotent crediting under races).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import time
@@ -19,7 +18,8 @@ import httpx
 import pytest
 import redis
 
-from simnode.testing import SimnodeProcess, start_simnode
+from simnode.testing import SimnodeProcess
+from tests.support.deployment import deploy
 from tests.support.fake_stripe import FakeStripe, event_payload, fake_stripe, sign
 from tests.support.portal import PortalServer
 from tests.support.services import sql_query
@@ -142,24 +142,6 @@ class Shop:
                 for table in ("ledger", "webhook_events", "payments")}
 
 
-async def statuses_by_worker(url: str, key: str, path: str = "/v1/key",
-                             rounds: int = 20) -> dict[str, set[int]]:
-    """Status codes each worker answered, from fresh connections, until both answered."""
-    seen: dict[str, set[int]] = {}
-    async with httpx.AsyncClient(base_url=url,
-                                 limits=httpx.Limits(max_keepalive_connections=0)) as client:
-        for _ in range(rounds):
-            responses = await asyncio.gather(*(
-                client.get(path, headers={"authorization": f"Bearer {key}"})
-                for _ in range(30)))
-            for response in responses:
-                seen.setdefault(response.headers["x-portal-worker"], set()).add(
-                    response.status_code)
-            if len(seen) >= 2:
-                break
-    return seen
-
-
 def until(check, timeout: float = 5.0):
     """Poll ``check()`` until it returns something truthy; returns it."""
     deadline = time.monotonic() + timeout
@@ -172,19 +154,15 @@ def until(check, timeout: float = 5.0):
 
 @contextmanager
 def open_shop(root: Path, redis_url: str, database_url: str = "") -> Iterator[Shop]:
-    with fake_stripe(SECRET_KEY) as stripe, \
-            start_simnode("--model", MODEL, "--reply-tokens", "16") as node:
-        portal = PortalServer(root, redis_url, workers=2, database_url=database_url, env={
-            "STRIPE_SECRET_KEY": SECRET_KEY, "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "STRIPE_API_BASE": stripe.url, "PORTAL_ADMIN_TOKEN": ADMIN,
-            "PORTAL_PUBLIC_URL": "https://portal.example.com",
-            "PORTAL_TOPUP_MIN_USD": "5", "PORTAL_TOPUP_MAX_USD": "500",
-        })
-        portal.cli("migrate")
-        portal.add_model(MODEL, input_price=INPUT_PRICE, output_price=OUTPUT_PRICE)
-        portal.add_node(MODEL, node.url)
-        with portal:
-            yield Shop(portal, stripe, node)
+    with fake_stripe(SECRET_KEY) as stripe, deploy(
+            root, redis_url, model=MODEL, node_args=("--reply-tokens", "16"),
+            database_url=database_url, input_price=INPUT_PRICE, output_price=OUTPUT_PRICE, env={
+                "STRIPE_SECRET_KEY": SECRET_KEY, "STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
+                "STRIPE_API_BASE": stripe.url, "PORTAL_ADMIN_TOKEN": ADMIN,
+                "PORTAL_PUBLIC_URL": "https://portal.example.com",
+                "PORTAL_TOPUP_MIN_USD": "5", "PORTAL_TOPUP_MAX_USD": "500",
+            }) as made:
+        yield Shop(made.portal, stripe, made.node)
 
 
 @pytest.fixture(scope="package")

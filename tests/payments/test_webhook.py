@@ -12,8 +12,9 @@ import time
 
 import httpx
 
-from tests.payments.conftest import CENT, WEBHOOK_SECRET, Shop, statuses_by_worker, until
+from tests.payments.conftest import CENT, WEBHOOK_SECRET, Shop, until
 from tests.support.fake_stripe import event_payload, sign
+from tests.support.workers import statuses_by_worker
 
 
 async def connections_per_worker(url: str, each: int) -> list[httpx.AsyncClient]:

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from simnode.testing import free_port
+from tests.support.warm_cli import run_portal
 
 __all__ = ["PORTAL_BIN", "PortalServer"]
 
@@ -56,14 +57,19 @@ class PortalServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = root / "serve.log"
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        #: The database ``portal migrate`` last brought up to date (start skips it then).
+        self._migrated: str | None = None
 
     # -- the CLI --------------------------------------------------------------------
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run([PORTAL_BIN, *args], env=self.env, cwd=self.root,
-                                capture_output=True, text=True, timeout=60)
+        result = run_portal(PORTAL_BIN, list(args), env=self.env, cwd=self.root, timeout=60)
         if check and result.returncode != 0:
             raise AssertionError(f"portal {' '.join(args)} failed ({result.returncode}):\n"
                                  f"{result.stdout}\n{result.stderr}")
+        if args == ("migrate",) and result.returncode == 0:
+            self._migrated = self.env["PORTAL_DATABASE_URL"]
+        elif args[:1] not in (("models",), ("nodes",), ("keys",)):
+            self._migrated = None  # a restore, say, may have put an older schema back
         return result
 
     def cli_json(self, *args: str) -> Any:
@@ -88,7 +94,8 @@ class PortalServer:
     # -- the server -----------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> PortalServer:
         (self.root / "data").mkdir(parents=True, exist_ok=True)
-        self.cli("migrate")
+        if self._migrated != self.env["PORTAL_DATABASE_URL"]:  # one subprocess less
+            self.cli("migrate")
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([PORTAL_BIN, "serve"], env=self.env, cwd=self.root,
                                         stdout=log, stderr=subprocess.STDOUT,

@@ -16,16 +16,18 @@
 -- KEYS[3]  $ns:ledger                stream of balance changes waiting for SQL
 -- KEYS[4]  $ns:held:<key_id>         micro-dollars the key's open reservations hold
 -- KEYS[5]  $ns:owed:<key_id>         refund debt still to collect from them
--- KEYS[6]  $ns:gen                   the hot store's generation (edge/heal.py)
+-- KEYS[6]  $ns:gen                   the hot store's generation (edge/billing/heal.py)
 --
 -- ARGV[1]  amount, micro-dollars (negative to debit)
 -- ARGV[2]  seconds the marker is kept
 -- ARGV[3…] field, value pairs appended to the stream entry (after 'amount': taken
---          or added now, 'requested': ARGV[1], 'owed': deferred, micro-dollars)
+--          or added now, 'requested': ARGV[1], 'owed': deferred, micro-dollars);
+--          the entry's format is edge/billing/entries.py's
 --
 -- Returns {1, applied amount, balance after, deferred}, {0, 0, 0, 0} when the
 -- balance is not loaded (load it and call again), {-1, 0, balance, 0} for a
--- reference seen before, or {-5, 0, 0, 0} while the hot store heals (retry soon).
+-- reference seen before, or {-5, 0, 0, 0} while the hot store heals (retry soon);
+-- the codes are named in edge/store/codes.py.
 -- For a debit, -ARGV[1] = taken now (-applied) + deferred + shortfall.
 
 if redis.call('EXISTS', KEYS[6]) == 0 then

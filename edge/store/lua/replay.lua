@@ -1,7 +1,7 @@
 -- replay.lua: charge (or credit) a settlement that Redis lost, once. Atomic.
 --
 -- A spooled settlement whose stream entry vanished with an older generation of
--- Redis (edge/spool.py), or whose reservation vanished before it could settle,
+-- Redis (edge/billing/spool.py), or whose reservation vanished before it could settle,
 -- is applied again on top of the healed balance: the reference is remembered,
 -- so it applies once however many spools hold it, and a charge never takes the
 -- balance below zero (it takes what there is).
@@ -9,17 +9,17 @@
 -- KEYS[1]  $ns:bal:<key_id>
 -- KEYS[2]  $ns:applied:<reference>   marker of an applied reference
 -- KEYS[3]  $ns:ledger                stream of balance changes waiting for SQL
--- KEYS[4]  $ns:gen                   the hot store's generation (see edge/heal.py)
+-- KEYS[4]  $ns:gen                   the hot store's generation (see edge/billing/heal.py)
 --
 -- ARGV[1]  amount, micro-dollars (negative to charge)
 -- ARGV[2]  seconds the marker is kept
 -- ARGV[3]  the stream field that carries the applied amount: charged (usage, as a
 --          positive number) or amount (a credit, signed)
--- ARGV[4…] field, value pairs appended to the stream entry
+-- ARGV[4…] field, value pairs appended to the stream entry (edge/billing/entries.py)
 --
 -- Returns {1, applied amount, balance after}, {0, 0, 0} when the balance is not
 -- loaded or the store is healing (no generation), {-1, 0, balance} for a
--- reference seen before.
+-- reference seen before; the codes are named in edge/store/codes.py.
 
 if redis.call('EXISTS', KEYS[4]) == 0 or redis.call('EXISTS', KEYS[1]) == 0 then
   return {0, 0, 0}

@@ -12,7 +12,7 @@
 -- KEYS[5]  $ns:held:<key_id>      micro-dollars held by the key's open reservations
 --                                 (raised here by the amount; settle.lua lowers it):
 --                                 what a refund may defer its debit to (credit.lua)
--- KEYS[6]  $ns:gen                the hot store's generation (edge/heal.py): none
+-- KEYS[6]  $ns:gen                the hot store's generation (edge/billing/heal.py): none
 --                                 while Redis is being rebuilt from SQL
 --
 -- ARGV[1]  amount to reserve, micro-dollars
@@ -23,7 +23,7 @@
 -- ARGV[6]  request id
 -- ARGV[7…] field, value pairs stored in the reservation hash
 --
--- Returns {code, value}:
+-- Returns {code, value} (named in edge/store/codes.py):
 --   { 1, balance after, gen}   reserved, in generation gen
 --   { 0, 0}                    balance not loaded: load it from SQL and call again
 --   {-1, balance}              insufficient credit

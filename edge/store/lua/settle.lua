@@ -19,17 +19,19 @@
 -- KEYS[5]  $ns:ledger            stream of balance changes waiting for SQL
 -- KEYS[6]  $ns:held:<key_id>     micro-dollars the key's open reservations hold
 -- KEYS[7]  $ns:owed:<key_id>     refund debt still to collect from them
--- KEYS[8]  $ns:gen               the hot store's generation (edge/heal.py)
+-- KEYS[8]  $ns:gen               the hot store's generation (edge/billing/heal.py)
 --
 -- ARGV[1]  request id
 -- ARGV[2]  real cost, micro-dollars
 -- ARGV[3]  tokens really used (prompt + completion)
 -- ARGV[4…] field, value pairs appended to the stream entry (after 'charged' and,
---          when not zero, 'owed_paid' and 'owed_void', micro-dollars)
+--          when not zero, 'owed_paid' and 'owed_void', micro-dollars); the
+--          entry's format is edge/billing/entries.py's
 --
 -- Returns {1, charged, balance after, gen}, {0, 0, 0, gen} when there is no such
 -- reservation (settled already in this generation, or lost with an older one:
--- the caller compares), or {-5, 0, 0, ''} while the hot store heals (retry soon).
+-- the caller compares), or {-5, 0, 0, ''} while the hot store heals (retry soon);
+-- the codes are named in edge/store/codes.py.
 
 local gen = redis.call('GET', KEYS[8])
 if not gen then
