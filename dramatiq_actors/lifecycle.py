@@ -25,6 +25,7 @@ from dramatiq_actors.runtime import runtime
 from edge.db.models import LLM, Node, NodeState
 from edge.fleet.boots import boot_request_key
 from edge.fleet.nodes import EC2_STATES, busy_node_ids, learn_contexts, probe_many, update_node
+from edge.store import keys
 
 __all__ = ["boot_model", "boot_node", "drain_node", "launch_node", "reboot_node",
            "stop_node", "terminate_node"]
@@ -61,7 +62,7 @@ async def _locked(node_id: int) -> AsyncIterator[Node | None]:
     """
     rt = runtime()
     hold = max(rt.settings.boot_timeout, rt.settings.upstream_timeout) + 600
-    lock = rt.store.client.lock(f"{rt.store.ns}:nodelock:{node_id}", timeout=hold,
+    lock = rt.store.client.lock(keys.node_lock(rt.store.ns, node_id), timeout=hold,
                                 blocking_timeout=rt.settings.boot_timeout + 60)
     if not await lock.acquire():
         raise TimeoutError(f"node {node_id} is busy with another action")

@@ -13,7 +13,7 @@ import logging
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from redis.exceptions import RedisError
 from sanic import HTTPResponse, Request, Sanic
@@ -26,9 +26,14 @@ from edge.billing.bookkeeper import start_bookkeeper
 from edge.errors import APIError, api_error_payload, error_payload
 from edge.intake import BodyBudget, Intake, PortalRequest
 from edge.metering.call import new_request_id
+from edge.payments.config import PaymentSettings
 from edge.settings import Settings
 from edge.store.hotstore import RedisUnavailable
 from edge.supervision import watch_workers
+
+if TYPE_CHECKING:
+    from edge.chat import ChatService
+    from edge.context import PortalContext
 
 __all__ = ["create_app"]
 
@@ -44,6 +49,7 @@ class OpenAIErrorHandler(ErrorHandler):
     def default(self, request: Request, exception: Exception) -> HTTPResponse:
         if isinstance(exception, RequestCancelled):  # the client went away; nobody to tell
             return HTTPResponse(status=499)
+        response: HTTPResponse
         if isinstance(exception, APIError):
             response = json_response(api_error_payload(exception), status=exception.status,
                                      headers=exception.headers)
@@ -74,10 +80,10 @@ class OpenAIErrorHandler(ErrorHandler):
             response = json_response(
                 error_payload("The portal failed to handle this request.",
                               type="server_error", code="internal_error"), status=500)
-        if request is not None and _wants_page(request):
+        # Sanic always passes a request, a made-up one for an error before routing.
+        if _wants_page(request):
             response = _error_page(request, response)
-        if request is not None:
-            _tag(request, response)
+        _tag(request, response)
         return response
 
 
@@ -133,6 +139,8 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
     from edge.web import views as web_views
 
     settings = settings or Settings.from_env()
+    # Refuses to start with a currency or top-up bound Stripe could not charge exactly.
+    PaymentSettings.from_settings(settings)
     app = Sanic(name, error_handler=OpenAIErrorHandler(), request_class=PortalRequest)
     app.config.update({
         "REQUEST_MAX_SIZE": settings.max_body_bytes,
@@ -230,6 +238,7 @@ async def _open_resources(app: Sanic) -> None:
     from edge.identity.keys import KeyDirectory, mirror_all_keys
     from edge.identity.pepper import load_pepper
     from edge.identity.sessions import Sessions
+    from edge.jobs.waiters import JobWaiters
     from edge.metering.call import Metering
     from edge.store.events import EventListener
     from edge.store.hotstore import HotStore, connect_redis
@@ -248,6 +257,7 @@ async def _open_resources(app: Sanic) -> None:
     registry = Registry()
     await registry.reload()
     keys = KeyDirectory(store, ttl=settings.key_cache_ttl)
+    job_waiters = JobWaiters()
     from edge.context import PortalContext
 
     portal = PortalContext(
@@ -263,6 +273,7 @@ async def _open_resources(app: Sanic) -> None:
                          timeout=settings.upstream_timeout,
                          max_connections=settings.upstream_max_connections,
                          api_key=settings.node_api_key),
+        job_waiters=job_waiters,
     )
     portal.watch = watch
     portal.metering = Metering(
@@ -270,20 +281,21 @@ async def _open_resources(app: Sanic) -> None:
         stopping=portal.stop, max_attempts=settings.upstream_attempts,
         down_seconds=settings.node_cool_down,
         warming_retry_after=settings.warming_retry_after)
-    portal.events.on("job:", portal.job_waiters.on_event)
+    portal.events.on("job:", job_waiters.on_event)
     portal.sessions = Sessions(store)
     portal.worker_id = _WORKER
     hub = RoomHub(store)
-    portal.chat = ChatService(hub=hub, replies=ReplyRunner(portal, hub),
-                              quota=RoomQuota(store, settings.chat_rooms_per_key))
+    chat = ChatService(hub=hub, replies=ReplyRunner(portal, hub),
+                       quota=RoomQuota(store, settings.chat_rooms_per_key))
     app.ctx.portal = portal
+    app.ctx.chat = chat
     await mirror_all_keys(store)
-    _start_background(app, portal)
+    _start_background(portal, chat)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(portal.events.connected.wait(), 5)
 
 
-def _start_background(app: Sanic, portal: Any) -> None:
+def _start_background(portal: PortalContext, chat: ChatService) -> None:
     from edge.billing.heartbeat import heartbeat
     from edge.fleet.housekeeping import housekeeping
 
@@ -294,15 +306,15 @@ def _start_background(app: Sanic, portal: Any) -> None:
         asyncio.create_task(portal.watch.run(portal.stop), name="hot-watch"),
         asyncio.create_task(portal.billing.run_pending(portal.stop), name="pending"),
         asyncio.create_task(portal.events.run(portal.stop), name="events"),
-        asyncio.create_task(housekeeping(portal), name="housekeeping"),
-        asyncio.create_task(portal.chat.hub.run(portal.stop), name="chat-hub"),
+        asyncio.create_task(housekeeping(portal.registry, portal.stop), name="housekeeping"),
+        asyncio.create_task(chat.hub.run(portal.stop), name="chat-hub"),
     ]
 
 
 async def _close_resources(app: Sanic) -> None:
     from edge.db import close_database
 
-    portal = getattr(app.ctx, "portal", None)
+    portal: PortalContext | None = getattr(app.ctx, "portal", None)
     if portal is None:
         return
     portal.stop.set()
@@ -310,7 +322,7 @@ async def _close_resources(app: Sanic) -> None:
         task.cancel()
     await asyncio.gather(*portal.tasks, return_exceptions=True)
     with contextlib.suppress(Exception):
-        await portal.chat.hub.close()
+        await app.ctx.chat.hub.close()
     await portal.http.aclose()
     with contextlib.suppress(Exception):
         await portal.billing.settle_pending()  # a last try: the spool has the rest

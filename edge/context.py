@@ -1,16 +1,18 @@
-"""What a worker shares between requests: hung on ``app.ctx.portal`` at start-up."""
+"""What a worker shares between requests: hung on ``app.ctx.portal`` at start-up.
+
+It sits below the HTTP surfaces and imports none of them: what a surface keeps for
+itself lives on ``app.ctx`` (the chat service on ``app.ctx.chat``), and what the
+context holds for one is typed here by what its users call (:class:`JobWaiting`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-from typing import TYPE_CHECKING, Any
-
-from edge.jobs.waiters import JobWaiters
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from edge.billing.reservations import Billing
-    from edge.chat import ChatService
     from edge.fleet.registry import Registry
     from edge.fleet.upstream import Upstream
     from edge.identity.keys import KeyDirectory
@@ -20,7 +22,24 @@ if TYPE_CHECKING:
     from edge.store.events import EventListener
     from edge.store.hotstore import HotStore
 
-__all__ = ["PortalContext"]
+__all__ = ["JobWaiting", "PortalContext"]
+
+
+class JobWaiting(Protocol):
+    """Long-polls of ``GET /v1/jobs/{id}?wait=`` in one worker
+    (:class:`edge.jobs.waiters.JobWaiters`, woken by ``job:<id>`` events)."""
+
+    def register(self, job_id: str) -> asyncio.Future[None]:
+        """A future resolved when the job's outcome is published."""
+        ...
+
+    def discard(self, job_id: str, future: asyncio.Future[None]) -> None:
+        """Forget a future registered for ``job_id``."""
+        ...
+
+    async def wait(self, future: asyncio.Future[None], seconds: float) -> None:
+        """Wait for ``future``, at most ``seconds``."""
+        ...
 
 
 @dataclasses.dataclass(slots=True)
@@ -33,9 +52,8 @@ class PortalContext:
     registry: Registry
     events: EventListener
     http: Upstream
-    job_waiters: JobWaiters = dataclasses.field(default_factory=lambda: JobWaiters())
+    job_waiters: JobWaiting
     sessions: Sessions | None = None
-    chat: ChatService | None = None
     worker_id: str = ""
     stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = dataclasses.field(default_factory=list)

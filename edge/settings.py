@@ -182,7 +182,8 @@ class Settings:
             raise ConfigError("PORTAL_HEAD_TIMEOUT and PORTAL_BODY_TIMEOUT must be positive")
         if not self.redis_namespace.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("PORTAL_REDIS_NAMESPACE must be letters, digits, - or _")
-        _check_topup_settings(self)
+        # The currency and the top-up bounds are checked where the payment settings are
+        # built (edge.payments.config.PaymentSettings.from_settings, by the app factory).
 
     @property
     def data_path(self) -> Path:
@@ -217,30 +218,6 @@ class Settings:
             else f"{f.name}={getattr(self, f.name)!r}"
             for f in dataclasses.fields(self))
         return f"Settings({shown})"
-
-
-def _check_topup_settings(settings: Settings) -> None:
-    """Refuse at start a currency or bound Stripe could not charge exactly."""
-    from edge.billing.money import parse_usd
-    from edge.payments.currency import minor_unit
-
-    currency = settings.currency
-    if len(currency) != 3 or not currency.isascii() or not currency.isalpha() \
-            or not currency.islower():
-        raise ConfigError("PORTAL_CURRENCY must be a lower-case three-letter ISO code, like usd")
-    unit = minor_unit(currency)
-    bounds = []
-    for name in ("topup_min_usd", "topup_max_usd"):
-        try:
-            micros = parse_usd(getattr(settings, name))
-        except ValueError:
-            micros = -1
-        if micros <= 0 or micros % unit.step_micros:
-            raise ConfigError(f"PORTAL_{name.upper()} must be a positive multiple of "
-                              f"{unit.step_text}: {unit.rule}")
-        bounds.append(micros)
-    if bounds[0] > bounds[1]:
-        raise ConfigError("PORTAL_TOPUP_MIN_USD is above PORTAL_TOPUP_MAX_USD")
 
 
 def _parse(name: str, raw: str, kind: Any) -> Any:

@@ -59,8 +59,9 @@ async def _main(settings: Settings) -> None:
     owner = f"bookkeeper:{new_owner()}"
     # The reaper's settlements are spooled like a worker's; the drainer reads every
     # spool of this host, its own included.
+    spool = Spool(spool_root, owner)
     billing = Billing(store, reservation_ttl_ms=int(settings.upstream_timeout * 1000),
-                      spool=Spool(spool_root, owner))
+                      spool=spool)
 
     async def generation() -> str | None:
         return watch.generation if await watch.ensure(timeout=0) else None
@@ -74,7 +75,7 @@ async def _main(settings: Settings) -> None:
             SpoolDrainer(spool_root, billing, generation).run(stop),
         )
     finally:
-        billing.spool.close()
+        spool.close()
         await watch.raw.close()
         await store.close()
         await close_database()

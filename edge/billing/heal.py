@@ -14,7 +14,7 @@ no Redis answered; ``installation.sql_only_changes``):
 - the money scripts refuse to run without it (a flush is noticed by the next
   request, which gets a short 503);
 - every new connection checks that it names the server it reached
-  (:func:`check_connection`): a restart, a restore or a failover drops every
+  (:func:`edge.store.generation.check_connection`): a restart, a restore or a failover drops every
   connection, so none is used before its server was checked;
 - each process also looks twice a second (:class:`HotWatch`), for ``/readyz``,
   and the bookkeeper compares the count of SQL's lone changes.
@@ -42,22 +42,31 @@ import asyncio
 import logging
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
-
-from redis.exceptions import ResponseError
+from typing import TYPE_CHECKING, Any, cast
 
 from edge import metrics
 from edge.billing.entries import CreditEntry, encode, owed_heal_reference
 from edge.store import keys
+from edge.store.generation import (
+    HotStale,
+    check_connection,
+    generation_matches,
+    generation_token,
+)
 from edge.store.hotstore import RedisUnavailable
+from edge.store.replies import text
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
     from edge.store.hotstore import HotStore
 
-__all__ = ["HealReport", "HotStale", "HotWatch", "check_connection", "count_sql_only_change",
-           "generation_token", "heal", "server_run_id", "sql_only_changes"]
+__all__ = [
+    "HealReport", "HotWatch", "count_sql_only_change", "heal", "server_run_id",
+    "sql_only_changes",
+    # from edge.store.generation, where the store's connection check needs them
+    "HotStale", "check_connection", "generation_token",
+]
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +76,6 @@ WATCH_INTERVAL = 0.5
 HEAL_LOCK_SECONDS = 60
 #: Reservations looked at per round trip while healing.
 SCAN_BATCH = 500
-
-
-class HotStale(ResponseError):
-    """This Redis server is not the one the hot store's generation was written on.
-
-    Raised by the connection check, so that nothing runs on a restarted, restored
-    or failed-over Redis before it is healed. A ``ResponseError``: redis-py does
-    not retry it, and callers answer it as "storage unavailable" (503).
-    """
 
 
 async def sql_only_changes() -> int:
@@ -100,38 +100,6 @@ async def count_sql_only_change() -> None:
 async def server_run_id(client: aioredis.Redis) -> str:
     info = await client.info("server")
     return str(info["run_id"])
-
-
-def generation_token(raw: bytes | str) -> str:
-    """The heal's token of a generation value ``<token>:<SQL's lone changes>:<run_id>``."""
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    return text.partition(":")[0]
-
-
-def generation_matches(raw: bytes | None, run_id: str) -> bool | None:
-    """True: healed on this server; False: written on another one; None: no generation."""
-    if raw is None:
-        return None
-    return raw.decode().rpartition(":")[2] == run_id
-
-
-def check_connection(namespace: str):
-    """A ``redis_connect_func`` refusing servers that the generation does not name."""
-    gen_key = keys.generation(namespace)
-
-    async def on_connect(connection) -> None:
-        await connection.on_connect()
-        await connection.send_command("INFO", "server")
-        info = await connection.read_response()
-        text = info.decode() if isinstance(info, bytes) else str(info)
-        run_id = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                       if line.startswith("run_id:")), "")
-        await connection.send_command("GET", gen_key)
-        if generation_matches(await connection.read_response(), run_id) is False:
-            raise HotStale("Redis was restarted, restored or replaced; the portal is "
-                           "rebuilding its balances from the database")
-
-    return on_connect
 
 
 class HealReport:
@@ -170,15 +138,16 @@ async def heal(raw: HotStore) -> HealReport:
         report.drained += count
 
     held: dict[int, int] = {}
-    members = [m.decode() for m in await client.zrange(raw.open_reservations, 0, -1)]
+    members = [text(m) for m in await client.zrange(raw.open_reservations, 0, -1)]
     for start in range(0, len(members), SCAN_BATCH):
         batch = members[start:start + SCAN_BATCH]
         async with client.pipeline(transaction=False) as pipe:
             for request_id in batch:
                 pipe.hmget(raw.reservation(request_id), "key", "amount")
             rows = await pipe.execute()
-        settled = set(await UsageRecord.filter(request_id__in=batch)
-                      .values_list("request_id", flat=True))
+        # A flat values_list is a list of values; Tortoise types it as a list of tuples.
+        settled = set(cast(list[str], await UsageRecord.filter(request_id__in=batch)
+                           .values_list("request_id", flat=True)))
         for request_id, (key, amount) in zip(batch, rows, strict=True):
             if key is None or request_id in settled:
                 await client.delete(raw.reservation(request_id))
@@ -254,7 +223,7 @@ class HotWatch:
         self.reason = {True: "ok", False: "Redis was restarted, restored or replaced",
                        None: "Redis holds no generation (flushed, new or healing)"}[matches]
         if matches and self.check_sql:
-            healed_at = int(raw.decode().split(":")[1])
+            healed_at = int(text(raw).split(":")[1])
             try:
                 taken_alone = await sql_only_changes()
             except Exception:  # the database is away: Redis's own checks still hold
@@ -293,7 +262,7 @@ class HotWatch:
             report = await heal(self.raw)
             log.warning("hot store healed: %r", report)
         finally:
-            if (await client.get(lock) or b"").decode() == token:
+            if text(await client.get(lock) or b"") == token:
                 await client.delete(lock)
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -32,6 +32,7 @@ from edge.billing.entries import (
     decode,
 )
 from edge.store.hotstore import RedisUnavailable
+from edge.store.replies import text
 
 if TYPE_CHECKING:
     from edge.store.hotstore import HotStore
@@ -102,7 +103,8 @@ class LedgerWriter:
                 fresh = await client.xreadgroup(GROUP, self.consumer, {stream: ">"},
                                                 count=BATCH_SIZE - len(entries),
                                                 block=None if entries else block_ms)
-                for _name, items in fresh or ():
+                # RESP2 answers [[stream, entries]] (None: nothing came), RESP3 a dict.
+                for _name, items in fresh.items() if isinstance(fresh, dict) else fresh or ():
                     entries += _decode(items)
         except ResponseError as exc:
             if not _group_gone(exc):
@@ -164,8 +166,7 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
 
 def _decode(items: list[Any]) -> list[RawEntry]:
     """Stream ids as text; the fields stay raw (:func:`persist_entries` decodes them)."""
-    return [(entry_id.decode() if isinstance(entry_id, bytes) else entry_id, fields)
-            for entry_id, fields in items]
+    return [(text(entry_id), fields) for entry_id, fields in items]
 
 
 def _entry_time(entry_id: str) -> datetime:
@@ -244,8 +245,8 @@ async def persist_entries(entries: Sequence[Entry | Mapping[Any, Any]],
             # does not return them for an INSERT).
             for row in await conn.execute_query_dict(
                     sql.insert_usage(len(usage_rows), returning=True), usage_values):
-                if (owed := owed_by_request.get(row["request_id"])) is not None:
-                    deltas[owed[0]][2] += owed[1]
+                if (debt := owed_by_request.get(row["request_id"])) is not None:
+                    deltas[debt[0]][2] += debt[1]
         elif usage_rows:
             await conn.execute_query(sql.insert_usage(len(usage_rows)), usage_values)
         for node, at in node_used.items():
@@ -259,8 +260,8 @@ async def persist_entries(entries: Sequence[Entry | Mapping[Any, Any]],
                 delta[0] += int(row["amount"])
                 if row["kind"] == "usage":
                     delta[1] -= int(row["amount"])
-                if (owed := owed_by_reference.get(row["reference"])) is not None:
-                    delta[2] += owed[1]
+                if (debt := owed_by_reference.get(row["reference"])) is not None:
+                    delta[2] += debt[1]
         for key_id in sorted(deltas):
             balance, spent, owed_change = deltas[key_id]
             await conn.execute_query(sql.update_key(), [balance, spent, owed_change, key_id])

@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from edge.billing.entries import UsageEntry
+from edge.store.replies import text
 
 if TYPE_CHECKING:
     from edge.billing.reservations import Billing
@@ -44,7 +45,7 @@ async def reap_stale_reservations(billing: Billing, grace_ms: int, limit: int = 
                                        now_ms - grace_ms, start=0, num=limit)
     settled = 0
     for raw_id in stale:
-        settled += await _settle_abandoned(billing, raw_id.decode(), now_ms, "stale")
+        settled += await _settle_abandoned(billing, text(raw_id), now_ms, "stale")
     return settled
 
 
@@ -82,7 +83,7 @@ class Reaper:
         store = self.billing.store
         client = store.client
         start = self._offset
-        ids = [raw.decode() for raw in await client.zrange(store.open_reservations, start,
+        ids = [text(raw) for raw in await client.zrange(store.open_reservations, start,
                                                            start + self.scan - 1)]
         whole = start == 0 and len(ids) < self.scan
         self._offset = 0 if len(ids) < self.scan else start + len(ids)
@@ -96,7 +97,7 @@ class Reaper:
         held: dict[str, list[str]] = {}
         for request_id, owner in zip(ids, owners, strict=True):
             if owner:
-                held.setdefault(owner.decode(), []).append(request_id)
+                held.setdefault(text(owner), []).append(request_id)
         if whole:  # forget owners that hold nothing any more
             self._missing = {o: t for o, t in self._missing.items() if o in held}
         if not held:
@@ -141,7 +142,7 @@ async def _settle_abandoned(billing: Billing, request_id: str, now_ms: int, why:
     if not held:
         await client.zrem(store.open_reservations, request_id)
         return 0
-    fields = {k.decode(): v.decode() for k, v in held.items()}
+    fields = {text(k): text(v) for k, v in held.items()}
     entry = UsageEntry.priced(
         request_id=request_id, key_id=int(fields["key"]),
         prompt_tokens=int(fields.get("pt", 0)), completion_tokens=int(fields.get("ct", 0)),

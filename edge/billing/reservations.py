@@ -20,10 +20,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from edge.billing.entries import CreditEntry, Entry, UsageEntry, decode, script_fields
-from edge.billing.heal import HotStale, generation_token
 from edge.billing.money import format_usd, token_cost
 from edge.errors import InsufficientCredit, RateLimited, ServiceUnavailable
 from edge.store.codes import CreditCode, ReplayCode, ReserveCode, SettleCode
+from edge.store.generation import HotStale, generation_token
 from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
@@ -317,11 +317,12 @@ class Billing:
                              entry: UsageEntry) -> list[Any]:
         store = self.store
         args: list[str | int] = [request_id, cost, tokens, *script_fields(entry, "settle")]
-        return await store.settle(
+        reply: list[Any] = await store.settle(
             keys=[store.balance(key_id), store.limiter(key_id), store.reservation(request_id),
                   store.open_reservations, store.ledger_stream, store.held(key_id),
                   store.owed(key_id), store.generation],
             args=args)
+        return reply
 
     def _keep_for_later(self, pending: PendingSettlement) -> None:
         log.error("settling %s: Redis did not take it; retrying it in the background",
@@ -412,13 +413,14 @@ class Billing:
         if reply[0] == ReplayCode.NOT_LOADED and await store.client.exists(store.generation):
             await self.load_balance(key_id)
             reply = await store.replay(keys=keys, args=args)
-        if reply[0] == ReplayCode.NOT_LOADED:
+        code = ReplayCode(reply[0])
+        if code is ReplayCode.NOT_LOADED:
             raise HotStoreHealing("The hot store is healing.", retry_after=1)
-        if reply[0] == ReplayCode.APPLIED:
+        if code is ReplayCode.APPLIED:
             SPOOL_REPLAYS.inc()
             log.warning("charged again what Redis lost: %s, %d micro-dollars", reference,
                         -reply[1] if usage else reply[1])
-        return reply[0] == ReplayCode.APPLIED
+        return code is ReplayCode.APPLIED
 
     async def progress(self, request_id: str, prompt_tokens: int, completion_tokens: int,
                        *, ttl_ms: int | None = None) -> None:

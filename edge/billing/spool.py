@@ -38,7 +38,7 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from edge.billing.entries import Entry, EntryError, UsageEntry, decode, encode
 from edge.store.hotstore import RedisUnavailable
@@ -249,11 +249,12 @@ async def _in_sql(records: list[dict[str, Any]]) -> set[str]:
     usage = [r["ref"] for r in records if isinstance(r["entry"], UsageEntry)]
     credits = [r["ref"] for r in records if not isinstance(r["entry"], UsageEntry)]
     found: set[str] = set()
+    # A flat values_list is a list of values; Tortoise types it as a list of tuples.
     for start in range(0, len(usage), 500):
         rids = [ref.removeprefix("usage:") for ref in usage[start:start + 500]]
-        found |= {f"usage:{rid}" for rid in await UsageRecord.filter(request_id__in=rids)
-                  .values_list("request_id", flat=True)}
+        found |= {f"usage:{rid}" for rid in cast(list[str], await UsageRecord.filter(
+            request_id__in=rids).values_list("request_id", flat=True))}
     for start in range(0, len(credits), 500):
-        found |= set(await LedgerEntry.filter(reference__in=credits[start:start + 500])
-                     .values_list("reference", flat=True))
+        found |= set(cast(list[str], await LedgerEntry.filter(
+            reference__in=credits[start:start + 500]).values_list("reference", flat=True)))
     return found

@@ -114,10 +114,11 @@ def origin_allowed(request: Request, settings) -> bool:
 async def start_key_guard(app: Any, _loop: Any = None) -> None:
     """Start this worker's :class:`~edge.chat.guard.KeyGuard` (after the portal's resources)."""
     portal = getattr(app.ctx, "portal", None)
-    if portal is None or portal.chat is None:
+    chat: ChatService | None = getattr(app.ctx, "chat", None)
+    if portal is None or chat is None:
         return
-    guard = KeyGuard(portal.keys, portal.chat.hub, portal.chat.quota)
-    portal.chat.guard = guard
+    guard = KeyGuard(portal.keys, chat.hub, chat.quota)
+    chat.guard = guard
     portal.events.on("key", guard.on_event)  # key:<prefix> and keys
     portal.tasks.append(asyncio.create_task(guard.run(portal.stop), name="chat-key-guard"))
 
@@ -125,19 +126,19 @@ async def start_key_guard(app: Any, _loop: Any = None) -> None:
 @bp.websocket("/ws/chat/<room:str>")
 async def chat_socket(request: Request, ws: Socket, room: str) -> None:
     portal: PortalContext = request.app.ctx.portal
+    chat: ChatService = request.app.ctx.chat
     if not ROOM_NAME.match(room):
         await _refuse(ws, CLOSE_NO_ROOM, "Room names are 1-64 letters, digits, - and _.")
         return
     if not origin_allowed(request, portal.settings):
         await _refuse(ws, CLOSE_FROZEN, "This origin may not open chat sockets.")
         return
-    chat = portal.chat
     if not chat.gate.enter(portal.settings.chat_sockets_per_worker):
         await _refuse(ws, CLOSE_BUSY, "This server has too many chat sockets open; "
                                       "try again later.")
         return
     try:
-        await _serve(portal, request, ws, room)
+        await _serve(portal, chat, request, ws, room)
     except ConnectionClosed:
         pass
     except SetupBusy:
@@ -151,13 +152,13 @@ async def chat_socket(request: Request, ws: Socket, room: str) -> None:
         chat.gate.leave()
 
 
-async def _serve(portal: PortalContext, request: Request, ws: Socket, room: str) -> None:
+async def _serve(portal: PortalContext, chat: ChatService, request: Request, ws: Socket,
+                 room: str) -> None:
     """Authenticate, admit, join, then trade frames until the socket ends."""
-    chat = portal.chat
     async with chat.gate.slot():
         key = await session_key(portal, request.cookies.get(COOKIE))
     if key is None:
-        key = await _authenticate(portal, ws)
+        key = await _authenticate(portal, chat, ws)
         if key is None:
             return
     refusal = key.refusal(time.time())
@@ -195,7 +196,7 @@ async def _serve(portal: PortalContext, request: Request, ws: Socket, room: str)
         writer = asyncio.create_task(_write(ws, member, first=ready))
         if chat.guard is not None:
             await chat.guard.check(key.prefix)  # a change that came while it joined
-        await _read(portal, ws, member, key, row)
+        await _read(portal, chat, ws, member, key, row)
     finally:
         if entered:
             # Shielded: a second cancellation (the connection lost while leaving) must not
@@ -227,7 +228,8 @@ async def _refuse(ws: Socket, code: int, reason: str) -> None:
         pass
 
 
-async def _authenticate(portal: PortalContext, ws: Socket) -> KeyRecord | None:
+async def _authenticate(portal: PortalContext, chat: ChatService,
+                        ws: Socket) -> KeyRecord | None:
     """Wait for an ``auth`` frame; anything else ends the socket.
 
     The key's secret is checked here; whether the key is usable, by the caller.
@@ -240,7 +242,7 @@ async def _authenticate(portal: PortalContext, ws: Socket) -> KeyRecord | None:
         frame = parse_frame(raw)
         if frame.type != "auth":
             raise FrameError("unauthenticated", "Send an auth frame first.")
-        async with portal.chat.gate.slot():
+        async with chat.gate.slot():
             return await check_key(portal, frame.key, reading=True)
     except (FrameError, APIError) as exc:
         await _refuse(ws, CLOSE_BAD_KEY, getattr(exc, "message", str(exc)))
@@ -266,8 +268,8 @@ async def _write(ws: Socket, member: Member, *, first: str) -> None:
         member.close()
 
 
-async def _read(portal: PortalContext, ws: Socket, member: Member, key: KeyRecord,
-                room: ChatRoom) -> None:
+async def _read(portal: PortalContext, chat: ChatService, ws: Socket, member: Member,
+                key: KeyRecord, room: ChatRoom) -> None:
     rate = MessageRate()
     while not member.closed:
         raw = await ws.recv()
@@ -285,7 +287,7 @@ async def _read(portal: PortalContext, ws: Socket, member: Member, key: KeyRecor
                 return
             key = current
             frame = parse_frame(raw)
-            await _handle(portal, member, key, room, frame)
+            await _handle(portal, chat, member, key, room, frame)
         except FrameError as exc:
             member.deliver(event("error", code=exc.code, message=exc.message))
         except APIError as exc:
@@ -301,9 +303,8 @@ async def _read(portal: PortalContext, ws: Socket, member: Member, key: KeyRecor
                                  message="The server could not handle that frame."))
 
 
-async def _handle(portal: PortalContext, member: Member, key: KeyRecord, room: ChatRoom,
-                  frame: ClientFrame) -> None:
-    chat = portal.chat
+async def _handle(portal: PortalContext, chat: ChatService, member: Member, key: KeyRecord,
+                  room: ChatRoom, frame: ClientFrame) -> None:
     if frame.type == "ping":
         member.deliver(event("pong", time=time.time()))
     elif frame.type == "auth":
@@ -323,7 +324,7 @@ async def _handle(portal: PortalContext, member: Member, key: KeyRecord, room: C
     elif frame.type == "stop":
         await chat.replies.request_stop(room.name, frame.reply_id, key.id)
     elif frame.type == "message":
-        await _message(portal, member, key, room, frame)
+        await _message(portal, chat, member, key, room, frame)
 
 
 async def _usable_key(portal: PortalContext, member: Member,
@@ -341,8 +342,8 @@ async def _usable_key(portal: PortalContext, member: Member,
     return None
 
 
-async def _message(portal: PortalContext, member: Member, key: KeyRecord, room: ChatRoom,
-                   frame: ClientFrame) -> None:
+async def _message(portal: PortalContext, chat: ChatService, member: Member, key: KeyRecord,
+                   room: ChatRoom, frame: ClientFrame) -> None:
     model = None
     if frame.ask:
         name = frame.model or room.model or portal.settings.chat_default_model or next(
@@ -353,13 +354,13 @@ async def _message(portal: PortalContext, member: Member, key: KeyRecord, room: 
     question = await ChatMessage.create(room_id=room.id, role="user", author=key.name,
                                         key_id=key.id, content=frame.text)
     member.deliver(event("sent", id=question.id))  # so the sender knows which reply is theirs
-    await portal.chat.hub.publish(room.name, event(
+    await chat.hub.publish(room.name, event(
         "message", id=question.id, role="user", who=key.name, text=frame.text,
         time=question.created_at.isoformat()))
     if model is not None:
         system = frame.system if frame.system is not None else room.system_prompt
-        portal.chat.replies.start(room.name, key, question, model, system=system,
-                                  params=frame.params)
+        chat.replies.start(room.name, key, question, model, system=system,
+                           params=frame.params)
 
 
 @bp.post("/api/rooms")

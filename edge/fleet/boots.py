@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from edge.store import keys
 from edge.tasks import enqueue
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def boot_request_key(namespace: str, model: str) -> str:
     """The Redis key held while a boot of ``model`` is asked for or under way."""
-    return f"{namespace}:boot:{model}"
+    return keys.boot_request(namespace, model)
 
 
 class BootRequests:

@@ -10,7 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from edge.context import PortalContext
+    from edge.fleet.registry import Registry
 
 __all__ = ["housekeeping"]
 
@@ -20,15 +20,16 @@ log = logging.getLogger(__name__)
 INTERVAL = 5.0
 
 
-async def housekeeping(portal: PortalContext) -> None:
-    while not portal.stop.is_set():
+async def housekeeping(registry: Registry, stop: asyncio.Event) -> None:
+    """Reload ``registry`` from SQL every :data:`INTERVAL` seconds until ``stop`` is set."""
+    while not stop.is_set():
         try:
-            await asyncio.wait_for(portal.stop.wait(), INTERVAL)
+            await asyncio.wait_for(stop.wait(), INTERVAL)
             return
         except TimeoutError:
             pass
         try:
-            await portal.registry.reload()
+            await registry.reload()
         except asyncio.CancelledError:
             raise
         except Exception:

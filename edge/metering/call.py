@@ -31,7 +31,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
@@ -168,7 +168,7 @@ class MeteredCall:
         self.upstream: httpx.Response | None = None
         self.relay_state: StreamRelay | None = None
         self.settlement: Settlement | None = None
-        self.counted_by = "node"
+        self.counted_by: Literal["node", "edge"] = "node"
         self.counts = (0, 0)  # (prompt, completion) delivered or answered so far
         self._settling: asyncio.Future[Settlement] | None = None
 

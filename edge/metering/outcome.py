@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Literal
 
 from edge import metrics
-from edge.billing.money import token_cost
+from edge.billing.entries import UsageEntry
 
 if TYPE_CHECKING:
     from edge.billing.reservations import Billing, Reservation, Settlement
@@ -73,7 +73,7 @@ class Charge:
 
 async def settle(billing: Billing, charge: Charge, outcome: Outcome, *, prompt_tokens: int,
                  completion_tokens: int, model: str, node_id: int | None, endpoint: str,
-                 latency_ms: int, streamed: bool, counted_by: str = "node",
+                 latency_ms: int, streamed: bool, counted_by: Literal["node", "edge"] = "node",
                  status: int | None = None) -> Settlement:
     """Charge ``charge``'s reservation for the tokens served and record one usage row.
 
@@ -84,17 +84,14 @@ async def settle(billing: Billing, charge: Charge, outcome: Outcome, *, prompt_t
       counted_by: ``node`` (its usage) or ``edge`` (counted here: the node sent none).
     """
     status = outcome.status if status is None else status
-    cost = token_cost(prompt_tokens, completion_tokens, charge.input_price, charge.output_price)
-    entry: dict[str, Any] = {
-        "t": "usage", "rid": charge.request_id, "key": charge.key_id,
-        "pt": prompt_tokens, "ct": completion_tokens, "cost": cost, "model": model,
-        "node": node_id if node_id is not None else "", "ep": endpoint, "lat": latency_ms,
-        "status": status, "st": int(streamed), "cx": int(outcome is Outcome.CANCELLED),
-        "cnt": counted_by,
-    }
-    settlement = await billing.settle_amount(
-        charge.request_id, charge.key_id, cost, prompt_tokens + completion_tokens, entry,
-        generation=charge.generation)
+    entry = UsageEntry.priced(
+        request_id=charge.request_id, key_id=charge.key_id, prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens, input_price=charge.input_price,
+        output_price=charge.output_price, model=model, node_id=node_id, endpoint=endpoint,
+        latency_ms=latency_ms, status=status, streamed=streamed,
+        cancelled=outcome is Outcome.CANCELLED, counted_by=counted_by)
+    settlement = await billing.settle_usage(charge.request_id, entry,
+                                            generation=charge.generation)
     charged = settlement.charged if settlement.settled else 0
     observe(endpoint, model, status, latency_ms / 1000, prompt_tokens if charged else 0,
             completion_tokens if charged else 0, charged)

@@ -11,8 +11,9 @@ Public API (for the web pages and the CLI):
 * :func:`list_payments`: a key's (or every) payment, newest first, as JSON views.
 * :class:`PaymentSettings`: whether payments are on, and the bounds.
 
-They load on first use: the settings check reads :mod:`edge.payments.currency`,
-which must not pull in Sanic and the database models with it.
+They load on first use: the start-up check of the payment settings reads
+:mod:`edge.payments.config`, which must not pull in the routes and the database
+models with it.
 """
 
 from __future__ import annotations

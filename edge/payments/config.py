@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from edge.billing.money import format_usd, parse_usd
 from edge.errors import ServiceUnavailable
+from edge.payments.currency import minor_unit
+from edge.settings import ConfigError
 
 if TYPE_CHECKING:
     import stripe
@@ -51,12 +53,21 @@ class PaymentSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PaymentSettings:
+        """The payment settings, checked: the app factory builds them once at start-up,
+        so that a currency or bound Stripe could not charge exactly stops the portal.
+
+        Raises:
+          ConfigError: ``PORTAL_CURRENCY`` is not a lower-case ISO code, or a top-up
+            bound is not a positive multiple of the finest amount Stripe charges in it,
+            or the smallest is above the largest.
+        """
+        min_amount, max_amount = _topup_bounds(settings)
         base = settings.effective_public_url
         return cls(
             enabled=bool(settings.stripe_secret_key and settings.stripe_webhook_secret),
             currency=settings.currency,
-            min_amount=parse_usd(settings.topup_min_usd),
-            max_amount=parse_usd(settings.topup_max_usd),
+            min_amount=min_amount,
+            max_amount=max_amount,
             success_url=settings.topup_success_url
             or f"{base}/account?topup=success&session_id={{CHECKOUT_SESSION_ID}}",
             cancel_url=settings.topup_cancel_url or f"{base}/account?topup=cancelled",
@@ -72,6 +83,28 @@ class PaymentSettings:
             "max_amount": format_usd(self.max_amount),
             "max_amount_micros": self.max_amount,
         }
+
+
+def _topup_bounds(settings: Settings) -> tuple[int, int]:
+    """The top-up bounds in micro-units, refused unless Stripe can charge them exactly."""
+    currency = settings.currency
+    if len(currency) != 3 or not currency.isascii() or not currency.isalpha() \
+            or not currency.islower():
+        raise ConfigError("PORTAL_CURRENCY must be a lower-case three-letter ISO code, like usd")
+    unit = minor_unit(currency)
+    bounds = []
+    for name in ("topup_min_usd", "topup_max_usd"):
+        try:
+            micros = parse_usd(getattr(settings, name))
+        except ValueError:
+            micros = -1
+        if micros <= 0 or micros % unit.step_micros:
+            raise ConfigError(f"PORTAL_{name.upper()} must be a positive multiple of "
+                              f"{unit.step_text}: {unit.rule}")
+        bounds.append(micros)
+    if bounds[0] > bounds[1]:
+        raise ConfigError("PORTAL_TOPUP_MIN_USD is above PORTAL_TOPUP_MAX_USD")
+    return bounds[0], bounds[1]
 
 
 #: One client (and its HTTP pool) per secret key and API base, for this process.

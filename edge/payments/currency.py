@@ -5,7 +5,7 @@ counts amounts in a minor unit that depends on the currency
 (https://docs.stripe.com/currencies#minor-units), and refuses some amounts that
 unit could express; every amount sent to or read from Stripe converts here.
 
-This module imports nothing of the portal, so the settings check can use it.
+This module imports nothing of the portal.
 """
 
 from __future__ import annotations

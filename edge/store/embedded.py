@@ -28,6 +28,7 @@ import redis
 
 from edge.settings import Settings
 from edge.store import keys
+from edge.store.replies import text
 
 __all__ = ["EmbeddedRedis", "NoRedis", "ResolvedRedis", "claim_namespace", "redis_answers",
            "redis_for_database", "resolve_redis"]
@@ -124,14 +125,14 @@ def claim_namespace(url: str, namespace: str, identity: str,
     try:
         key = keys.installation(namespace)
         created = client.set(key, identity, nx=True)
-        owner = (client.get(key) or b"").decode()
+        owner = text(client.get(key) or b"")
         if owner not in ("", identity):
             return owner
         if created and knows is not None:
             mirrored = list(itertools.islice(
                 client.scan_iter(match=keys.key_record(namespace, "*"), count=1000),
                 FINGERPRINT_KEYS))
-            prefixes = [name.decode().rsplit(":", 1)[1] for name in mirrored]
+            prefixes = [text(name).rsplit(":", 1)[1] for name in mirrored]
             if prefixes and not knows(prefixes):
                 client.delete(key)
                 return UNCLAIMED

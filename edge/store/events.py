@@ -12,19 +12,32 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from edge.store import keys as redis_keys
 from edge.store.hotstore import RedisUnavailable
+from edge.store.replies import text
 
 if TYPE_CHECKING:
-    from edge.fleet.registry import Registry
-    from edge.identity.keys import KeyDirectory
     from edge.store.hotstore import HotStore
 
-__all__ = ["EventListener"]
+__all__ = ["EventListener", "KeyCache", "RoutingTable"]
 
 log = logging.getLogger(__name__)
+
+
+class KeyCache(Protocol):
+    """What the listener needs of a worker's key cache (``edge.identity.keys.KeyDirectory``)."""
+
+    def invalidate(self, prefix: str | None = None) -> None:
+        """Forget the key of ``prefix``, or every key when it is None."""
+
+
+class RoutingTable(Protocol):
+    """What the listener needs of a worker's routing table (``edge.fleet.registry.Registry``)."""
+
+    async def reload(self) -> None:
+        """Read the models and nodes again."""
 
 
 class EventListener:
@@ -37,7 +50,7 @@ class EventListener:
       extra: more handlers, by event prefix (chat rooms and jobs add theirs).
     """
 
-    def __init__(self, store: HotStore, keys: KeyDirectory, registry: Registry) -> None:
+    def __init__(self, store: HotStore, keys: KeyCache, registry: RoutingTable) -> None:
         self.store = store
         self.keys = keys
         self.registry = registry
@@ -62,7 +75,7 @@ class EventListener:
                 while not stop.is_set():
                     message = await pubsub.get_message(timeout=1.0)
                     if message is not None:
-                        await self.dispatch(message["data"].decode())
+                        await self.dispatch(text(message["data"]))
             except asyncio.CancelledError:
                 raise
             except RedisUnavailable as exc:

@@ -21,6 +21,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from edge.store import keys
+from edge.store.generation import check_connection
 
 __all__ = ["HotStore", "RedisUnavailable", "connect_redis"]
 
@@ -54,13 +55,12 @@ def connect_redis(url: str, *, pool_size: int = POOL_SIZE,
     not retried: its listeners must see the break to drop what they cached.
 
     ``checked_for`` (a namespace): every new connection first checks that the
-    namespace's generation names the server it reached (:mod:`edge.billing.heal`), so
-    nothing runs on a restarted, restored or replaced Redis before it is healed.
+    namespace's generation names the server it reached
+    (:func:`edge.store.generation.check_connection`), so nothing runs on a restarted,
+    restored or replaced Redis before it is healed (:mod:`edge.billing.heal`).
     """
     extra: dict[str, Any] = {}
     if checked_for is not None:
-        from edge.billing.heal import check_connection
-
         extra["redis_connect_func"] = check_connection(checked_for)
     return _Redis.from_url(url, max_connections=pool_size, health_check_interval=30,
                            socket_keepalive=True,

@@ -19,6 +19,7 @@ import httpx
 import openai
 import pytest
 
+from edge.metering import counting
 from edge.metering.counting import (
     DeltaCounter,
     NodeTokenizer,
@@ -30,7 +31,6 @@ from edge.metering.counting import (
 )
 from edge.metering.request_spec import Endpoint
 from edge.metering.sse import StreamRelay
-from edge.metering import counting
 from simnode.testing import start_simnode
 from simnode.tokenizer import chat_prompt_tokens, completion_prompt_tokens, count_text
 from tests.edge.conftest import INPUT_PRICE, OUTPUT_PRICE, REPLY_TOKENS, expected_cost

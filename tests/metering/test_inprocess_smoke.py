@@ -54,6 +54,7 @@ async def test_a_call_is_charged_exactly_what_the_node_counted(portal, nodes) ->
     assert int(response.headers["x-portal-cost-micros"]) == charged
     [row] = await portal.usage(key_id)
     assert (row["status"], row["cost"], row["node_id"]) == (200, charged, node.id)
+    assert await portal.sql("SELECT cost FROM usage_log WHERE key_id=?", key_id) == [(charged,)]
     assert await portal.assert_books_balance(key_id) == parse_usd("1") - charged
 
 
@@ -189,3 +190,20 @@ async def test_a_job_is_answered_and_charged_exactly(portal, nodes) -> None:
     assert node.calls[0].body["model"] == SERVED
     assert await portal.assert_books_balance(key_id) == \
         parse_usd("1") - cost(usage["prompt_tokens"], 3)
+
+
+@pytest.mark.portal_settings(upstream_timeout=0.3)
+async def test_a_node_that_stalls_is_given_up_on_and_costs_nothing(portal, nodes) -> None:
+    node = await nodes()
+    await offer(portal, node)
+    key_id, key = await portal.create_key("1")
+    node.script(Stall())  # until the portal gives up (the node is released at teardown)
+
+    response = await portal.chat(key, MODEL, max_tokens=10)
+
+    assert response.status_code == 504, response.text
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    assert len(node.calls) == 1
+    [row] = await portal.usage(key_id)
+    assert (row["status"], row["cost"]) == (504, 0)
+    assert await portal.assert_books_balance(key_id) == parse_usd("1")

@@ -49,6 +49,10 @@ class Fleet:
                               json={"fail_status": status, "fail_count": 1})
         assert response.status_code == 200, response.text
 
+    def set_faults(self, **faults: object) -> None:
+        for node in (self.refusing, self.healthy):
+            assert httpx.post(node.url + "/sim/faults", json=faults).status_code == 200
+
     def refusal_used(self) -> bool:
         faults = httpx.get(self.refusing.url + "/sim/faults").json()
         return faults["fail_count"] == 0
@@ -179,8 +183,7 @@ def test_a_job_refused_by_one_node_is_answered_by_another(fleet: Fleet) -> None:
 async def test_a_node_failing_mid_reply_is_a_node_failure_in_the_usage_log(
         fleet: Fleet) -> None:
     await asyncio.to_thread(fleet.refuse_next)  # let the first node cool down
-    for node in (fleet.refusing, fleet.healthy):
-        httpx.post(node.url + "/sim/faults", json={"fail_after": 2, "fail_status": None})
+    await asyncio.to_thread(fleet.set_faults, fail_after=2, fail_status=None)
     try:
         client = await ChatClient.connect(fleet.portal.url, "broken", fleet.key)
         try:
@@ -190,8 +193,7 @@ async def test_a_node_failing_mid_reply_is_a_node_failure_in_the_usage_log(
         finally:
             await client.close()
     finally:
-        for node in (fleet.refusing, fleet.healthy):
-            httpx.post(node.url + "/sim/faults", json={"fail_after": None})
+        await asyncio.to_thread(fleet.set_faults, fail_after=None)
     assert done["status"] == "failed", done
     assert done["usage"]["completion_tokens"] == 2  # what the room received, charged
     (request_id,), = fleet.sql("SELECT request_id FROM chat_messages WHERE id=?",

@@ -16,10 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 #: builds); their owners switch them to :mod:`edge.store.keys`, and the lead empties
 #: this list. A new hand-built key anywhere else fails the test below.
 STILL_BUILT_BY_HAND = {
-    ("edge/fleet/boots.py", ":boot:"),  # boot_request_key -> keys.boot_request
     ("edge/tasks.py", ":dramatiq"),  # keys.dramatiq
     ("dramatiq_actors/broker.py", ":dramatiq"),  # keys.dramatiq
-    ("dramatiq_actors/lifecycle.py", ":nodelock:"),  # keys.node_lock
 }
 
 #: An f-string, or a concatenation, that puts something called ns or namespace

@@ -20,26 +20,33 @@ its writer on demand), Nginx, signals. The end-to-end suites keep those.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
-import json
 import shutil
-import socket
 import uuid
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from sanic import HTTPResponse, Request, Sanic
+from sanic import Sanic
 
-from simnode.config import Faults, SimConfig
-from simnode.errors import error_body, status_error_type
+from tests.support.node_double import (
+    Answer,
+    BreakAfter,
+    Drop,
+    NodeAction,
+    NodeCall,
+    NodeDouble,
+    Pace,
+    Refuse,
+    Stall,
+    start_node,
+    stream_events,
+)
+from tests.support.serving import serve_app
 
+# The node double's names are re-exported: a test imports everything from here.
 __all__ = [
     "Answer",
     "BreakAfter",
@@ -51,271 +58,14 @@ __all__ = [
     "Pace",
     "Refuse",
     "Stall",
-    "bound_socket",
     "inprocess_portal",
     "migrated_template",
     "node_doubles",
     "open_portal",
-    "serve_app",
     "sqlite_template",
     "start_node",
     "stream_events",
 ]
-
-#: Paths of a node whose calls a script applies to.
-COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
-
-
-# -- serving a Sanic app in this loop ---------------------------------------------------
-def bound_socket(host: str = "127.0.0.1") -> socket.socket:
-    """A TCP socket bound to an ephemeral port of ``host`` (its port is known before serving)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
-    sock.setblocking(False)
-    return sock
-
-
-@asynccontextmanager
-async def serve_app(app: Sanic, sock: socket.socket | None = None) -> AsyncIterator[str]:
-    """Serve ``app`` in the running loop on ``sock`` (default: a new ephemeral port).
-
-    Runs the app's ``before_server_start`` … ``after_server_stop`` listeners, as one
-    worker would (the main-process listeners, like the bookkeeper, do not run), and
-    yields its base URL.
-    """
-    app.config.TOUCHUP = False  # TouchUp rewrites shared classes: not with two apps a loop
-    sock = sock or bound_socket()
-    host, port = sock.getsockname()[:2]
-    server = await app.create_server(sock=sock, return_asyncio_server=True, access_log=False)
-    assert server is not None
-    try:
-        await server.startup()
-        await server.before_start()
-        await server.after_start()
-        yield f"http://{host}:{port}"
-    finally:
-        with contextlib.suppress(Exception):
-            await server.before_stop()
-        closing = server.close()
-        for connection in list(server.connections):
-            connection.close_if_idle()
-        for connection in list(server.connections):  # streams still open: cut them
-            with contextlib.suppress(Exception):
-                connection.abort()
-        if closing is not None:
-            await closing
-        await server.after_stop()
-        Sanic.unregister_app(app)
-
-
-# -- the node double: simnode, scripted -------------------------------------------------
-class NodeAction:
-    """What a node does with one completion call; subclasses override :meth:`apply`."""
-
-    async def apply(self, request: Request, node: NodeDouble) -> HTTPResponse | None:
-        """Answer instead of simnode (a response), or let simnode answer (None)."""
-        return None
-
-
-@dataclasses.dataclass(frozen=True)
-class Answer(NodeAction):
-    """Answer as simnode does (the default once a script is used up)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class Refuse(NodeAction):
-    """Answer ``status`` with vLLM's error body before any token.
-
-    ``code`` defaults to the status, as vLLM puts it; ``param`` names the offending field.
-    """
-
-    status: int = 503
-    message: str | None = None
-    code: int | str | None = None
-    param: str | None = None
-    headers: dict[str, str] = dataclasses.field(default_factory=dict)
-
-    async def apply(self, request: Request, node: NodeDouble) -> HTTPResponse | None:
-        try:
-            phrase = HTTPStatus(self.status).phrase
-        except ValueError:
-            phrase = f"Error {self.status}"
-        body = json.loads(error_body(self.message or phrase, status_error_type(self.status),
-                                     self.status, self.param))
-        if self.code is not None:
-            body["error"]["code"] = self.code
-        return HTTPResponse(json.dumps(body), status=self.status, headers=self.headers,
-                            content_type="application/json")
-
-
-@dataclasses.dataclass(frozen=True)
-class Drop(NodeAction):
-    """Close the connection before any byte of a response (a node that crashed)."""
-
-    async def apply(self, request: Request, node: NodeDouble) -> HTTPResponse | None:
-        if request.transport is not None:
-            request.transport.abort()
-        await asyncio.Event().wait()  # the lost connection cancels this handler
-        return None  # pragma: no cover
-
-
-@dataclasses.dataclass(frozen=True)
-class BreakAfter(NodeAction):
-    """Generate ``tokens`` content tokens, then break: a stream is cut after its headers
-    and that many chunks (no ``[DONE]``); a longer non-streaming answer is a 500."""
-
-    tokens: int = 0
-
-    async def apply(self, request: Request, node: NodeDouble) -> HTTPResponse | None:
-        request.ctx.faults = node.faults_with(fail_after=self.tokens)
-        return None
-
-
-@dataclasses.dataclass(frozen=True)
-class Pace(NodeAction):
-    """Answer at this pace: ``ttft`` seconds to the first token, then ``tokens_per_second``."""
-
-    ttft: float = 0.0
-    tokens_per_second: float = 0.0
-
-    async def apply(self, request: Request, node: NodeDouble) -> HTTPResponse | None:
-        request.ctx.faults = node.faults_with(ttft=self.ttft,
-                                              tokens_per_second=self.tokens_per_second)
-        return None
-
-
-@dataclasses.dataclass(frozen=True)
-class Stall(NodeAction):
-    """Accept the call and send nothing for ``seconds`` (None: until :meth:`NodeDouble.release`
-    or the caller goes), then answer as simnode does."""
-
-    seconds: float | None = None
-
-    async def apply(self, request: Request, node: NodeDouble) -> HTTPResponse | None:
-        if self.seconds is None:
-            await node._released.wait()
-        else:
-            await asyncio.sleep(self.seconds)
-        return None
-
-
-@dataclasses.dataclass
-class NodeCall:
-    """One completion call a node received."""
-
-    path: str
-    body: Any
-    headers: dict[str, str]
-    action: NodeAction
-
-
-class NodeDouble:
-    """A simnode app in this loop on a real socket, whose next calls a test may script.
-
-    Parameters:
-      model: the served model name.
-      options: more :class:`simnode.config.SimConfig` fields (``reply_tokens=4``, ``usage=``
-        ``"none"``, ``tokens_per_second=``…).
-
-    The node-wide switches of ``/sim/faults`` are ``node.faults`` (``node.faults.update(
-    {"fail_status": 503})``); a script applies to single calls and wins over them.
-    """
-
-    def __init__(self, model: str, **options: Any) -> None:
-        self.model = model
-        self.options = options
-        self.url = ""
-        self.id: int | None = None  #: its row in the portal, once registered
-        self.calls: list[NodeCall] = []
-        self.default: NodeAction = Answer()
-        self._script: deque[NodeAction] = deque()
-        self._released = asyncio.Event()
-        self._served: contextlib.AbstractAsyncContextManager[str] | None = None
-        self.app: Sanic | None = None
-
-    def script(self, *actions: NodeAction) -> NodeDouble:
-        """Queue what the next completion calls get, in order; then :attr:`default`."""
-        self._script.extend(actions)
-        return self
-
-    def always(self, action: NodeAction) -> NodeDouble:
-        """What every call gets once the script is used up."""
-        self.default = action
-        return self
-
-    def release(self) -> None:
-        """Let the calls held by ``Stall()`` go on."""
-        self._released.set()
-
-    @property
-    def faults(self) -> Faults:
-        assert self.app is not None
-        return self.app.ctx.faults
-
-    def faults_with(self, **changes: Any) -> Faults:
-        """One call's own switches: the node's pacing and breaks with ``changes``.
-
-        Its injected status is left to the node (a scripted call is not refused twice, and
-        the node's ``fail_count`` counts down on the node's own switches).
-        """
-        node = self.faults.as_dict()
-        for name in ("fail_status", "fail_count"):
-            node.pop(name, None)
-        return Faults(**{**node, **changes})
-
-    async def start(self) -> NodeDouble:
-        from simnode.app import create_app
-
-        sock = bound_socket()
-        config = SimConfig(model=self.model, port=sock.getsockname()[1], **self.options)
-        self.app = create_app(config)  # named after its port: unique while it is bound
-        self.app.on_request(self._scripted, priority=100)
-        self._served = serve_app(self.app, sock)
-        self.url = await self._served.__aenter__()
-        return self
-
-    async def close(self) -> None:
-        self.release()
-        if self._served is not None:
-            served, self._served = self._served, None
-            await served.__aexit__(None, None, None)
-
-    async def _scripted(self, request: Request) -> HTTPResponse | None:
-        if request.method != "POST" or request.path not in COMPLETION_PATHS:
-            return None
-        action = self._script.popleft() if self._script else self.default
-        try:
-            body = json.loads(request.body or b"null")
-        except ValueError:
-            body = request.body
-        self.calls.append(NodeCall(request.path, body, dict(request.headers), action))
-        return await action.apply(request, self)
-
-
-@asynccontextmanager
-async def start_node(model: str, **options: Any) -> AsyncIterator[NodeDouble]:
-    node = await NodeDouble(model, **options).start()
-    try:
-        yield node
-    finally:
-        await node.close()
-
-
-def stream_events(text: str) -> tuple[list[dict[str, Any]], bool, list[str]]:
-    """An SSE body's JSON chunks, whether it ended with ``[DONE]``, and its comments."""
-    chunks: list[dict[str, Any]] = []
-    comments: list[str] = []
-    done = False
-    for block in text.split("\n\n"):
-        for line in block.splitlines():
-            if line.startswith(":"):
-                comments.append(line[1:].strip())
-            elif line == "data: [DONE]":
-                done = True
-            elif line.startswith("data: "):
-                chunks.append(json.loads(line[6:]))
-    return chunks, done, comments
 
 
 # -- the portal ---------------------------------------------------------------------------

@@ -36,10 +36,13 @@ __all__ = ["WarmCli", "run_portal"]
 #: Environment variables read when a module is imported: a command that sets one other
 #: than the server has runs cold (prometheus_client picks its value class at import).
 IMPORT_TIME_ENV = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
-#: Modules commands import lazily; the server imports them before forking.
+#: Modules commands import lazily; the server imports them before forking. Not
+#: ``dramatiq_actors``: importing it builds the broker from the environment, which is
+#: each command's own (its dependencies, which read none, are preloaded instead).
 PRELOADED = ("edge.billing.heal", "edge.db", "edge.db.models", "edge.identity.accounts",
              "edge.store.hotstore", "tortoise.backends.sqlite", "asyncpg",
-             "tortoise.backends.asyncpg", "dramatiq_actors.fleet")
+             "tortoise.backends.asyncpg", "dramatiq", "dramatiq.brokers.redis", "boto3",
+             "botocore.session")
 #: Commands that keep running or manage processes: always real subprocesses.
 COLD_COMMANDS = {"serve", "worker", "workers", "dev", "simnode", "scheduler"}
 
