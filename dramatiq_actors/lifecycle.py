@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import dramatiq
 from redis.exceptions import LockError
@@ -37,7 +38,7 @@ EC2_POLL = 1.0
 #: Seconds between two health probes of a booting node.
 HEALTH_POLL = 0.25
 #: Retries of a lifecycle actor (each with exponential backoff).
-RETRIES = dict(max_retries=5, min_backoff=1_000, max_backoff=30_000)
+RETRIES: dict[str, Any] = dict(max_retries=5, min_backoff=1_000, max_backoff=30_000)
 
 
 def fleet():
@@ -303,9 +304,9 @@ async def boot_model(model: str) -> None:
     cheapest = min(stopped, key=lambda n: (n.hourly_cost or hourly_price(n.instance_type), n.id))
     log.info("booting node %s for model %s", cheapest.id, model)
     try:
-        async with _locked(cheapest.id) as node:
-            if node is not None:
-                await _boot(node)
+        async with _locked(cheapest.id) as locked:
+            if locked is not None:
+                await _boot(locked)
     except Exception:
         await rt.store.client.delete(boot_lock(model))
         raise

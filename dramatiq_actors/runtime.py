@@ -105,7 +105,10 @@ class PortalRuntime(Middleware):
     def before_worker_boot(self, broker, worker) -> None:
         # Before the worker threads take messages (after AsyncIO's own hook, which
         # started the loop: hooks run in order here).
-        get_event_loop_thread().run_coroutine(open_runtime(self.settings))
+        thread = get_event_loop_thread()
+        if thread is None:
+            raise RuntimeError("the AsyncIO middleware must come before PortalRuntime")
+        thread.run_coroutine(open_runtime(self.settings))
         log.info("portal runtime open")
 
     def after_worker_shutdown(self, broker, worker) -> None:

@@ -326,7 +326,8 @@ async def _close_resources(app: Sanic) -> None:
     await portal.http.aclose()
     with contextlib.suppress(Exception):
         await portal.billing.settle_pending()  # a last try: the spool has the rest
-    portal.billing.spool.close()
+    if portal.billing.spool is not None:
+        portal.billing.spool.close()
     await portal.watch.raw.close()
     await portal.store.close()
     await close_database()

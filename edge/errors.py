@@ -1,27 +1,52 @@
-"""The portal's exceptions, and the one place they become OpenAI-shaped responses.
+"""The portal's exceptions, and the two functions that turn them into OpenAI-shaped bodies.
 
-Exception tree::
+Exception tree (subclasses defined elsewhere are named with their module)::
 
     PortalError
      ├── APIError                 an answer to an API client, in OpenAI's shape
      │    ├── InvalidRequest          400 invalid_request_error
      │    │    ├── Unprocessable        422 (a node's own refusal)
-     │    │    └── BodyTooLarge         413
+     │    │    └── BodyTooLarge         413 request_too_large (raised nowhere: a body
+     │    │                             over the limit gets Sanic's own 413, below)
      │    ├── InvalidAPIKey           401 invalid_api_key
      │    ├── InsufficientCredit      402 insufficient_quota
-     │    ├── PermissionDenied        403
+     │    ├── PermissionDenied        403 permission_denied
      │    ├── ModelNotFound           404 model_not_found
-     │    ├── NotFound                404
+     │    ├── NotFound                404 not_found
      │    ├── RateLimited             429 rate_limit_exceeded (Retry-After)
-     │    ├── NodeFailed              502 upstream_error
+     │    ├── NodeFailed              502 upstream_error (the node broke off after answering)
      │    │    └── NodeTimedOut         504 upstream_timeout
      │    ├── ModelWarming            503 model_warming (Retry-After)
-     │    └── ServiceUnavailable      503
-     │         └── NodesUnavailable     503 upstream_unavailable (Retry-After)
-     └── StoreUnavailable         Redis or SQL cannot be reached
+     │    └── ServiceUnavailable      503 service_unavailable
+     │         ├── NodesUnavailable     503 upstream_unavailable (Retry-After)
+     │         ├── HotStoreHealing      (edge.billing.reservations) Redis is being healed
+     │         └── PaymentsOff          (edge.payments.config) 503 payments_off
+     ├── WebhookRefused           (edge.payments.events) a Stripe delivery refused with 400
+     ├── StripeUnreachable        (edge.payments.reconcile) Stripe did not answer
+     ├── FleetError               (dramatiq_actors.fleet) an EC2 call failed
+     └── StoreUnavailable         raised nowhere: Redis and SQL failures arrive as redis-py's
+                                  and Tortoise's own exceptions (below)
 
-Views raise these; :func:`error_payload` renders them. Nothing else in the
-code base builds an error body.
+An :class:`APIError` is raised wherever a request is refused: by the views, and also
+by the domain under them (:mod:`edge.identity.auth`, :mod:`edge.billing.reservations`,
+:mod:`edge.metering.call`, :mod:`edge.intake`, :mod:`edge.jsonbody`). The app's error
+handler (``OpenAIErrorHandler`` in :mod:`edge.app`) answers it with
+:func:`api_error_payload`. The same handler uses :func:`error_payload` for the
+errors that are not ours:
+
+- Sanic's own: 404, 405, 408 for a head or body sent too slowly, 413 for a body
+  over ``max_body_bytes``;
+- a value that does not fit a column: 400 ``invalid_value``;
+- Redis or the database unreachable or failing: 503 ``service_unavailable`` with
+  ``Retry-After: 5``;
+- anything else: 500 ``internal_error``.
+
+Pages get the same error as HTML. Three other places build error bodies themselves:
+
+- :mod:`edge.proxy.views` writes the error event that ends a stream the node broke
+  (in OpenAI's shape);
+- :mod:`dramatiq_actors.jobs` stores a failed job's ``{"message", "code"}``;
+- the chat sends ``error`` events in its own protocol (:mod:`edge.chat.protocol`).
 """
 
 from __future__ import annotations
@@ -51,7 +76,8 @@ __all__ = [
 
 
 class PortalError(Exception):
-    """Root of every exception the portal raises on purpose."""
+    """Root of the tree above (some of the portal's exceptions derive from built-in ones
+    instead, such as :class:`edge.settings.ConfigError`, a ``ValueError``)."""
 
 
 class StoreUnavailable(PortalError):
@@ -63,7 +89,9 @@ class APIError(PortalError):
 
     status: ClassVar[int] = 400
     type: ClassVar[str] = "invalid_request_error"
-    code: ClassVar[str | None] = None
+    #: OpenAI's ``code`` field: the class's, unless one error is given its own
+    #: (a node's 400/422 passes its ``code`` on).
+    code: str | None = None
 
     def __init__(self, message: str, *, param: str | None = None,
                  retry_after: int | None = None, code: str | None = None) -> None:

@@ -116,15 +116,18 @@ class PortalHttp(Http):
                 await super().http1_request_header()
             finally:
                 protocol.disarm()
-        if self.request_body == "chunked" or \
-                (self.request_bytes_left or 0) > len(self.recv_buffer):
+        # Sanic sets request_body to "chunked" (or True) while a body is due; mypy
+        # infers bytes | None from its untyped code, hence the plain object here.
+        body_state: object = self.request_body
+        if body_state == "chunked" or (self.request_bytes_left or 0) > len(self.recv_buffer):
             self.body_due = protocol.loop.time() + intake.body_timeout
             protocol.arm(intake.body_timeout, "body")
 
     async def read(self) -> bytes | None:
         protocol: PortalProtocol = self.protocol  # type: ignore[assignment]
         if self.body_due is not None and protocol.loop.time() >= self.body_due:
-            return self._late()
+            self._late()
+            return None
         # request_bytes is the Content-Length, or the sum of the chunks announced so
         # far; above the size limit, Sanic's read answers 413 before buffering.
         size = self.request_bytes or 0
@@ -155,8 +158,8 @@ class PortalHttp(Http):
         self.keep_alive = False
         self.request_body = None
         if self.response is None:
-            raise RequestTimeout(self.protocol.late_message("body"))  # type: ignore[attr-defined]
-        return None  # an answer went out already: stop reading, close
+            raise RequestTimeout(self.protocol.late_message("body"))
+        # Else an answer went out already: stop reading, close.
 
 
 class PortalProtocol(WebSocketProtocol):

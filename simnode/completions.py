@@ -12,10 +12,10 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from sanic import HTTPResponse, Request
+from sanic import HTTPResponse
 
 from simnode.config import SimConfig
-from simnode.context import SimContext
+from simnode.context import SimContext, SimRequest
 from simnode.errors import GenerationFailed, InjectedStatus
 from simnode.parsing import Job, load_body, parse_chat, parse_completion
 from simnode.render import DONE, StreamChunks, completion_body
@@ -29,18 +29,18 @@ SSE_CONTENT_TYPE = "text/event-stream; charset=utf-8"
 Parser = Callable[[dict[str, Any], SimConfig], Job]
 
 
-async def chat_completions(request: Request) -> HTTPResponse | None:
+async def chat_completions(request: SimRequest) -> HTTPResponse | None:
     """Answer ``POST /v1/chat/completions``."""
     return await _serve(request, parse_chat)
 
 
-async def completions(request: Request) -> HTTPResponse | None:
+async def completions(request: SimRequest) -> HTTPResponse | None:
     """Answer ``POST /v1/completions``."""
     return await _serve(request, parse_completion)
 
 
-async def _serve(request: Request, parse: Parser) -> HTTPResponse | None:
-    ctx: SimContext = request.app.ctx
+async def _serve(request: SimRequest, parse: Parser) -> HTTPResponse | None:
+    ctx = request.app.ctx
     faults = getattr(request.ctx, "faults", None) or ctx.faults
     if faults.take_failure():
         assert faults.fail_status is not None
@@ -80,7 +80,7 @@ async def _complete(
 
 
 async def _stream(
-    request: Request,
+    request: SimRequest,
     ctx: SimContext,
     job: Job,
     fail_after: int | None,
@@ -120,7 +120,7 @@ async def _stream(
     await response.eof()
 
 
-def _break_connection(request: Request) -> None:
+def _break_connection(request: SimRequest) -> None:
     """Close the TCP connection without ending the chunked body, like a crashed server."""
     transport = request.transport
     if transport is not None:

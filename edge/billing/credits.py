@@ -75,7 +75,7 @@ class Credited(NamedTuple):
 
 async def credit(key_id: int, amount: int, *, kind: LedgerKind, reference: str | None = None,
                  note: str = "", store: HotStore | None,
-                 grace: float = BOOKKEEPER_GRACE) -> Credited:
+                 grace: float | None = None) -> Credited:
     """Add ``amount`` micro-dollars (negative: take) to a key, once per ``reference``.
 
     Parameters:
@@ -86,7 +86,8 @@ async def credit(key_id: int, amount: int, *, kind: LedgerKind, reference: str |
       note: kept on the ledger row (500 characters at most).
       store: the hot store; None only when no Redis runs (SQL alone then).
       grace: seconds to wait for the bookkeeper before draining the stream here
-        (0: at once, for a command that may run without a server).
+        (None: :data:`BOOKKEEPER_GRACE`; 0: at once, for a command that may run
+        without a server).
 
     Returns:
       :class:`Credited` ``(applied, duplicate, deferred)``; the change is in SQL.
@@ -107,16 +108,19 @@ async def credit(key_id: int, amount: int, *, kind: LedgerKind, reference: str |
     return Credited(result.applied, result.duplicate, result.deferred)
 
 
-async def wait_persisted(store: HotStore, reference: str, *, grace: float = BOOKKEEPER_GRACE,
+async def wait_persisted(store: HotStore, reference: str, *, grace: float | None = None,
                          timeout: float = PERSIST_TIMEOUT) -> None:
     """Return once ``reference`` is in SQL: the bookkeeper's, for ``grace`` seconds, then ours.
+
+    ``grace``: seconds (None: :data:`BOOKKEEPER_GRACE`, read at the call); ``timeout``:
+    seconds in all.
 
     Raises:
       CreditNotDurable: not in SQL after ``timeout`` seconds.
     """
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    drain_from = loop.time() + grace
+    drain_from = loop.time() + (BOOKKEEPER_GRACE if grace is None else grace)
     writer: LedgerWriter | None = None
     while not await LedgerEntry.exists(reference=reference):
         now = loop.time()

@@ -61,12 +61,10 @@ if TYPE_CHECKING:
 
     from edge.store.hotstore import HotStore
 
-__all__ = [
-    "HealReport", "HotWatch", "count_sql_only_change", "heal", "server_run_id",
-    "sql_only_changes",
-    # from edge.store.generation, where the store's connection check needs them
-    "HotStale", "check_connection", "generation_token",
-]
+# HotStale, check_connection and generation_token live in edge.store.generation (the
+# store's connection check needs them) and are re-exported here.
+__all__ = ["HealReport", "HotStale", "HotWatch", "check_connection", "count_sql_only_change",
+           "generation_token", "heal", "server_run_id", "sql_only_changes"]
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import socket
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import ResponseError
 from tortoise.transactions import in_transaction
@@ -103,8 +103,9 @@ class LedgerWriter:
                 fresh = await client.xreadgroup(GROUP, self.consumer, {stream: ">"},
                                                 count=BATCH_SIZE - len(entries),
                                                 block=None if entries else block_ms)
-                # RESP2 answers [[stream, entries]] (None: nothing came), RESP3 a dict.
-                for _name, items in fresh.items() if isinstance(fresh, dict) else fresh or ():
+                # RESP2 (connect_redis does not ask for RESP3, whose shape differs):
+                # [[stream, entries]], empty or None when nothing came.
+                for _name, items in cast("list[list[Any]]", fresh or []):
                     entries += _decode(items)
         except ResponseError as exc:
             if not _group_gone(exc):

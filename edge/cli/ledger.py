@@ -4,7 +4,8 @@
 is for after a database restore: SQL went back in time while Redis kept the
 live balances, so it first drains the stream into the restored database (those
 entries are real), then drops Redis's copies (balances, credit markers, the key
-mirror), which every worker reloads from SQL on first use. SQL is then the
+mirror), which every worker reloads from SQL on first use, and the processes'
+spools of settlements (they belong to the timeline the restore undid). SQL is then the
 truth again; top-ups after the backup are replayed from Stripe (each credits
 once) and usage after it is written off.
 """
@@ -12,6 +13,7 @@ once) and usage after it is written off.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from edge.billing.ledger_writer import LedgerWriter
@@ -84,6 +86,17 @@ async def reset_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
         for start in range(0, len(batch), 1000):
             dropped += await client.delete(*batch[start:start + 1000])
     await store.publish(keys.EVENT_KEYS)
-    print(f"{drained} ledger entries written to SQL, {dropped} Redis keys dropped; "
-          "balances now come from SQL")
+    # The spools hold settlements of the timeline the restore undid: replaying them
+    # on the restored SQL would charge usage after the backup, which is written off.
+    spooled = _discard_spools(ctx.settings.data_path / "spool")
+    print(f"{drained} ledger entries written to SQL, {dropped} Redis keys dropped, "
+          f"{spooled} spool files discarded; balances now come from SQL")
     return 0
+
+
+def _discard_spools(root: Path) -> int:
+    """Delete the spool segments under ``root``; returns how many there were."""
+    files = [path for path in root.rglob("*") if path.is_file()] if root.exists() else []
+    for path in files:
+        path.unlink(missing_ok=True)
+    return len(files)

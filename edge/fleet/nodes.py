@@ -17,6 +17,7 @@ from urllib.parse import urlparse
 import httpx
 
 from edge.db.models import LLM, Node, NodeState
+from edge.store.replies import text
 
 if TYPE_CHECKING:
     from edge.store.hotstore import HotStore
@@ -135,7 +136,7 @@ async def busy_node_ids(store: HotStore) -> set[int]:
         return set()
     async with client.pipeline(transaction=False) as pipe:
         for request_id in request_ids:
-            pipe.hget(store.reservation(request_id.decode()), "node")
+            pipe.hget(store.reservation(text(request_id)), "node")
         nodes = await pipe.execute()
     return {int(n) for n in nodes if n}
 

@@ -1,16 +1,46 @@
-"""A lean HTTP/1.1 transport for httpx, made for the proxy's one job: talking to GPU nodes.
+"""A lean HTTP/1.1 transport for httpx, made for one job: talking to GPU nodes.
+
+Every metered call to a node goes through :class:`edge.fleet.upstream.Upstream`:
+the API's, chat replies' and jobs' (:mod:`edge.metering.call`), and the edge's
+``/tokenize`` counts. Health probes use a plain ``httpx.AsyncClient`` instead
+(:mod:`edge.fleet.nodes`). ``Upstream`` hands ``httpx.Request`` objects straight to
+:meth:`NodeTransport.handle_async_request`. No ``httpx.AsyncClient`` is involved, so
+none of its policies apply (cookies, redirects, auth flows) and neither does its
+timeout handling: this transport enforces the timeouts itself.
 
 httpx's default transport (httpcore over anyio) costs more CPU per request than
 the rest of the hot path together: it polls every idle pooled socket on each
 request and wraps each read in several layers. Nodes are few, speak plain
-HTTP/1.1 with keep-alive, and answer small JSON or an event stream, so this
-transport keeps a LIFO pool of asyncio protocol connections per origin, parses
-responses with ``httptools`` (a Sanic dependency) and lets the event loop tell it
-when a node closed an idle connection. ``httpx.AsyncClient`` still does the rest:
-requests, responses, timeouts and exceptions are httpx's own.
+HTTP/1.1 (or TLS, for ``https`` nodes) with keep-alive, and answer small JSON or
+an event stream. So this transport keeps, per origin, a LIFO pool of idle asyncio
+protocol connections: at most ``max_idle`` of them, each reused for up to
+``keepalive_expiry`` seconds. Responses are parsed with ``httptools`` (a Sanic
+dependency), and the event loop tells the transport when a node closed an idle
+connection. The number of open connections has no bound: a request that finds
+no idle connection opens a new one.
 
-Exceptions raised are httpx's: ``ConnectError``/``ConnectTimeout`` (nothing was
-sent), ``ReadTimeout``, ``RemoteProtocolError`` and ``ReadError``.
+The timeouts come from the request's ``timeout`` extension, the way httpx's own
+transports read it:
+
+- ``connect`` bounds opening a connection;
+- ``read`` bounds waiting for the response head, and each wait for more body bytes;
+- ``write`` and ``pool`` are not used. The request goes to the socket's buffer at
+  once, and there is no pool to wait for.
+
+Two more things happen here:
+
+- A request sent on a reused connection that the node had already closed is sent
+  once more on a new connection. This only happens when nothing at all came back,
+  so the node never read the request.
+- Reading pauses while more than :data:`HIGH_WATER` bytes are buffered that the
+  caller has not taken, and resumes below half of that.
+
+The exceptions raised are httpx's:
+
+- ``ConnectError`` or ``ConnectTimeout``: nothing was sent;
+- ``ReadTimeout``: the connection is then closed;
+- ``RemoteProtocolError``: the node closed the connection before the response was
+  complete, or sent something that is not HTTP/1.1.
 """
 
 from __future__ import annotations

@@ -39,6 +39,8 @@ async def create_key(*, name: str, pepper: bytes, credit: int, rpm: int, tpm: in
         secret, prefix = generate_key()
         if not await ApiKey.exists(prefix=prefix):
             break
+    else:  # five prefixes taken in a row: the generator is broken, not unlucky
+        raise RuntimeError("no free key prefix after 5 tries")
     async with in_transaction():
         row = await ApiKey.create(name=name, prefix=prefix, key_hash=hash_key(secret, pepper),
                                   balance=credit, rpm=rpm, tpm=tpm, expires_at=expires_at)

@@ -9,24 +9,29 @@ key need neither: a browser never adds that header by itself.
 from __future__ import annotations
 
 import secrets
+from typing import TYPE_CHECKING
 
 from sanic import Request
 
 from edge.errors import PermissionDenied
 from edge.identity.sessions import COOKIE, CSRF_COOKIE, same_token
 
+if TYPE_CHECKING:
+    from edge.identity.sessions import Session
+
 __all__ = ["check_csrf", "form_token"]
 
 
-async def _session(request: Request):
+async def _session(request: Request) -> Session | None:
     if not hasattr(request.ctx, "session"):
         portal = request.app.ctx.portal
         request.ctx.session = await portal.sessions.load(request.cookies.get(COOKIE))
-    return request.ctx.session
+    session: Session | None = request.ctx.session
+    return session
 
 
 def _given(request: Request) -> str | None:
-    header = request.headers.get("x-csrf-token")
+    header: str | None = request.headers.get("x-csrf-token")
     if header:
         return header
     try:

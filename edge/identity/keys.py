@@ -28,6 +28,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from redis.typing import EncodableT, FieldT
+
     from edge.db.models import ApiKey
     from edge.store.hotstore import HotStore
 
@@ -115,7 +117,8 @@ class KeyRecord:
         """Whether :meth:`refusal` lets the key through at ``now`` (Unix seconds)."""
         return self.refusal(now, reading=reading) is None
 
-    def to_redis(self) -> dict[str, str | int]:
+    def to_redis(self) -> dict[FieldT, EncodableT]:
+        """The record as the fields of its Redis hash (:meth:`from_redis` reads them)."""
         return {
             "id": self.id, "hash": self.key_hash, "name": self.name, "rpm": self.rpm,
             "tpm": self.tpm, "revoked": int(self.revoked), "frozen": int(self.frozen),

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol, TypeGuard
 
 from edge.identity.auth import same_secret
 from edge.store import keys as redis_keys
+from edge.store.replies import text
 
 if TYPE_CHECKING:
     from edge.identity.keys import KeyDirectory, KeyRecord
@@ -75,8 +76,7 @@ class Sessions:
         if not raw:
             return None
         await self.store.client.expire(self._key(session_id), TTL)
-        return Session(session_id, int(raw[b"key"]), raw[b"prefix"].decode(),
-                       raw[b"csrf"].decode())
+        return Session(session_id, int(raw[b"key"]), text(raw[b"prefix"]), text(raw[b"csrf"]))
 
     async def destroy(self, session_id: str | None) -> None:
         if _well_formed(session_id):

@@ -103,14 +103,14 @@ async def settle_job(job: Job, billing: Billing) -> int:
     Returns the micro-dollars charged.
     """
     store = billing.store
-    prices = await store.client.hmget(store.reservation(job.request_id), "pin", "pout")
+    pin, pout = await store.client.hmget(store.reservation(job.request_id), "pin", "pout")
     charged = 0
-    if prices[0] is not None:
+    if pin is not None and pout is not None:
         outcome = job_outcome(job)
         succeeded = outcome is Outcome.DONE
         latency = int(((job.finished_at or _now()) - job.created_at).total_seconds() * 1000)
         settlement = await settle(
-            billing, Charge(job.request_id, job.key_id, int(prices[0]), int(prices[1])),
+            billing, Charge(job.request_id, job.key_id, int(pin), int(pout)),
             outcome, prompt_tokens=job.prompt_tokens if succeeded else 0,
             completion_tokens=job.completion_tokens if succeeded else 0, model=job.model,
             node_id=job.node_id, endpoint=f"job-{job.endpoint}", latency_ms=latency,

@@ -79,9 +79,10 @@ class StreamRelay:
                 self.done = True
                 continue
             if event.startswith(b"data: {"):
-                event = self._rewrite(event)
-                if event is None:
+                rewritten = self._rewrite(event)
+                if rewritten is None:
                     continue
+                event = rewritten
             out.append(event)
             out.append(b"\n\n")
         return b"".join(out)
@@ -158,7 +159,7 @@ class StreamRelay:
         """The final usage event, in OpenAI's shape, for a node that sent none."""
         head = self.deltas.head
         model = self._public or head.get("model") or ""
-        chunk = {"id": head.get("id") or "", "object": head.get("object") or
+        chunk: dict[str, object] = {"id": head.get("id") or "", "object": head.get("object") or
                  "chat.completion.chunk", "created": head.get("created") or int(time.time()),
                  "model": model, "choices": [],
                  "usage": {"prompt_tokens": prompt, "completion_tokens": completion,

@@ -222,12 +222,15 @@ async def on_charge_refunded(event: StripeEvent, ctx: PaymentsContext) -> str:
             f"reservations, shortfall {format_usd(shortfall)}")
 
 
-async def _refunds(charge: Mapping[str, Any], charge_id: str, settings: Settings) -> list:
-    """The charge's refunds: from the event when it lists them all, else from Stripe."""
+async def _refunds(charge: Mapping[str, Any], charge_id: str,
+                   settings: Settings) -> list[object]:
+    """The charge's refunds: from the event when it lists them all (each checked by the
+    caller), else from Stripe."""
     listed = charge.get("refunds")
     if isinstance(listed, dict) and isinstance(listed.get("data"), list) \
             and not listed.get("has_more"):
-        return listed["data"]
+        refunds: list[object] = listed["data"]
+        return refunds
     import stripe
 
     try:

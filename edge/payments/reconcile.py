@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from edge.billing.money import format_usd
 from edge.db.models import LedgerEntry, Payment
@@ -93,14 +93,14 @@ async def reconcile_day(ctx: PaymentsContext, day: date) -> list[Line]:
         page = await client.v1.checkout.sessions.list_async(params={
             "created": {"gte": int(start.timestamp()), "lt": int(end.timestamp())},
             "limit": 100})
-        async for session in page.auto_paging_iter():
-            sessions[session.id] = session.to_dict()
+        async for found in page.auto_paging_iter():
+            sessions[found.id] = found.to_dict()
         ours = {p.session_id: p for p in await Payment.filter(session_id__in=list(sessions))}
-        for payment in await Payment.filter(created_at__gte=start, created_at__lt=end):
-            ours[payment.session_id] = payment
-            if payment.session_id not in sessions:
-                fetched = await client.v1.checkout.sessions.retrieve_async(payment.session_id)
-                sessions[payment.session_id] = fetched.to_dict()
+        for row in await Payment.filter(created_at__gte=start, created_at__lt=end):
+            ours[row.session_id] = row
+            if row.session_id not in sessions:
+                fetched = await client.v1.checkout.sessions.retrieve_async(row.session_id)
+                sessions[row.session_id] = fetched.to_dict()
     except stripe.StripeError as exc:
         raise StripeUnreachable(str(exc)) from exc
     credits: dict[str, int] = {}
@@ -144,8 +144,10 @@ async def _compare_refunds(client: Any, lines: list[Line]) -> None:
     for prefix in prefixes:
         for entry in await LedgerEntry.filter(reference__startswith=prefix):
             debits[entry.reference] = entry
-        given_back.update(await LedgerEntry.filter(
-            reference__startswith=given_back_reference(prefix)).values_list("reference", flat=True))
+        # A flat values_list is a list of values; Tortoise types it as a list of tuples.
+        given_back.update(cast(list[str], await LedgerEntry.filter(
+            reference__startswith=given_back_reference(prefix)).values_list("reference",
+                                                                            flat=True)))
     for line, refunds in zip(lines, listed, strict=True):
         problems = [line.problem] if line.problem else []
         currency = line.payment.currency if line.payment is not None else ""
@@ -204,23 +206,24 @@ async def apply_missing(ctx: PaymentsContext, lines: list[Line]) -> list[str]:
         if line.problem.startswith("not credited") and line.session is not None:
             outcomes.append(f"{line.session_id}: {await credit_session(line.session, ctx)}")
         payment = line.payment
-        for listed in line.untaken if payment is not None else ():
-            try:  # as it is now: it may have failed since it was listed
-                refund = (await client.v1.refunds.retrieve_async(str(listed["id"]))).to_dict()
-            except stripe.StripeError as exc:
-                raise StripeUnreachable(str(exc)) from exc
-            if refund.get("status") not in REFUNDING:
-                outcomes.append(f"{line.session_id}: refund {refund.get('id')} is "
-                                f"{refund.get('status')} now; nothing taken")
-                continue
-            taken = await take_back_refund(payment, refund, ctx)
-            if taken is None:
-                outcomes.append(f"{line.session_id}: refund {refund.get('id')} not taken back: "
-                                "the payment was never credited")
-                continue
-            outcomes.append(f"{line.session_id}: refund {refund.get('id')} took back "
-                            f"{format_usd(-taken[0])} of key {payment.key_id}")
         if payment is not None and line.untaken:
+            for listed in line.untaken:
+                try:  # as it is now: it may have failed since it was listed
+                    refund = (await client.v1.refunds.retrieve_async(
+                        str(listed["id"]))).to_dict()
+                except stripe.StripeError as exc:
+                    raise StripeUnreachable(str(exc)) from exc
+                if refund.get("status") not in REFUNDING:
+                    outcomes.append(f"{line.session_id}: refund {refund.get('id')} is "
+                                    f"{refund.get('status')} now; nothing taken")
+                    continue
+                taken = await take_back_refund(payment, refund, ctx)
+                if taken is None:
+                    outcomes.append(f"{line.session_id}: refund {refund.get('id')} not taken "
+                                    "back: the payment was never credited")
+                    continue
+                outcomes.append(f"{line.session_id}: refund {refund.get('id')} took back "
+                                f"{format_usd(-taken[0])} of key {payment.key_id}")
             await record_refunded(payment, line.refunded, full=line.refunded >= line.paid > 0)
         for debit, refund_id in line.ungiven:
             await give_back_refund(debit, refund_id, ctx)

@@ -90,9 +90,7 @@ async def stripe_webhook(request: Request):
                           "duplicate": duplicate, "outcome": outcome})
 
 
-@admin_bp.on_request
-async def _admin_only(request: Request) -> None:
-    await require_admin(request)
+admin_bp.on_request(require_admin)
 
 
 @admin_bp.get("/payments")

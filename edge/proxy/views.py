@@ -19,7 +19,7 @@ from edge.billing.money import format_usd
 from edge.errors import ModelNotFound
 from edge.identity.auth import authenticate
 from edge.metering.call import MeteredCall
-from edge.metering.outcome import Outcome
+from edge.metering.outcome import Outcome, observe
 from edge.metering.request_spec import Endpoint, check_fits, parse_request
 
 if TYPE_CHECKING:
@@ -56,12 +56,17 @@ async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
                        started=started)
     node = call.choose()
     if node is None:
-        raise await portal.metering.cold(model)
+        refusal = await portal.metering.cold(model)
+        # Nothing was reserved, but an operator must see a cold model's 503s.
+        observe(endpoint.value, model.name, refusal.status, time.perf_counter() - started,
+                0, 0, 0)
+        raise refusal
     await call.reserve(key, node)
     async with call:
         await call.open(node)
         if spec.stream:
-            return await _stream(request, call)
+            await _stream(request, call)
+            return None
         answer = await call.fetch()
         settlement = await call.finish(Outcome.DONE, answer.prompt_tokens,
                                        answer.completion_tokens)

@@ -1,10 +1,34 @@
-"""Keeps a worker's caches fresh from the ``$ns:events`` pub/sub channel.
+"""Keeps an edge worker's caches fresh from the ``$ns:events`` pub/sub channel.
 
-Events are short strings (named in :mod:`edge.store.keys`): ``key:<prefix>`` (a key
-changed), ``keys`` (all keys), ``models`` and ``nodes`` (the routing table changed),
-``job:<id>`` (handled by the jobs' waiters). Pub/sub loses messages
-while disconnected, so after every (re)connection the listener drops all cached
-keys and reloads the routing table.
+Events are short strings (named in :mod:`edge.store.keys`):
+
+- ``key:<prefix>``: a key changed;
+- ``keys``: all keys changed;
+- ``models`` and ``nodes``: the routing table changed;
+- ``job:<id>``: a job changed state.
+
+The listener does two things itself. It drops a changed key from the worker's key
+cache (all of them, for ``keys``), and it reloads the routing table on ``models``
+and ``nodes``. Other handlers register with :meth:`EventListener.on`, by prefix:
+
+- the chat's key guard registers ``key``, and closes the sockets of a key that is
+  no longer usable (:mod:`edge.chat.guard`);
+- the jobs' long polls register ``job:`` (:mod:`edge.jobs.waiters`).
+
+Events are handled one at a time, in the order they arrive. Each event first gets
+the listener's own handling, then goes to every handler whose prefix it starts
+with.
+
+Pub/sub loses messages while disconnected. So after every (re)connection the
+listener drops all cached keys and reloads the routing table. The handlers added
+with :meth:`EventListener.on` are not told; they must not depend on every event
+arriving. The key guard checks its keys again every half second, and a long poll
+reads the job from SQL when its wait ends. A Redis failure, or a handler that
+raises, restarts the listener: it subscribes again after a back-off that starts
+at 0.1 s and doubles up to 5 s.
+
+Only edge workers run a listener (:mod:`edge.app`). A job in ``portal worker``
+subscribes to the channel itself, to notice new nodes (:mod:`dramatiq_actors.jobs`).
 """
 
 from __future__ import annotations
@@ -47,7 +71,9 @@ class EventListener:
       store: where the channel lives.
       keys: the worker's key cache.
       registry: the worker's routing table.
-      extra: more handlers, by event prefix (chat rooms and jobs add theirs).
+
+    More handlers, by event prefix, are added with :meth:`on` (the chat's key guard
+    and the jobs' waiters add theirs).
     """
 
     def __init__(self, store: HotStore, keys: KeyCache, registry: RoutingTable) -> None:
@@ -108,7 +134,12 @@ class EventListener:
                     await result
 
     async def reload_registry(self) -> None:
-        """Reload the routing table; a burst of events causes at most one more reload."""
+        """Reload the routing table.
+
+        A call made while another is about to reload returns at once: that reload
+        reads SQL after it. The listener handles events one at a time, so each
+        ``models`` or ``nodes`` event it receives causes one reload.
+        """
         if self._reload_pending:
             return
         self._reload_pending = True

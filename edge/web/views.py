@@ -76,7 +76,7 @@ async def signup_form(request: Request):
 async def signup(request: Request):
     await check_csrf(request)
     portal = request.app.ctx.portal
-    name = (request.form.get("name") or "").strip()
+    name = _form_field(request, "name")
     if not 1 <= len(name) <= 48:
         return await render(request, "signup.html", status=400, name=name,
                             flash="Give a name of 1 to 48 characters.", flash_kind="error")
@@ -93,6 +93,12 @@ async def signup(request: Request):
     _cookie(request, response, COOKIE, session.id, max_age=TTL)
     response.headers["cache-control"] = "no-store"
     return response
+
+
+def _form_field(request: Request, name: str) -> str:
+    """A form field's value, stripped; empty when it is absent or the body is no form."""
+    form = request.form
+    return ((form.get(name) if form else None) or "").strip()
 
 
 async def _limit_signups(request: Request) -> None:
@@ -117,7 +123,7 @@ async def login(request: Request):
     portal = request.app.ctx.portal
     try:
         # reading: a frozen key may sign in to see its account (and why it is frozen).
-        key = await check_key(portal, (request.form.get("key") or "").strip(), reading=True)
+        key = await check_key(portal, _form_field(request, "key"), reading=True)
     except APIError as exc:
         return await render(request, "login.html", status=401, flash=exc.message,
                             flash_kind="error")
@@ -187,11 +193,11 @@ async def topup(request: Request):
         return away
     from edge.payments.config import PaymentSettings
 
-    payments = PaymentSettings.from_settings(request.app.ctx.portal.settings).public()
-    return await render(request, "topup.html", key=key,
-                        payments_enabled=payments["payments_enabled"],
-                        minimum=payments["min_amount"], maximum=payments["max_amount"],
-                        default=max(10, float(payments["min_amount"])))
+    payments = PaymentSettings.from_settings(request.app.ctx.portal.settings)
+    minimum = format_usd(payments.min_amount)
+    return await render(request, "topup.html", key=key, payments_enabled=payments.enabled,
+                        minimum=minimum, maximum=format_usd(payments.max_amount),
+                        default=max(10, float(minimum)))
 
 
 @bp.get("/chat")

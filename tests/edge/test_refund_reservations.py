@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from edge.billing import credits
 from edge.billing.ledger_writer import LedgerWriter, persist_entries
 from edge.billing.reaper import reap_stale_reservations
 from edge.billing.reservations import Billing, CreditResult, Reservation
@@ -269,7 +270,7 @@ async def test_the_reaper_collects_from_a_reservation_it_settles(database: str,
 async def test_a_lost_dispute_during_an_open_reservation(database: str, store: HotStore,
                                                         monkeypatch) -> None:
     """The webhook handler itself: its outcome says what is deferred, honestly."""
-    monkeypatch.setattr(handlers, "BOOKKEEPER_GRACE", 0.0)  # no bookkeeper here: drain now
+    monkeypatch.setattr(credits, "BOOKKEEPER_GRACE", 0.0)  # no bookkeeper here: drain now
     acct = await account(store, 0)
     session = f"cs_{acct.id}"
     await Payment.create(key_id=acct.id, session_id=session, payment_intent=f"pi_{acct.id}",

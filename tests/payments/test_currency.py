@@ -10,6 +10,7 @@ start (settings) or before Stripe is asked (a top-up).
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from edge.app import create_app
 from edge.errors import InvalidRequest
 from edge.payments.checkout import check_topup_amount
 from edge.payments.config import PaymentSettings
@@ -105,8 +107,11 @@ def test_every_chargeable_amount_round_trips(currency: str) -> None:
 ])
 def test_settings_stripe_cannot_charge_are_refused(changes: dict[str, str],
                                                    message: str) -> None:
+    settings = Settings(**changes)  # the kernel's settings know nothing of Stripe
     with pytest.raises(ConfigError, match=message):
-        Settings(**changes)
+        PaymentSettings.from_settings(settings)
+    with pytest.raises(ConfigError, match=message):  # the app factory refuses to build
+        create_app(settings, name=f"refused-{uuid.uuid4().hex[:8]}")
 
 
 @pytest.mark.parametrize("changes", [
@@ -116,7 +121,7 @@ def test_settings_stripe_cannot_charge_are_refused(changes: dict[str, str],
     {"currency": "eur"},
 ])
 def test_settings_stripe_can_charge_are_accepted(changes: dict[str, str]) -> None:
-    Settings(**changes)
+    PaymentSettings.from_settings(Settings(**changes))
 
 
 def payment_settings(currency: str) -> PaymentSettings:
