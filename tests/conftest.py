@@ -12,7 +12,7 @@ from tests.support.portal import PortalServer
 from tests.support.services import postgres_database, redis_service
 
 #: Fixtures shared by every suite, kept beside their helpers in tests/support/.
-pytest_plugins = ["tests.support.hot", "tests.support.inprocess"]
+pytest_plugins = ["tests.support.hot", "tests.support.inprocess", "tests.support.standard"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,8 +8,8 @@ import time
 import redis
 
 from tests.chat.conftest import MODEL
-from tests.edge.conftest import Deployment
 from tests.support.chat import ChatClient
+from tests.support.standard import Deployment
 
 #: Seconds within which an open socket of a refused key must be closed.
 WITHIN = 2.0

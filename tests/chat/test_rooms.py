@@ -12,8 +12,8 @@ import websockets
 from edge.billing.money import parse_usd, token_cost
 from simnode.tokenizer import chat_prompt_tokens
 from tests.chat.conftest import MODEL
-from tests.edge.conftest import Deployment
 from tests.support.chat import ChatClient, clients_on_both_workers
+from tests.support.standard import Deployment
 
 PRICE_IN, PRICE_OUT = parse_usd("0.50"), parse_usd("1.50")
 

@@ -9,8 +9,8 @@ import httpx
 
 from simnode.testing import free_port
 from simnode.tokenizer import chat_prompt_tokens
-from tests.edge.conftest import expected_cost
 from tests.lifecycle.conftest import MODEL, Cluster
+from tests.support.standard import expected_cost
 
 MESSAGES = [{"role": "user", "content": "Wake up, please."}]
 BODY = {"model": MODEL, "messages": MESSAGES, "max_tokens": 8}

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from tests.edge.conftest import Deployment
 from tests.support.services import strict
+from tests.support.standard import Deployment
 
 CHROMIUM = os.environ.get("PORTAL_TEST_CHROMIUM", "/usr/bin/chromium")
 

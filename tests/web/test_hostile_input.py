@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tests.chat.conftest import ADMIN
-from tests.edge.conftest import Deployment
+from tests.support.standard import Deployment
 
 #: Each page, and what it answers a visitor who is not logged in.
 PAGES = [("/", 200), ("/login", 200), ("/keys/new", 200), ("/docs", 200), ("/chat", 302),

@@ -7,7 +7,7 @@ import re
 import httpx
 import pytest
 
-from tests.edge.conftest import Deployment
+from tests.support.standard import Deployment
 
 
 def csrf_of(page: str) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.edge.conftest import Deployment
 from tests.support import workers
+from tests.support.standard import Deployment
 
 
 async def statuses_by_worker(url: str, key: str, count: int = 60) -> dict[str, set[int]]:

@@ -6,7 +6,7 @@ import shutil
 
 import httpx
 
-from tests.edge.conftest import MODEL
+from tests.support.standard import MODEL
 
 
 def test_restore_then_reset_hot(portal_factory, simnode) -> None:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from simnode.tokenizer import chat_prompt_tokens
-from tests.edge.conftest import MODEL, REPLY_TOKENS, Deployment, deploy, expected_cost
+from tests.support.standard import MODEL, REPLY_TOKENS, Deployment, deploy, expected_cost
 from tests.support.workers import answering_workers
 
 MESSAGES = [{"role": "user", "content": "Tell me something."}]

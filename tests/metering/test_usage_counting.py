@@ -33,10 +33,10 @@ from edge.metering.request_spec import Endpoint
 from edge.metering.sse import StreamRelay
 from simnode.testing import start_simnode
 from simnode.tokenizer import chat_prompt_tokens, completion_prompt_tokens, count_text
-from tests.edge.conftest import INPUT_PRICE, OUTPUT_PRICE, REPLY_TOKENS, expected_cost
 from tests.support.chat import ChatClient
 from tests.support.portal import PortalServer
 from tests.support.services import sql_query
+from tests.support.standard import INPUT_PRICE, OUTPUT_PRICE, REPLY_TOKENS, expected_cost
 
 # -- in process: the relay and the counter ---------------------------------------------
 

@@ -14,7 +14,7 @@ import time
 import httpx
 
 from simnode.tokenizer import chat_prompt_tokens
-from tests.edge.conftest import expected_cost
+from tests.support.standard import expected_cost
 
 MESSAGES = [{"role": "user", "content": "Go on and on."}]
 

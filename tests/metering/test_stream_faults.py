@@ -12,7 +12,7 @@ import pytest
 
 from simnode.testing import free_port, start_simnode
 from simnode.tokenizer import chat_prompt_tokens
-from tests.edge.conftest import MODEL, Deployment, expected_cost
+from tests.support.standard import MODEL, Deployment, expected_cost
 
 MESSAGES = [{"role": "user", "content": "Write a long story."}]
 

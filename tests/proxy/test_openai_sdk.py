@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from simnode.tokenizer import chat_prompt_tokens, completion_prompt_tokens
-from tests.edge.conftest import MODEL, REPLY_TOKENS, SERVED, Deployment, expected_cost
+from tests.support.standard import MODEL, REPLY_TOKENS, SERVED, Deployment, expected_cost
 
 MESSAGES = [{"role": "system", "content": "You are terse."},
             {"role": "user", "content": "Name three prime numbers, please."}]

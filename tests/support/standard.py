@@ -1,4 +1,7 @@
-"""A deployment shared by a test module: a portal with 2 workers and simulated nodes.
+"""The standard deployment, shared by a test module: a portal with 2 workers and a simnode.
+
+Registered for every suite (``pytest_plugins`` in tests/conftest.py): ``deployment``
+(module-scoped) and ``database`` (this process's database, SQLite and PostgreSQL).
 
 The model is offered as ``m1`` but served by its node as ``sim-m1``, so every
 test also proves the edge rewrites model names both ways.
@@ -17,7 +20,7 @@ from edge.db import close_database, migrate, open_database
 from tests.support.deployment import Deployment
 from tests.support.deployment import deploy as deployment_of
 
-__all__ = ["Deployment", "deploy", "expected_cost"]
+__all__ = ["MODEL", "SERVED", "Deployment", "database", "deploy", "deployment", "expected_cost"]
 
 MODEL = "m1"
 SERVED = "sim-m1"

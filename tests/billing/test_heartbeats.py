@@ -22,7 +22,7 @@ from edge.billing.reservations import Billing
 from edge.identity.keys import KeyRecord
 from edge.store.hotstore import HotStore
 from simnode.tokenizer import chat_prompt_tokens
-from tests.edge.conftest import expected_cost
+from tests.support.standard import expected_cost
 
 PIN, POUT = 1_000_000, 2_000_000  # micro-dollars per 1M tokens: 1 and 2 µ$ a token
 

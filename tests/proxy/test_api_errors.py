@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from simnode.testing import free_port
-from tests.edge.conftest import MODEL, Deployment
+from tests.support.standard import MODEL, Deployment
 
 CHAT = "/v1/chat/completions"
 GOOD = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
