@@ -171,17 +171,20 @@ async def _call(job: Job, model: ModelInfo, spec: RequestSpec, payload: bytes) -
             async with asyncio.timeout(remaining), call:
                 await call.open()
                 answer = await call.fetch()
-        except InvalidRequest as exc:  # the node refused the request itself
-            await finish_job(job, JobStatus.FAILED, error=_error(
-                exc.message, "invalid_request_error"))
+        except InvalidRequest as exc:  # the node refused the request itself (400/422)
+            await finish_job(job, JobStatus.FAILED, error={
+                **_error(exc.message, exc.code or "invalid_request_error"),
+                "param": exc.param, "status": exc.status})
             return
         except (NodeFailed, NodesUnavailable, TimeoutError) as exc:
             failures += 1
             message = exc.message if isinstance(exc, APIError) else "The GPU node timed out."
             log.warning("job %s: %s (attempt %d)", job.id, message, failures)
             if failures >= MAX_NODE_FAILURES:
-                code = "upstream_unavailable" if isinstance(exc, NodesUnavailable) \
-                    else "upstream_error"
+                # upstream_unavailable, upstream_error or upstream_timeout: the outcome
+                # its usage row records (edge/jobs/store.py).
+                code = exc.code if isinstance(exc, APIError) and exc.code \
+                    else "upstream_timeout"
                 await finish_job(job, JobStatus.FAILED, error=_error(message, code))
                 return
             await asyncio.sleep(min(2.0 * failures, max(0.0, remaining)))

@@ -83,16 +83,23 @@ async def finish_job(job: Job, status: JobStatus, *, result: Any = None, error: 
 #: The outcome a failed job's error code stands for (usage rows and metrics).
 _FAILED_OUTCOMES = {"upstream_error": Outcome.NODE_FAILED,
                     "upstream_unavailable": Outcome.UNAVAILABLE,
-                    "invalid_request_error": Outcome.REFUSED,
+                    "upstream_timeout": Outcome.TIMED_OUT,
                     "model_not_found": Outcome.REFUSED,
                     "job_expired": Outcome.TIMED_OUT}
 
 
-def job_outcome(job: Job) -> Outcome:
-    """How a finished job's metered call ended."""
+def job_outcome(job: Job) -> tuple[Outcome, int | None]:
+    """How a finished job's metered call ended, and the status it ended with when the
+    outcome's own is not it (a node's 400 or 422, a model gone: 404)."""
     if job.status is JobStatus.SUCCEEDED:
-        return Outcome.DONE
-    return _FAILED_OUTCOMES.get(job_error_code(job) or "", Outcome.FAILED)
+        return Outcome.DONE, None
+    error = job.error if isinstance(job.error, dict) else {}
+    status = error.get("status")
+    if isinstance(status, int) and 400 <= status < 500:  # the node refused it
+        return Outcome.REFUSED, status
+    if error.get("code") == "model_not_found":
+        return Outcome.REFUSED, 404
+    return _FAILED_OUTCOMES.get(error.get("code") or "", Outcome.FAILED), None
 
 
 async def settle_job(job: Job, billing: Billing) -> int:
@@ -106,7 +113,7 @@ async def settle_job(job: Job, billing: Billing) -> int:
     pin, pout = await store.client.hmget(store.reservation(job.request_id), "pin", "pout")
     charged = 0
     if pin is not None and pout is not None:
-        outcome = job_outcome(job)
+        outcome, status = job_outcome(job)
         succeeded = outcome is Outcome.DONE
         latency = int(((job.finished_at or _now()) - job.created_at).total_seconds() * 1000)
         settlement = await settle(
@@ -114,17 +121,13 @@ async def settle_job(job: Job, billing: Billing) -> int:
             outcome, prompt_tokens=job.prompt_tokens if succeeded else 0,
             completion_tokens=job.completion_tokens if succeeded else 0, model=job.model,
             node_id=job.node_id, endpoint=f"job-{job.endpoint}", latency_ms=latency,
-            streamed=False, status=404 if job_error_code(job) == "model_not_found" else None)
+            streamed=False, status=status)
         charged = settlement.charged if settlement.settled else 0
     # Only the one settlement that took the reservation has a charge; others add 0.
     await Job.filter(id=job.id).update(settled=True, cost=F("cost") + charged)
     job.settled = True
     job.cost += charged
     return charged
-
-
-def job_error_code(job: Job) -> str | None:
-    return job.error.get("code") if isinstance(job.error, dict) else None
 
 
 def job_view(job: Job) -> dict[str, Any]:

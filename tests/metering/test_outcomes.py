@@ -336,12 +336,6 @@ async def test_while_every_node_cools_down_the_api_waits_without_calling_one(
 @pytest.mark.parametrize("caller", CALLERS)
 async def test_the_nodes_own_refusal_is_passed_on_not_retried_and_costs_nothing(
         portal, nodes, caller, status, request) -> None:
-    if caller == "job" and status == 422:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "edge/jobs/store.py:117 settle_job: a job refused by the node's 422 is "
-            "recorded with status 400: dramatiq_actors/jobs.py:175 keeps only the message "
-            "and code 'invalid_request_error', job_outcome maps it to Outcome.REFUSED and "
-            "no status is passed, so Outcome.REFUSED.status (400) is used")))
     a, b = await nodes(), await nodes()
     await offer(portal, a, b)
     key_id, key = await portal.create_key(CREDIT)
@@ -360,10 +354,10 @@ async def test_the_nodes_own_refusal_is_passed_on_not_retried_and_costs_nothing(
     elif caller == "chat":
         assert seen.status == "failed"
         assert seen.error["message"] == message
-    else:
+    else:  # the job keeps the node's code and param, and its status for the usage row
         assert seen.status == "failed"
-        assert seen.error["code"] == "invalid_request_error"
-        assert seen.error["message"] == message
+        assert seen.error == {"message": message, "code": "context_length_exceeded",
+                              "param": "max_tokens", "status": status}
     assert (len(a.calls), len(b.calls)) == (1, 0)  # not retried
     assert cooling_down(portal, caller, a) == 0  # nor is the node blamed
     await assert_row(portal, key_id, caller, status=status, node=None, completion=0)
@@ -449,12 +443,6 @@ async def test_a_job_whose_answer_is_cut_calls_again_and_is_charged_once(
 @pytest.mark.parametrize("caller", CALLERS)
 async def test_a_node_that_stalls_before_answering_times_out_and_costs_nothing(
         portal, nodes, job_backoff, caller, request) -> None:
-    if caller == "job":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "dramatiq_actors/jobs.py:183 _call: a job whose node timed out fails with code "
-            "'upstream_error' (NodeTimedOut is a NodeFailed), so edge/jobs/store.py:84 "
-            "job_outcome records Outcome.NODE_FAILED (502), not TIMED_OUT (504); "
-            "_FAILED_OUTCOMES has no 'upstream_timeout' either")))
     a, b = await nodes(), await nodes()
     await offer(portal, a, b)
     key_id, key = await portal.create_key(CREDIT)
