@@ -12,6 +12,7 @@ from dramatiq.middleware import AsyncIO
 
 from dramatiq_actors.runtime import PortalRuntime
 from edge.settings import Settings
+from edge.store import keys
 from edge.tasks import QUEUE_JOBS, QUEUE_LIFECYCLE, QUEUE_MAINTENANCE
 
 # The queue names are the edge's (it enqueues without importing the actors): re-exported.
@@ -19,7 +20,7 @@ __all__ = ["QUEUE_JOBS", "QUEUE_LIFECYCLE", "QUEUE_MAINTENANCE", "make_broker"]
 
 
 def make_broker(settings: Settings) -> RedisBroker:
-    broker = RedisBroker(url=settings.redis_url, namespace=f"{settings.redis_namespace}:dramatiq",
+    broker = RedisBroker(url=settings.redis_url, namespace=keys.dramatiq(settings.redis_namespace),
                          heartbeat_timeout=30_000)
     broker.add_middleware(AsyncIO())
     broker.add_middleware(PortalRuntime(settings))

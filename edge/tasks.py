@@ -16,6 +16,7 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 
 from edge.settings import Settings
+from edge.store import keys
 
 __all__ = [
     "ACTOR_QUEUES", "QUEUE_JOBS", "QUEUE_LIFECYCLE", "QUEUE_MAINTENANCE", "enqueue",
@@ -48,7 +49,7 @@ ACTOR_QUEUES = {
 
 @functools.cache
 def _broker(redis_url: str, namespace: str) -> RedisBroker:
-    return RedisBroker(url=redis_url, namespace=f"{namespace}:dramatiq", middleware=[])
+    return RedisBroker(url=redis_url, namespace=keys.dramatiq(namespace), middleware=[])
 
 
 def enqueue_now(settings: Settings, actor: str, *args: Any, **kwargs: Any) -> str:
