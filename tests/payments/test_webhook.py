@@ -24,8 +24,10 @@ async def connections_per_worker(url: str, each: int) -> list[httpx.AsyncClient]
     for _attempt in range(40):
         if len(by_worker) == 2 and all(len(c) == each for c in by_worker.values()):
             break
-        clients = [httpx.AsyncClient(base_url=url, timeout=60,
-                                     limits=httpx.Limits(max_connections=1)) for _ in range(20)]
+        # Kept for as long as gathering takes (httpx drops an idle connection after 5 s
+        # by default, and its replacement may reach the other worker).
+        clients = [httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(
+            max_connections=1, keepalive_expiry=300)) for _ in range(20)]
         answers = await asyncio.gather(*(c.get("/api/payments/config") for c in clients))
         for client, answer in zip(clients, answers, strict=True):
             group = by_worker.setdefault(answer.headers["x-portal-worker"], [])

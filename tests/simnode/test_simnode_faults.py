@@ -28,6 +28,7 @@ async def test_faults_start_clear_and_update_partially(client: httpx.AsyncClient
     assert (await client.get("/sim/faults")).json() == {
         "fail_after": None,
         "fail_status": None,
+        "fail_count": None,
         "hang": False,
         "tokens_per_second": 0.0,
         "ttft": 0.0,
@@ -111,6 +112,16 @@ async def test_openai_sdk_sees_the_broken_stream(
     assert len([c for c in contents if c]) == 2
 
 
+async def test_fail_count_fails_only_the_next_requests(client: httpx.AsyncClient,
+                                                        model: str) -> None:
+    await _set(client, fail_status=429, fail_count=2)
+    statuses = [(await client.post("/v1/chat/completions", json=_chat(model))).status_code
+                for _ in range(3)]
+    assert statuses == [429, 429, 200]
+    assert (await client.get("/sim/faults")).json()["fail_count"] == 0
+    await _set(client, fail_status=None, fail_count=None)
+
+
 async def test_fail_status_answers_every_completion_request(
     client: httpx.AsyncClient, openai_client: Any, model: str
 ) -> None:
@@ -181,6 +192,7 @@ def test_command_line_faults_are_the_starting_switches(node_args: tuple[str, ...
         assert faults == {
             "fail_after": 2,
             "fail_status": 503,
+            "fail_count": None,
             "hang": True,
             "tokens_per_second": 7.0,
             "ttft": 0.1,
