@@ -24,7 +24,6 @@ from dramatiq_actors.broker import QUEUE_LIFECYCLE
 from dramatiq_actors.fleet import FleetError, LaunchSpec, fleet_for, hourly_price
 from dramatiq_actors.runtime import runtime
 from edge.db.models import LLM, Node, NodeState
-from edge.fleet.boots import boot_request_key
 from edge.fleet.nodes import EC2_STATES, busy_node_ids, learn_contexts, probe_many, update_node
 from edge.store import keys
 
@@ -47,7 +46,7 @@ def fleet():
 
 def boot_lock(model: str) -> str:
     """The key of a boot request of ``model`` (:mod:`edge.fleet.boots`)."""
-    return boot_request_key(runtime().store.ns, model)
+    return keys.boot_request(runtime().store.ns, model)
 
 
 def _region(node: Node) -> str:

@@ -19,14 +19,9 @@ if TYPE_CHECKING:
     from edge.settings import Settings
     from edge.store.hotstore import HotStore
 
-__all__ = ["BootRequests", "boot_request_key"]
+__all__ = ["BootRequests"]
 
 log = logging.getLogger(__name__)
-
-
-def boot_request_key(namespace: str, model: str) -> str:
-    """The Redis key held while a boot of ``model`` is asked for or under way."""
-    return keys.boot_request(namespace, model)
 
 
 class BootRequests:
@@ -44,7 +39,7 @@ class BootRequests:
         """
         settings = self.settings
         try:
-            key = boot_request_key(self.store.ns, model)
+            key = keys.boot_request(self.store.ns, model)
             if not await self.store.client.set(key, asker, nx=True, ex=settings.boot_timeout):
                 return False
             await enqueue(settings, "boot_model", model)

@@ -7,33 +7,24 @@ own code paths, without the processes the fault suite (tests/faults/) runs.
 from __future__ import annotations
 
 import time
-import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from edge.billing.heal import HotStale, HotWatch, check_connection, count_sql_only_change, heal
-from edge.billing.ledger_writer import LedgerWriter, persist_entries
+from edge.billing.ledger_writer import LedgerWriter
 from edge.billing.reservations import Billing, HotStoreHealing
 from edge.billing.spool import Spool, SpoolDrainer
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
 from edge.identity.keys import KeyRecord
 from edge.store.hotstore import HotStore
+from tests.support.money import funded_key
 
 
 @pytest.fixture
 async def store(bare_store: HotStore, database: str) -> HotStore:
     assert await HotWatch(bare_store).ensure(timeout=5)  # the first heal of a new namespace
     return bare_store
-
-
-async def make_key(balance: int) -> tuple[ApiKey, KeyRecord]:
-    row = await ApiKey.create(name="t", prefix=f"sk-ip-{uuid.uuid4().hex[:8]}",
-                              key_hash=uuid.uuid4().hex, balance=0, rpm=10**6, tpm=10**9)
-    await persist_entries([{"t": "credit", "ref": f"open:{row.id}", "key": str(row.id),
-                            "kind": "topup", "amount": str(balance)}], [datetime.now(UTC)])
-    return row, KeyRecord.from_row(row)
 
 
 async def reserve(billing: Billing, record: KeyRecord, rid: str, micros: int):
@@ -54,7 +45,7 @@ async def books(row: ApiKey) -> tuple[int, int]:
 
 
 async def test_scripts_refuse_without_a_generation(store: HotStore) -> None:
-    row, record = await make_key(1000)
+    row, record = await funded_key(1000)
     billing = Billing(store, reservation_ttl_ms=60_000)
     await store.client.delete(store.generation)
     with pytest.raises(HotStoreHealing):
@@ -65,7 +56,7 @@ async def test_scripts_refuse_without_a_generation(store: HotStore) -> None:
 
 async def test_a_heal_rebuilds_balances_keeps_open_reservations_and_drops_settled_ones(
         store: HotStore) -> None:
-    row, record = await make_key(1000)
+    row, record = await funded_key(1000)
     billing = Billing(store, reservation_ttl_ms=60_000)
     open_one = await reserve(billing, record, "r-open", 100)
     settled = await reserve(billing, record, "done", 50)
@@ -87,7 +78,7 @@ async def test_a_heal_rebuilds_balances_keeps_open_reservations_and_drops_settle
 
 
 async def test_a_reservation_lost_with_redis_is_still_charged(store: HotStore) -> None:
-    row, record = await make_key(1000)
+    row, record = await funded_key(1000)
     billing = Billing(store, reservation_ttl_ms=60_000)
     held = await reserve(billing, record, "lost", 300)
     keys = [k async for k in store.client.scan_iter(f"{store.ns}:*")]
@@ -112,7 +103,7 @@ async def test_a_settlement_redis_refuses_is_kept_and_settled_later(
     from edge.billing import reservations as billing_module
 
     monkeypatch.setattr(billing_module, "SETTLE_PATIENCE", 0.3)
-    row, record = await make_key(1000)
+    row, record = await funded_key(1000)
     spool = Spool(tmp_path / "spool", "w1")
     billing = Billing(store, reservation_ttl_ms=60_000, spool=spool)
     held = await reserve(billing, record, "later", 300)
@@ -134,7 +125,7 @@ async def test_a_settlement_redis_refuses_is_kept_and_settled_later(
 
 
 async def test_the_spool_charges_again_what_redis_lost(store: HotStore, tmp_path: Path) -> None:
-    row, record = await make_key(1000)
+    row, record = await funded_key(1000)
     spool = Spool(tmp_path / "spool", "w1")
     billing = Billing(store, reservation_ttl_ms=60_000, spool=spool)
     kept = await reserve(billing, record, "kept", 100)
@@ -188,7 +179,7 @@ async def test_a_change_sql_took_alone_makes_the_store_stale(store: HotStore) ->
 
 async def test_refund_debt_of_reservations_redis_lost_is_collected_by_the_heal(
         store: HotStore) -> None:
-    row, record = await make_key(1000)
+    row, record = await funded_key(1000)
     billing = Billing(store, reservation_ttl_ms=60_000)
     kept = await reserve(billing, record, "kept", 300)
     await reserve(billing, record, "lost", 600)

@@ -9,36 +9,23 @@ charged once by the drainer and reach SQL with their usage rows.
 from __future__ import annotations
 
 import json
-import uuid
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from edge.billing.heal import HotWatch, generation_token
-from edge.billing.ledger_writer import LedgerWriter, persist_entries
+from edge.billing.ledger_writer import LedgerWriter
 from edge.billing.reservations import Billing
 from edge.billing.spool import Spool, SpoolDrainer
-from edge.db.models import ApiKey, LedgerEntry, UsageRecord
-from edge.identity.keys import KeyRecord
+from edge.db.models import LedgerEntry, UsageRecord
 from edge.store.hotstore import HotStore
-from tests.support.hot import hot_store
+from tests.support.money import funded_key
 
 
 @pytest.fixture
-async def store(redis_url: str, database: str) -> AsyncIterator[HotStore]:
-    async with hot_store(redis_url, "spool", generation=False) as hot:
-        assert await HotWatch(hot).ensure(timeout=5)
-        yield hot
-
-
-async def make_key(balance: int) -> tuple[ApiKey, KeyRecord]:
-    row = await ApiKey.create(name="t", prefix=f"sk-ip-{uuid.uuid4().hex[:8]}",
-                              key_hash=uuid.uuid4().hex, balance=0, rpm=10**6, tpm=10**9)
-    await persist_entries([{"t": "credit", "ref": f"open:{row.id}", "key": str(row.id),
-                            "kind": "topup", "amount": str(balance)}], [datetime.now(UTC)])
-    return row, KeyRecord.from_row(row)
+async def store(bare_store: HotStore, database: str) -> HotStore:
+    assert await HotWatch(bare_store).ensure(timeout=5)  # the first heal of a new namespace
+    return bare_store
 
 
 async def drain(store: HotStore) -> None:
@@ -61,7 +48,7 @@ async def current(store: HotStore) -> str | None:
 
 
 async def test_old_spool_records_replay_once(store: HotStore, tmp_path: Path) -> None:
-    row, record = await make_key(1000)
+    row, record = await funded_key(1000)
     billing = Billing(store, reservation_ttl_ms=60_000)
     # A reservation its owner could not settle (Redis refused): a pending record.
     await billing.reserve(record, "pending-1", prompt_tokens=100, completion_tokens=0,
@@ -105,7 +92,7 @@ async def test_a_record_that_does_not_decode_keeps_its_segment(store: HotStore,
 
 async def test_what_the_spool_writes_now_decodes_and_replays(store: HotStore,
                                                              tmp_path: Path) -> None:
-    row, record = await make_key(1000)
+    row, record = await funded_key(1000)
     spool = Spool(tmp_path / "spool", "w1")
     billing = Billing(store, reservation_ttl_ms=60_000, spool=spool)
     held = await billing.reserve(record, "r1", prompt_tokens=100, completion_tokens=0,

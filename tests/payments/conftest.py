@@ -18,11 +18,8 @@ import httpx
 import pytest
 import redis
 
-from simnode.testing import SimnodeProcess
-from tests.support.deployment import deploy
+from tests.support.deployment import Deployment, deploy
 from tests.support.fake_stripe import FakeStripe, event_payload, fake_stripe, sign
-from tests.support.portal import PortalServer
-from tests.support.services import sql_query
 
 SECRET_KEY = "sk_test_portal_payments"
 WEBHOOK_SECRET = "whsec_test_portal_payments"
@@ -35,22 +32,10 @@ CENT = 10_000
 
 
 @dataclasses.dataclass
-class Shop:
-    portal: PortalServer
-    stripe: FakeStripe
-    node: SimnodeProcess
+class Shop(Deployment):
+    """The standard deployment's helpers, with a Stripe of its own to pay through."""
 
-    @property
-    def url(self) -> str:
-        return self.portal.url
-
-    @property
-    def database_url(self) -> str:
-        return self.portal.env["PORTAL_DATABASE_URL"] or \
-            f"sqlite://{self.portal.root / 'data' / 'portal.sqlite3'}"
-
-    def sql(self, query: str, *params: object) -> list[tuple]:
-        return sql_query(self.database_url, query, *params)
+    stripe: FakeStripe = dataclasses.field(kw_only=True)
 
     def key(self, credit: str = "0") -> tuple[int, str]:
         return self.portal.create_key(credit)
@@ -121,11 +106,7 @@ class Shop:
 
     def assert_books_balance(self, key_id: int) -> int:
         """SQL balance = sum of the ledger = live balance, never negative; returns it."""
-        balance = self.sql_balance(key_id)
-        (total,), = self.sql("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE key_id=?",
-                             key_id)
-        assert balance == total
-        assert balance >= 0
+        balance = super().assert_books_balance(key_id)
         assert self.live_balance(key_id) == balance
         return balance
 
@@ -162,7 +143,7 @@ def open_shop(root: Path, redis_url: str, database_url: str = "") -> Iterator[Sh
                 "PORTAL_PUBLIC_URL": "https://portal.example.com",
                 "PORTAL_TOPUP_MIN_USD": "5", "PORTAL_TOPUP_MAX_USD": "500",
             }) as made:
-        yield Shop(made.portal, stripe, made.node)
+        yield Shop(made.portal, made.node, stripe=stripe)
 
 
 @pytest.fixture(scope="package")

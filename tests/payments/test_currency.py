@@ -192,7 +192,7 @@ def foreign_shop(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
                                   "PORTAL_CURRENCY": currency,
                                   "PORTAL_TOPUP_MIN_USD": low, "PORTAL_TOPUP_MAX_USD": high})
         with portal:
-            yield Shop(portal, stripe, node=None)  # type: ignore[arg-type]
+            yield Shop(portal, node=None, stripe=stripe)  # type: ignore[arg-type]
 
 
 def test_a_topup_is_charged_and_credited_exactly(foreign_shop: Shop) -> None:
