@@ -62,6 +62,7 @@ class Settings:
                                    "while the answer is sent (streams may last longer).")
     default_rpm: int = _setting(600, "Requests per minute for new keys.")
     default_tpm: int = _setting(2_000_000, "Tokens per minute for new keys.")
+    max_keys_per_account: int = _setting(20, "Unrevoked keys an account may hold at most.")
     upstream_connect_timeout: float = _setting(3.0, "Seconds to connect to a GPU node.")
     upstream_timeout: float = _setting(600.0, "Seconds a node may take to answer (and between "
                                        "two stream chunks).")
@@ -172,6 +173,7 @@ class Settings:
         if self.embedded_redis not in ("auto", "never", "always"):
             raise ConfigError("PORTAL_EMBEDDED_REDIS must be auto, never or always")
         for name in ("port", "workers", "max_body_bytes", "default_rpm", "default_tpm",
+                     "max_keys_per_account",
                      "worker_processes", "worker_threads", "job_deadline", "job_lease",
                      "chat_sockets_per_key", "chat_sockets_per_worker"):
             if getattr(self, name) < (0 if name == "port" else 1):

@@ -1,4 +1,8 @@
-"""``GET /v1/models``: the OpenAI model list, with prices and node state."""
+"""``GET /v1/models``: the OpenAI model list, with prices and node state.
+
+Without a key it is the public catalogue; with one (``Authorization: Bearer``), only
+the models that key may call.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from sanic import Blueprint, Request, json
 
 from edge.billing.money import format_usd
 from edge.errors import ModelNotFound
+from edge.identity.auth import authenticate
 
 if TYPE_CHECKING:
     from edge.fleet.registry import ModelInfo, Registry
@@ -47,10 +52,21 @@ def model_entry(registry: Registry, model: ModelInfo) -> dict[str, Any]:
     }
 
 
+async def _allowed(request: Request) -> frozenset[str] | None:
+    """The models the caller's key may call; None: every model (or no key given)."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    key = await authenticate(request.app.ctx.portal, header)
+    return key.models
+
+
 @bp.get("/models")
 async def list_models(request: Request):
     registry = request.app.ctx.portal.registry
-    data = [model_entry(registry, m) for m in registry.models.values() if m.enabled]
+    allowed = await _allowed(request)
+    data = [model_entry(registry, m) for m in registry.models.values()
+            if m.enabled and (allowed is None or m.name in allowed)]
     data.sort(key=lambda entry: entry["id"])
     return json({"object": "list", "data": data})
 
@@ -59,6 +75,7 @@ async def list_models(request: Request):
 async def get_model(request: Request, name: str):
     registry = request.app.ctx.portal.registry
     model = registry.model(name)
-    if model is None:
+    allowed = await _allowed(request)
+    if model is None or (allowed is not None and name not in allowed):
         raise ModelNotFound(f"The model '{name}' does not exist.", param="model")
     return json(model_entry(registry, model))

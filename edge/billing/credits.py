@@ -13,13 +13,13 @@ disputes (debits), and the give-back of a refund that failed all go through
   process drains the ledger stream itself; after :data:`PERSIST_TIMEOUT` it gives
   up with :class:`CreditNotDurable` (calling again with the same reference is safe).
 - **Never below zero.** A debit takes what the balance has now and defers what the
-  key's open reservations hold to when they settle (``deferred``; they pay it from
+  account's open reservations hold to when they settle (``deferred``; they pay it from
   what they release, ``owed:<request id>`` rows); the rest is a shortfall.
 - **SQL alone when no Redis runs** (only possible with the embedded server): the
   change goes straight to SQL and is counted, so that the Redis that comes back is
   found stale and healed from SQL (:mod:`edge.billing.heal`).
 
-A key's opening credit is not a credit: it is written with the key's row, in
+An account's opening credit is not a credit: it is written with the account's row, in
 the same transaction (:func:`edge.identity.accounts.create_key`).
 """
 
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from edge.billing.entries import CreditEntry
 from edge.billing.ledger_writer import LedgerWriter, persist_entries
 from edge.billing.reservations import Billing
-from edge.db.models import ApiKey, LedgerEntry, LedgerKind
+from edge.db.models import Account, LedgerEntry, LedgerKind
 
 if TYPE_CHECKING:
     from edge.store.hotstore import HotStore
@@ -73,13 +73,13 @@ class Credited(NamedTuple):
     deferred: int = 0
 
 
-async def credit(key_id: int, amount: int, *, kind: LedgerKind, reference: str | None = None,
+async def credit(account_id: int, amount: int, *, kind: LedgerKind, reference: str | None = None,
                  note: str = "", store: HotStore | None,
                  grace: float | None = None) -> Credited:
-    """Add ``amount`` micro-dollars (negative: take) to a key, once per ``reference``.
+    """Add ``amount`` micro-dollars (negative: take) to an account, once per ``reference``.
 
     Parameters:
-      key_id: the key whose balance changes.
+      account_id: the account whose balance changes.
       amount: micro-dollars; negative for a debit (never below zero, see the module).
       kind: the ledger row's kind (top-up, refund, adjustment).
       reference: unique forever; the same one applies once. None: a new one.
@@ -101,9 +101,9 @@ async def credit(key_id: int, amount: int, *, kind: LedgerKind, reference: str |
         # SQL's unique reference is forever; Redis's marker may have expired or been reset.
         return Credited(0, True)
     if store is None:  # no Redis at all: SQL is the whole truth, and no reservation is open
-        return await _credit_in_sql(key_id, amount, kind=kind, reference=reference, note=note)
+        return await _credit_in_sql(account_id, amount, kind=kind, reference=reference, note=note)
     result = await Billing(store, reservation_ttl_ms=0).credit(
-        key_id, amount, reference=reference, kind=str(kind), note=note)
+        account_id, amount, reference=reference, kind=str(kind), note=note)
     await wait_persisted(store, reference, grace=grace)
     return Credited(result.applied, result.duplicate, result.deferred)
 
@@ -135,16 +135,16 @@ async def wait_persisted(store: HotStore, reference: str, *, grace: float | None
             await asyncio.sleep(0.05)
 
 
-async def _credit_in_sql(key_id: int, amount: int, *, kind: LedgerKind, reference: str,
+async def _credit_in_sql(account_id: int, amount: int, *, kind: LedgerKind, reference: str,
                          note: str) -> Credited:
     """No Redis answers: SQL alone takes it, and counts it, so that the Redis that
     comes back (same server, same generation) is found stale and healed from SQL."""
     from edge.billing.heal import count_sql_only_change
 
-    key = await ApiKey.get(id=key_id).only("id", "balance")
-    applied = max(amount, -key.balance)
+    account = await Account.get(id=account_id).only("id", "balance")
+    applied = max(amount, -account.balance)
     await persist_entries(
-        [CreditEntry(reference=reference, key_id=key_id, kind=str(kind), amount=applied,
+        [CreditEntry(reference=reference, account_id=account_id, kind=str(kind), amount=applied,
                      requested=amount, note=note[:500])],
         [datetime.now(UTC)])
     await count_sql_only_change()

@@ -8,7 +8,8 @@ strings (integers as decimal text, flags as ``1``/``0``); its ``t`` says which k
 
 ``usage`` — a request was served (:class:`UsageEntry`)::
 
-    t=usage rid=<request id> key=<key id> pt=<prompt tokens> ct=<completion tokens>
+    t=usage rid=<request id> key=<key id> acct=<account id> pt=<prompt tokens>
+    ct=<completion tokens>
     cost=<real cost> model=<name> node=<node id, or empty> ep=<endpoint> lat=<ms>
     status=<HTTP status> st=<streamed 1/0> cx=<cancelled 1/0> cnt=<node|edge>
     charged=<taken>  [owed_paid=<refund debt collected>] [owed_void=<debt written off>]
@@ -19,19 +20,20 @@ strings (integers as decimal text, flags as ``1``/``0``); its ``t`` says which k
 
 ``credit`` — a top-up, refund or adjustment (:class:`CreditEntry`)::
 
-    t=credit ref=<reference> key=<key id> kind=<ledger kind> note=<text>
+    t=credit ref=<reference> acct=<account id> kind=<ledger kind> note=<text>
     amount=<applied, signed> requested=<asked> owed=<deferred to open reservations>
 
   Written by ``credit.lua`` (it adds ``amount``, ``requested`` and ``owed``), by
   ``replay.lua`` for a credit Redis lost (it adds ``amount``), by the heal for refund
-  debt it collects (reference ``owed-heal:<generation>:<key id>``, with a negative
+  debt it collects (reference ``owed-heal:<generation>:<account id>``, with a negative
   ``owed``: :func:`owed_heal_reference`), and handed straight to the writer by a
   credit SQL takes alone while no Redis answers.
 
 Every field but ``t`` and the identifiers is optional on the wire: entries written
 before a field existed decode with its default (``ep`` ``chat``, ``status`` 200,
-``cnt`` ``node``, ``requested`` None: as applied, zero otherwise). Unknown fields are
-ignored, so a newer writer's entry still decodes.
+``cnt`` ``node``, ``requested`` None: as applied, zero otherwise). An entry from before
+accounts has no ``acct``: its account is its ``key`` (migrated accounts kept their
+key's id). Unknown fields are ignored, so a newer writer's entry still decodes.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class UsageEntry:
 
     request_id: str
     key_id: int
+    account_id: int = 0  # 0: the key's own id (an entry from before accounts)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost: int = 0
@@ -92,15 +95,20 @@ class UsageEntry:
     owed_paid: int = 0
     owed_void: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.account_id:
+            object.__setattr__(self, "account_id", self.key_id)
+
     @classmethod
-    def priced(cls, *, request_id: str, key_id: int, prompt_tokens: int,
+    def priced(cls, *, request_id: str, key_id: int, account_id: int, prompt_tokens: int,
                completion_tokens: int, input_price: int, output_price: int,
                **details: Any) -> UsageEntry:
         """The usage of a request, its ``cost`` computed from prices per 1M tokens.
 
         ``details`` are the other fields (``model``, ``node_id``, ``endpoint``, ...).
         """
-        return cls(request_id=request_id, key_id=key_id, prompt_tokens=prompt_tokens,
+        return cls(request_id=request_id, key_id=key_id, account_id=account_id,
+                   prompt_tokens=prompt_tokens,
                    completion_tokens=completion_tokens,
                    cost=token_cost(prompt_tokens, completion_tokens, input_price, output_price),
                    **details)
@@ -126,14 +134,14 @@ class CreditEntry:
 
     Money in micro-dollars. ``amount`` is what was applied (negative: taken),
     ``requested`` what was asked (None: the same), ``owed`` the part of a debit
-    deferred to what the key's open reservations release (``edge/store/lua/credit.lua``;
+    deferred to what the account's open reservations release (``edge/store/lua/credit.lua``;
     negative for debt a heal collected).
     """
 
     TYPE: ClassVar[str] = "credit"
 
     reference: str
-    key_id: int
+    account_id: int
     kind: str  # the ledger kind: topup, refund, adjustment, ...
     amount: int = 0
     requested: int | None = None
@@ -152,9 +160,10 @@ Entry = UsageEntry | CreditEntry
 Script = Literal["settle", "credit", "replay"]
 
 
-def owed_heal_reference(generation: str, key_id: int) -> str:
-    """The reference of refund debt a heal collects from a key (``generation``: the heal's)."""
-    return f"owed-heal:{generation}:{key_id}"
+def owed_heal_reference(generation: str, account_id: int) -> str:
+    """The reference of refund debt a heal collects from an account (``generation``: the
+    heal's)."""
+    return f"owed-heal:{generation}:{account_id}"
 
 
 def _parts(entry: Entry) -> tuple[list[str | int], list[str | int], list[str | int]]:
@@ -173,7 +182,8 @@ def _parts(entry: Entry) -> tuple[list[str | int], list[str | int], list[str | i
             debt += ("owed_void", entry.owed_void)
         return applied, debt, [
             "t", UsageEntry.TYPE, "rid", entry.request_id, "key", entry.key_id,
-            "pt", entry.prompt_tokens, "ct", entry.completion_tokens, "cost", entry.cost,
+            "acct", entry.account_id, "pt", entry.prompt_tokens,
+            "ct", entry.completion_tokens, "cost", entry.cost,
             "model", entry.model, "node", "" if entry.node_id is None else entry.node_id,
             "ep", entry.endpoint, "lat", entry.latency_ms, "status", entry.status,
             "st", int(entry.streamed), "cx", int(entry.cancelled), "cnt", entry.counted_by]
@@ -181,7 +191,7 @@ def _parts(entry: Entry) -> tuple[list[str | int], list[str | int], list[str | i
         asked: list[str | int] = [] if entry.requested is None else ["requested",
                                                                       entry.requested]
         return ["amount", entry.amount], [*asked, "owed", entry.owed], [
-            "t", CreditEntry.TYPE, "ref", entry.reference, "key", entry.key_id,
+            "t", CreditEntry.TYPE, "ref", entry.reference, "acct", entry.account_id,
             "kind", entry.kind, "note", entry.note]
     raise TypeError(f"not a ledger entry: {entry!r}")
 
@@ -235,6 +245,7 @@ def _decode_usage(fields: dict[str, str]) -> UsageEntry:
     charged = fields.get("charged")
     return UsageEntry(
         request_id=fields["rid"], key_id=int(fields["key"]),
+        account_id=int(fields.get("acct") or fields["key"]),
         prompt_tokens=_int(fields, "pt"), completion_tokens=_int(fields, "ct"),
         # cost is the edge's own figure: an entry without one cost what it charged.
         cost=int(fields.get("cost") or charged or 0),
@@ -249,7 +260,8 @@ def _decode_usage(fields: dict[str, str]) -> UsageEntry:
 
 def _decode_credit(fields: dict[str, str]) -> CreditEntry:
     requested = fields.get("requested")
-    return CreditEntry(reference=fields["ref"], key_id=int(fields["key"]), kind=fields["kind"],
+    return CreditEntry(reference=fields["ref"],
+                       account_id=int(fields.get("acct") or fields["key"]), kind=fields["kind"],
                        amount=int(fields["amount"]),
                        requested=int(requested) if requested else None,
                        owed=_int(fields, "owed"), note=fields.get("note", ""))

@@ -122,9 +122,10 @@ async def heal(raw: HotStore) -> HealReport:
 
     ``raw`` must be a store whose connections skip :func:`check_connection`.
     """
+    from edge.billing.caps import rebuild_cap_windows
     from edge.billing.ledger_writer import LedgerWriter
     from edge.db import installation_identity
-    from edge.db.models import ApiKey, UsageRecord
+    from edge.db.models import Account, UsageRecord
     from edge.identity.keys import mirror_all_keys
 
     started = time.perf_counter()
@@ -135,31 +136,36 @@ async def heal(raw: HotStore) -> HealReport:
     while count := await writer.drain_once(claim_idle_ms=0):
         report.drained += count
 
-    held: dict[int, int] = {}
+    held: dict[int, int] = {}  # by account
+    cap_held: dict[tuple[int, str], int] = {}  # by key and cap window
     members = [text(m) for m in await client.zrange(raw.open_reservations, 0, -1)]
     for start in range(0, len(members), SCAN_BATCH):
         batch = members[start:start + SCAN_BATCH]
         async with client.pipeline(transaction=False) as pipe:
             for request_id in batch:
-                pipe.hmget(raw.reservation(request_id), "key", "amount")
+                pipe.hmget(raw.reservation(request_id), "key", "amount", "acct", "cw")
             rows = await pipe.execute()
         # A flat values_list is a list of values; Tortoise types it as a list of tuples.
         settled = set(cast(list[str], await UsageRecord.filter(request_id__in=batch)
                            .values_list("request_id", flat=True)))
-        for request_id, (key, amount) in zip(batch, rows, strict=True):
+        for request_id, (key, amount, account, window) in zip(batch, rows, strict=True):
             if key is None or request_id in settled:
                 await client.delete(raw.reservation(request_id))
                 await client.zrem(raw.open_reservations, request_id)
                 report.dropped += 1
                 continue
-            held[int(key)] = held.get(int(key), 0) + int(amount or 0)
+            account_id = int(account or key)  # reservations from before accounts: the key's
+            held[account_id] = held.get(account_id, 0) + int(amount or 0)
+            if window is not None:
+                spot = (int(key), text(window))
+                cap_held[spot] = cap_held.get(spot, 0) + int(amount or 0)
             report.kept += 1
 
     report.generation = secrets.token_hex(8)
-    rows = await ApiKey.all().values_list("id", "balance", "owed")
+    rows = await Account.all().values_list("id", "balance", "owed")
     async with client.pipeline(transaction=False) as pipe:
-        for key_id, balance, owed in rows:
-            holds = held.get(key_id, 0)
+        for account_id, balance, owed in rows:
+            holds = held.get(account_id, 0)
             live = int(balance) - holds
             keep = min(int(owed), holds)  # refund debt still backed by a reservation
             if owed > keep:
@@ -168,19 +174,21 @@ async def heal(raw: HotStore) -> HealReport:
                 collect = min(int(owed) - keep, max(0, live))
                 live -= collect
                 collected: dict[Any, Any] = encode(CreditEntry(
-                    reference=owed_heal_reference(report.generation, key_id), key_id=key_id,
+                    reference=owed_heal_reference(report.generation, account_id),
+                    account_id=account_id,
                     kind="refund", amount=-collect, requested=keep - int(owed),
                     owed=keep - int(owed),
                     note="refund debt collected when Redis was rebuilt"))
                 pipe.xadd(raw.ledger_stream, collected)
-            pipe.set(raw.balance(key_id), live)
-            for name, value in ((raw.held(key_id), holds), (raw.owed(key_id), keep)):
+            pipe.set(raw.balance(account_id), live)
+            for name, value in ((raw.held(account_id), holds), (raw.owed(account_id), keep)):
                 if value:
                     pipe.set(name, value)
                 else:
                     pipe.delete(name)
         await pipe.execute()
     report.keys = len(rows)
+    await rebuild_cap_windows(raw, cap_held)
     await mirror_all_keys(raw)
     await client.set(keys.installation(raw.ns), await installation_identity())
     await client.set(raw.generation, f"{report.generation}:{await sql_only_changes()}:"

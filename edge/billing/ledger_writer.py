@@ -181,46 +181,50 @@ async def persist_entries(entries: Sequence[Entry | Mapping[Any, Any]],
     ``entries``: typed entries, or raw ones (a stream entry's fields; an entry of an
     unknown type is logged and skipped).
 
-    Refund debt (``api_keys.owed``, see ``edge/store/lua/credit.lua``): a credit entry's
+    Refund debt (``accounts.owed``, see ``edge/store/lua/credit.lua``): a credit entry's
     ``owed`` (the part of a debit deferred to open reservations) adds to it when its
     ledger row is new; a usage entry's ``owed_paid`` (debt collected from what the
     reservation released) is one more ledger row, ``owed:<request id>``, and with its
     ``owed_void`` (debt written off) takes from it when its usage row is new. So a
-    key's balance stays the sum of its ledger, and a refund is, in sum, its own row
-    plus those collections.
+    account's balance stays the sum of its ledger, and a refund is, in sum, its own row
+    plus those collections. A new usage charge also adds to its key's ``spent``.
     """
     usage_rows: list[tuple[Any, ...]] = []
     ledger_rows: list[tuple[Any, ...]] = []
     node_used: dict[int, datetime] = {}
-    # Changes of api_keys.owed, applied only if the row they ride on is new.
+    # Changes of accounts.owed, applied only if the row they ride on is new.
     owed_by_reference: dict[str, tuple[int, int]] = {}
     owed_by_request: dict[str, tuple[int, int]] = {}
+    # The key of each usage charge, whose spend it adds to if its ledger row is new.
+    key_by_reference: dict[str, int] = {}
     for raw, at in zip(entries, times, strict=True):
         try:
             entry = raw if isinstance(raw, UsageEntry | CreditEntry) else decode(raw)
         except UnknownEntry:
             log.error("ledger writer: skipping an entry of unknown type: %r", raw)
             continue
-        key_id = entry.key_id
+        account_id = entry.account_id
         if isinstance(entry, UsageEntry):
             if entry.charged is None:
                 raise MalformedEntry(f"usage entry {entry.request_id} without 'charged'")
             charged = entry.charged
             rid = entry.request_id
             usage_rows.append((
-                rid, key_id, entry.model, entry.node_id, entry.endpoint, entry.prompt_tokens,
+                rid, account_id, entry.key_id, entry.model, entry.node_id, entry.endpoint,
+                entry.prompt_tokens,
                 entry.completion_tokens, charged, entry.latency_ms, entry.status,
                 entry.streamed, entry.cancelled, entry.counted_by, at))
             if charged:
-                ledger_rows.append((key_id, "usage", -charged, entry.reference,
+                ledger_rows.append((account_id, "usage", -charged, entry.reference,
                                     entry.model[:500], at))
+                key_by_reference[entry.reference] = entry.key_id
             owed_paid, owed_void = entry.owed_paid, entry.owed_void
             if owed_paid:
-                ledger_rows.append((key_id, "refund", -owed_paid, f"owed:{rid}",
+                ledger_rows.append((account_id, "refund", -owed_paid, f"owed:{rid}",
                                     f"refund collected from the credit reservation "
                                     f"{rid} released", at))
             if owed_paid or owed_void:
-                owed_by_request[rid] = (key_id, -(owed_paid + owed_void))
+                owed_by_request[rid] = (account_id, -(owed_paid + owed_void))
             node = entry.node_id
             if node is not None and at > node_used.get(node, at.min.replace(tzinfo=UTC)):
                 node_used[node] = at
@@ -230,16 +234,17 @@ async def persist_entries(entries: Sequence[Entry | Mapping[Any, Any]],
             if owed:
                 note = (f"{note} (asked {requested}, balance allowed {entry.amount}, "
                         f"{owed} to collect from open reservations)").strip()
-                owed_by_reference[entry.reference] = (key_id, owed)
+                owed_by_reference[entry.reference] = (account_id, owed)
             elif requested != entry.amount:
                 note = f"{note} (asked {requested}, balance allowed {entry.amount})".strip()
-            ledger_rows.append((key_id, entry.kind, entry.amount, entry.reference,
+            ledger_rows.append((account_id, entry.kind, entry.amount, entry.reference,
                                 note[:500], at))
     async with in_transaction() as conn:
         sql = _Sql(conn.capabilities.dialect)
         usage_rows = [(*row[:-1], sql.time(row[-1])) for row in usage_rows]
         ledger_rows = [(*row[:-1], sql.time(row[-1])) for row in ledger_rows]
         deltas: dict[int, list[int]] = defaultdict(lambda: [0, 0, 0])  # balance, spent, owed
+        key_spent: dict[int, int] = defaultdict(int)
         usage_values = [v for row in usage_rows for v in row]
         if owed_by_request:
             # execute_query_dict fetches rows on every driver (asyncpg's execute_query
@@ -257,19 +262,24 @@ async def persist_entries(entries: Sequence[Entry | Mapping[Any, Any]],
             inserted = await conn.execute_query_dict(sql.insert_ledger(len(ledger_rows)),
                                                      [v for row in ledger_rows for v in row])
             for row in inserted:
-                delta = deltas[int(row["key_id"])]
+                delta = deltas[int(row["account_id"])]
                 delta[0] += int(row["amount"])
                 if row["kind"] == "usage":
                     delta[1] -= int(row["amount"])
+                    if (key := key_by_reference.get(row["reference"])) is not None:
+                        key_spent[key] -= int(row["amount"])
                 if (debt := owed_by_reference.get(row["reference"])) is not None:
                     delta[2] += debt[1]
-        for key_id in sorted(deltas):
-            balance, spent, owed_change = deltas[key_id]
-            await conn.execute_query(sql.update_key(), [balance, spent, owed_change, key_id])
+        for account_id in sorted(deltas):
+            balance, spent, owed_change = deltas[account_id]
+            await conn.execute_query(sql.update_account(),
+                                     [balance, spent, owed_change, account_id])
+        for key_id in sorted(key_spent):
+            await conn.execute_query(sql.update_key(), [key_spent[key_id], key_id])
 
 
 class _Sql:
-    """The three statements, in the placeholder style of the connection's driver."""
+    """The statements, in the placeholder style of the connection's driver."""
 
     def __init__(self, dialect: str) -> None:
         self.postgres = dialect == "postgres"
@@ -288,17 +298,17 @@ class _Sql:
 
     def insert_usage(self, rows: int, *, returning: bool = False) -> str:
         return (
-            "INSERT INTO usage_log (request_id, key_id, model, node_id, endpoint, "
+            "INSERT INTO usage_log (request_id, account_id, key_id, model, node_id, endpoint, "
             "prompt_tokens, completion_tokens, cost, latency_ms, status, streamed, cancelled, "
-            f"counted_by, created_at) VALUES {self._values(rows, 14)} "
+            f"counted_by, created_at) VALUES {self._values(rows, 15)} "
             "ON CONFLICT (request_id) DO NOTHING"
             + (" RETURNING request_id" if returning else ""))
 
     def insert_ledger(self, rows: int) -> str:
         return (
-            "INSERT INTO ledger (key_id, kind, amount, reference, note, created_at) "
+            "INSERT INTO ledger (account_id, kind, amount, reference, note, created_at) "
             f"VALUES {self._values(rows, 6)} ON CONFLICT (reference) DO NOTHING "
-            "RETURNING key_id, amount, kind, reference")
+            "RETURNING account_id, amount, kind, reference")
 
     def touch_node(self) -> str:
         if self.postgres:
@@ -307,9 +317,14 @@ class _Sql:
         return ("UPDATE nodes SET last_used_at = ? WHERE id = ? "
                 "AND (last_used_at IS NULL OR last_used_at < ?)")
 
+    def update_account(self) -> str:
+        if self.postgres:
+            return ("UPDATE accounts SET balance = balance + $1, spent = spent + $2, "
+                    "owed = owed + $3 WHERE id = $4")
+        return ("UPDATE accounts SET balance = balance + ?, spent = spent + ?, owed = owed + ? "
+                "WHERE id = ?")
+
     def update_key(self) -> str:
         if self.postgres:
-            return ("UPDATE api_keys SET balance = balance + $1, spent = spent + $2, "
-                    "owed = owed + $3 WHERE id = $4")
-        return ("UPDATE api_keys SET balance = balance + ?, spent = spent + ?, owed = owed + ? "
-                "WHERE id = ?")
+            return "UPDATE api_keys SET spent = spent + $1 WHERE id = $2"
+        return "UPDATE api_keys SET spent = spent + ? WHERE id = ?"

@@ -145,6 +145,7 @@ async def _settle_abandoned(billing: Billing, request_id: str, now_ms: int, why:
     fields = {text(k): text(v) for k, v in held.items()}
     entry = UsageEntry.priced(
         request_id=request_id, key_id=int(fields["key"]),
+        account_id=int(fields.get("acct") or fields["key"]),
         prompt_tokens=int(fields.get("pt", 0)), completion_tokens=int(fields.get("ct", 0)),
         input_price=int(fields.get("pin", 0)), output_price=int(fields.get("pout", 0)),
         model=fields.get("model", ""),

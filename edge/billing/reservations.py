@@ -17,8 +17,10 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from edge.billing.caps import cap_window, load_cap_window
 from edge.billing.entries import CreditEntry, Entry, UsageEntry, decode, script_fields
 from edge.billing.money import format_usd, token_cost
 from edge.errors import InsufficientCredit, RateLimited, ServiceUnavailable
@@ -35,6 +37,10 @@ __all__ = ["Billing", "CreditResult", "HotStoreHealing", "PendingSettlement", "R
            "Settlement", "worst_case_tokens"]
 
 log = logging.getLogger(__name__)
+
+#: How the refusal of a capped key names its window.
+_CAP_WINDOWS = {"daily": "today (UTC)", "weekly": "this week (UTC)",
+                "monthly": "this month (UTC)", "never": "in all"}
 
 #: Seconds a credit reference is remembered in Redis (SQL's unique index is forever).
 CREDIT_MARKER_TTL = 90 * 24 * 3600
@@ -72,6 +78,7 @@ class Reservation:
         ``counted_by``); give the result to :meth:`Billing.settle_usage`.
         """
         return UsageEntry.priced(request_id=self.request_id, key_id=self.key.id,
+                                 account_id=self.key.account_id,
                                  prompt_tokens=prompt_tokens,
                                  completion_tokens=completion_tokens,
                                  input_price=self.input_price, output_price=self.output_price,
@@ -102,6 +109,7 @@ class PendingSettlement:
 
     request_id: str
     key_id: int
+    account_id: int
     cost: int  # micro-dollars to charge
     tokens: int  # tokens to take from the bucket (prompt + completion)
     entry: UsageEntry
@@ -109,8 +117,8 @@ class PendingSettlement:
 
     def record(self) -> dict[str, str | int]:
         """The arguments as a spool's ``pending`` record holds them (``resv``)."""
-        return {"rid": self.request_id, "key": self.key_id, "cost": self.cost,
-                "tokens": self.tokens}
+        return {"rid": self.request_id, "key": self.key_id, "acct": self.account_id,
+                "cost": self.cost, "tokens": self.tokens}
 
 
 def worst_case_tokens(prompt_estimate: int, max_tokens: int | None, choices: int,
@@ -155,16 +163,21 @@ class Billing:
 
         Raises:
           RateLimited: a per-minute limit is reached (``retry_after`` in seconds).
-          InsufficientCredit: the balance does not cover the worst case.
+          InsufficientCredit: the balance, or the key's credit cap, does not cover the
+            worst case.
         """
         amount = token_cost(prompt_tokens, completion_tokens, input_price, output_price)
         tokens = prompt_tokens + completion_tokens
         store = self.store
-        keys = [store.balance(key.id), store.limiter(key.id), store.reservation(request_id),
-                store.open_reservations, store.held(key.id), store.generation]
+        now = datetime.now(UTC)
+        window = cap_window(key.cap_reset, now)
+        keys = [store.balance(key.account_id), store.limiter(key.id),
+                store.reservation(request_id), store.open_reservations,
+                store.held(key.account_id), store.generation, store.cap(key.id)]
         args: list[str | int] = [amount, tokens, key.rpm, key.tpm,
-                                 ttl_ms or self.reservation_ttl_ms,
-                                 request_id, "key", key.id, "pin", input_price,
+                                 ttl_ms or self.reservation_ttl_ms, request_id,
+                                 -1 if key.cap is None else key.cap, window,
+                                 "key", key.id, "acct", key.account_id, "pin", input_price,
                                  "pout", output_price]
         if self.owner and ttl_ms is None:
             args += ("own", self.owner)
@@ -172,7 +185,10 @@ class Billing:
             args += (field, value)
         reply = await store.reserve(keys=keys, args=args)
         if reply[0] == ReserveCode.NOT_LOADED:
-            await self.load_balance(key.id)
+            await self.load_balance(key.account_id)
+            reply = await store.reserve(keys=keys, args=args)
+        if reply[0] == ReserveCode.CAP_NOT_LOADED:
+            await load_cap_window(store, key.id, key.cap_reset, now)
             reply = await store.reserve(keys=keys, args=args)
         code, value = reply[0], reply[1]
         if code == ReserveCode.RESERVED:
@@ -183,8 +199,13 @@ class Billing:
                                   "failure; retry in a second.", retry_after=1)
         if code == ReserveCode.INSUFFICIENT:
             raise InsufficientCredit(
-                f"This request may cost up to ${format_usd(amount)} and the key's balance is "
-                f"${format_usd(value)}. Top up the key, or lower max_tokens.")
+                f"This request may cost up to ${format_usd(amount)} and the account's balance "
+                f"is ${format_usd(value)}. Top up the account, or lower max_tokens.")
+        if code == ReserveCode.CAPPED:
+            raise InsufficientCredit(
+                f"This request may cost up to ${format_usd(amount)} and this key's credit "
+                f"cap leaves ${format_usd(value)} {_CAP_WINDOWS.get(key.cap_reset, '')}. "
+                f"Raise the key's cap, or lower max_tokens.", code="credit_cap_reached")
         if code in (ReserveCode.RPM_LIMITED, ReserveCode.TPM_LIMITED):
             rpm = code == ReserveCode.RPM_LIMITED
             what = "requests" if rpm else "tokens"
@@ -197,7 +218,7 @@ class Billing:
             # retry after its reply was lost. Reserved, if the hash holds what we asked.
             async with store.client.pipeline(transaction=False) as pipe:
                 pipe.hmget(store.reservation(request_id), "key", "amount", "tokens")
-                pipe.get(store.balance(key.id))
+                pipe.get(store.balance(key.account_id))
                 held, balance = await pipe.execute()
             if None not in held and [int(v) for v in held] == [key.id, amount, tokens]:
                 generation = await store.client.get(store.generation) or b""
@@ -235,8 +256,8 @@ class Billing:
             generation = generation or held.generation
         elif held != entry.request_id:
             raise ValueError(f"usage of {entry.request_id} given to reservation {held}")
-        return await self._settle(entry.request_id, entry.key_id, entry.cost, entry.tokens,
-                                  entry, generation=generation, spool=spool)
+        return await self._settle(entry.cost, entry.tokens, entry, generation=generation,
+                                  spool=spool)
 
     async def settle(self, reservation: Reservation, *, prompt_tokens: int,
                      completion_tokens: int, fields: Mapping[str, str | int]) -> Settlement:
@@ -249,36 +270,35 @@ class Billing:
         cost = token_cost(prompt_tokens, completion_tokens, reservation.input_price,
                           reservation.output_price)
         entry = decode({"t": "usage", "rid": reservation.request_id,
-                        "key": reservation.key.id, "pt": prompt_tokens,
-                        "ct": completion_tokens, "cost": cost, **fields})
+                        "key": reservation.key.id, "acct": reservation.key.account_id,
+                        "pt": prompt_tokens, "ct": completion_tokens, "cost": cost, **fields})
         assert isinstance(entry, UsageEntry)
-        return await self._settle(reservation.request_id, reservation.key.id, cost,
-                                  prompt_tokens + completion_tokens, entry,
+        return await self._settle(cost, prompt_tokens + completion_tokens, entry,
                                   generation=reservation.generation, spool=True)
 
-    async def settle_amount(self, request_id: str, key_id: int, cost: int, tokens: int,
-                            entry: UsageEntry | Mapping[str, Any], *, generation: str = "",
-                            spool: bool = True) -> Settlement:
-        """Compatibility: settle a reservation at ``cost`` micro-dollars, whatever Redis does.
+    async def settle_amount(self, cost: int, tokens: int, entry: UsageEntry | Mapping[str, Any],
+                            *, generation: str = "", spool: bool = True) -> Settlement:
+        """Settle a reservation at ``cost`` micro-dollars and ``tokens``, whatever Redis does.
 
+        For a settlement kept for later (the spool's), whose cost is fixed already.
         ``entry``: a :class:`UsageEntry`, or its wire fields (``{"t": "usage", "rid",
-        …}``); use :meth:`settle_usage` instead.
+        …}``).
         """
         usage = entry if isinstance(entry, UsageEntry) else decode(entry)
         if not isinstance(usage, UsageEntry):
-            raise TypeError(f"settling {request_id} with a {usage.TYPE} entry")
-        return await self._settle(request_id, key_id, cost, tokens, usage,
-                                  generation=generation, spool=spool)
+            raise TypeError(f"settling with a {usage.TYPE} entry")
+        return await self._settle(cost, tokens, usage, generation=generation, spool=spool)
 
-    async def _settle(self, request_id: str, key_id: int, cost: int, tokens: int,
-                      entry: UsageEntry, *, generation: str, spool: bool) -> Settlement:
+    async def _settle(self, cost: int, tokens: int, entry: UsageEntry, *, generation: str,
+                      spool: bool) -> Settlement:
         """settle.lua with ``cost`` and ``tokens``, retried while Redis is away or healing."""
+        request_id = entry.request_id
         loop = asyncio.get_running_loop()
         give_up = loop.time() + SETTLE_PATIENCE
         delay = 0.05
         while True:
             try:
-                reply = await self._settle_script(request_id, key_id, cost, tokens, entry)
+                reply = await self._settle_script(cost, tokens, entry)
             except _AWAY as exc:
                 reply = None
                 log.warning("settling %s: Redis unavailable (%s)", request_id, exc)
@@ -286,8 +306,9 @@ class Billing:
                 break
             if loop.time() > give_up:
                 if spool:
-                    self._keep_for_later(PendingSettlement(request_id, key_id, cost, tokens,
-                                                           entry, generation))
+                    self._keep_for_later(PendingSettlement(
+                        request_id, entry.key_id, entry.account_id, cost, tokens, entry,
+                        generation))
                 return Settlement(charged=cost, balance=-1, settled=True, deferred=True)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
@@ -313,14 +334,15 @@ class Billing:
                                   deferred=applied is None)
         return Settlement(charged=0, balance=balance, settled=False)
 
-    async def _settle_script(self, request_id: str, key_id: int, cost: int, tokens: int,
-                             entry: UsageEntry) -> list[Any]:
+    async def _settle_script(self, cost: int, tokens: int, entry: UsageEntry) -> list[Any]:
         store = self.store
-        args: list[str | int] = [request_id, cost, tokens, *script_fields(entry, "settle")]
+        account, key = entry.account_id, entry.key_id
+        args: list[str | int] = [entry.request_id, cost, tokens,
+                                 *script_fields(entry, "settle")]
         reply: list[Any] = await store.settle(
-            keys=[store.balance(key_id), store.limiter(key_id), store.reservation(request_id),
-                  store.open_reservations, store.ledger_stream, store.held(key_id),
-                  store.owed(key_id), store.generation],
+            keys=[store.balance(account), store.limiter(key), store.reservation(entry.request_id),
+                  store.open_reservations, store.ledger_stream, store.held(account),
+                  store.owed(account), store.generation, store.cap(key)],
             args=args)
         return reply
 
@@ -338,8 +360,7 @@ class Billing:
         while self.pending:
             p = self.pending[0]
             try:
-                reply = await self._settle_script(p.request_id, p.key_id, p.cost, p.tokens,
-                                                  p.entry)
+                reply = await self._settle_script(p.cost, p.tokens, p.entry)
             except _AWAY:
                 return done
             if reply[0] == SettleCode.HEALING:
@@ -404,14 +425,14 @@ class Billing:
             if await LedgerEntry.exists(reference=reference):
                 return False
             amount, shown = entry.amount, "amount"
-        key_id = entry.key_id
+        account_id = entry.account_id
         store = self.store
         args: list[Any] = [amount, CREDIT_MARKER_TTL, shown, *script_fields(entry, "replay")]
-        keys = [store.balance(key_id), store.applied(reference), store.ledger_stream,
+        keys = [store.balance(account_id), store.applied(reference), store.ledger_stream,
                 store.generation]
         reply = await store.replay(keys=keys, args=args)
         if reply[0] == ReplayCode.NOT_LOADED and await store.client.exists(store.generation):
-            await self.load_balance(key_id)
+            await self.load_balance(account_id)
             reply = await store.replay(keys=keys, args=args)
         code = ReplayCode(reply[0])
         if code is ReplayCode.NOT_LOADED:
@@ -437,23 +458,24 @@ class Billing:
         except _AWAY as exc:  # a record missed: the stream goes on, its settlement counts
             log.warning("progress of %s not recorded: %r", request_id, exc)
 
-    async def credit(self, key_id: int, amount: int, *, reference: str, kind: str,
+    async def credit(self, account_id: int, amount: int, *, reference: str, kind: str,
                      note: str = "") -> CreditResult:
         """Add ``amount`` micro-dollars (negative: take) once per ``reference``.
 
         A debit takes what the balance has now and defers the rest, up to what the
-        key's open reservations hold, to when they settle (``deferred``); what is
+        account's open reservations hold, to when they settle (``deferred``); what is
         left beyond both is the shortfall. A top-up does not pay deferred debt.
         """
         store = self.store
-        keys = [store.balance(key_id), store.applied(reference), store.ledger_stream,
-                store.held(key_id), store.owed(key_id), store.generation]
-        entry = CreditEntry(reference=reference, key_id=key_id, kind=kind, amount=amount,
+        keys = [store.balance(account_id), store.applied(reference), store.ledger_stream,
+                store.held(account_id), store.owed(account_id), store.generation]
+        entry = CreditEntry(reference=reference, account_id=account_id, kind=kind,
+                            amount=amount,
                             note=note[:500])
         args: list[str | int] = [amount, CREDIT_MARKER_TTL, *script_fields(entry, "credit")]
         reply = await store.credit(keys=keys, args=args)
         if reply[0] == CreditCode.NOT_LOADED:
-            await self.load_balance(key_id)
+            await self.load_balance(account_id)
             reply = await store.credit(keys=keys, args=args)
         if reply[0] == CreditCode.HEALING:
             raise HotStoreHealing("The portal is rebuilding its balances after a Redis "
@@ -466,22 +488,22 @@ class Billing:
                             duplicate=code == CreditCode.DUPLICATE,
                             deferred=int(reply[3]) if len(reply) > 3 else 0)
 
-    async def balance(self, key_id: int) -> int:
-        """The live balance: what is left after open reservations."""
-        raw = await self.store.client.get(self.store.balance(key_id))
+    async def balance(self, account_id: int) -> int:
+        """An account's live balance: what is left after open reservations."""
+        raw = await self.store.client.get(self.store.balance(account_id))
         if raw is None:
-            return await self.load_balance(key_id)
+            return await self.load_balance(account_id)
         return int(raw)
 
-    async def load_balance(self, key_id: int) -> int:
-        """Seed Redis with the SQL balance of a key it does not hold yet.
+    async def load_balance(self, account_id: int) -> int:
+        """Seed Redis with the SQL balance of an account it does not hold yet.
 
-        Correct because a key absent from Redis has nothing pending in the ledger
+        Correct because an account absent from Redis has nothing pending in the ledger
         stream or in reservations: both need its balance entry to exist.
         """
-        from edge.db.models import ApiKey
+        from edge.db.models import Account
 
-        row = await ApiKey.get_or_none(id=key_id).only("id", "balance")
+        row = await Account.get_or_none(id=account_id).only("id", "balance")
         sql_balance = row.balance if row else 0
-        await self.store.client.set(self.store.balance(key_id), sql_balance, nx=True)
-        return int(await self.store.client.get(self.store.balance(key_id)) or 0)
+        await self.store.client.set(self.store.balance(account_id), sql_balance, nx=True)
+        return int(await self.store.client.get(self.store.balance(account_id)) or 0)

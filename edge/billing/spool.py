@@ -200,8 +200,8 @@ class SpoolDrainer:
                 raise TypeError(f"a pending settlement of a {entry.TYPE} entry: {record!r}")
             resv = record["resv"]
             outcome = await self.billing.settle_amount(
-                resv["rid"], int(resv["key"]), int(resv["cost"]), int(resv["tokens"]), entry,
-                generation=record["gen"], spool=False)
+                int(resv["cost"]), int(resv["tokens"]), entry, generation=record["gen"],
+                spool=False)
             return int(outcome.settled)
         return int(await self.billing.replay(entry))
 

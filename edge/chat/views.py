@@ -165,6 +165,10 @@ async def _serve(portal: PortalContext, chat: ChatService, request: Request, ws:
     if refusal is not None:
         await _refuse(ws, refusal_close(refusal)[0], refusal.message)
         return
+    forbidden = key.forbids(route="chat")
+    if forbidden is not None:
+        await _refuse(ws, CLOSE_FROZEN, forbidden)  # 4003: forbidden, as a frozen key is
+        return
     member = Member(secrets.token_hex(8), room, key.id, key.name, key.prefix)
     entered = False
     writer: asyncio.Task[None] | None = None

@@ -1,4 +1,4 @@
-"""``portal payments …``: list payments, reconcile a day with Stripe, unfreeze a key."""
+"""``portal payments …``: list payments, reconcile a day with Stripe, unfreeze an account."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 
 from edge.billing.money import format_usd
 from edge.cli.runtime import CommandContext, fail, print_table, run_command
-from edge.db.models import ApiKey, PaymentStatus
+from edge.db.models import Account, PaymentStatus
 from edge.errors import APIError
 
 __all__ = ["register"]
@@ -18,7 +18,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     payments = commands.add_parser("payments", help="Stripe payments").add_subparsers(
         dest="payments_command", metavar="ACTION", required=True)
     listing = payments.add_parser("list", help="payments, newest first")
-    listing.add_argument("--key", type=int, help="only this key's")
+    listing.add_argument("--account", type=int, help="only this account's")
     listing.add_argument("--status", choices=[s.value for s in PaymentStatus])
     listing.add_argument("--limit", type=int, default=50)
     listing.add_argument("--json", action="store_true")
@@ -34,8 +34,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     reconcile.add_argument("--json", action="store_true")
     reconcile.set_defaults(func=lambda a: run_command(lambda c: reconcile_cmd(c, a)))
 
-    unfreeze = payments.add_parser("unfreeze", help="let a key frozen by a dispute work again")
-    unfreeze.add_argument("key_id", type=int)
+    unfreeze = payments.add_parser("unfreeze", help="let an account frozen by a dispute work again")
+    unfreeze.add_argument("account_id", type=int)
     unfreeze.set_defaults(func=lambda a: run_command(lambda c: unfreeze_cmd(c, a)))
 
 
@@ -49,9 +49,9 @@ def _day(text: str) -> date:
 async def list_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
     from edge.payments.history import list_payments
 
-    rows = await list_payments(key_id=args.key, status=args.status, limit=args.limit,
+    rows = await list_payments(account_id=args.account, status=args.status, limit=args.limit,
                                admin=True)
-    print_table(rows, ["created_at", "id", "key_id", "status", "amount", "paid", "refunded",
+    print_table(rows, ["created_at", "id", "account_id", "status", "amount", "paid", "refunded",
                        "credited", "debited"], as_json=args.json)
     return 0
 
@@ -83,7 +83,7 @@ async def reconcile_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
         for outcome in applied:
             print(f"applied: {outcome}")
         print_table([line.row() for line in lines],
-                    ["session", "key", "status", "stripe", "paid", "credited", "refunded",
+                    ["session", "account", "status", "stripe", "paid", "credited", "refunded",
                      "taken back", "problem"])
         print(f"{day}: {len(lines)} sessions, paid ${format_usd(sum(li.paid for li in lines))}, "
               f"credited ${format_usd(sum(li.credited for li in lines))}, "
@@ -92,10 +92,10 @@ async def reconcile_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
 
 
 async def unfreeze_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
-    from edge.payments.handlers import set_frozen
+    from edge.identity.accounts import set_frozen
 
-    if not await ApiKey.exists(id=args.key_id):
-        raise fail(f"no key {args.key_id}")
-    await set_frozen(args.key_id, False, ctx.store)
-    print(f"key {args.key_id} unfrozen")
+    if not await Account.exists(id=args.account_id):
+        raise fail(f"no account {args.account_id}")
+    await set_frozen(args.account_id, False, ctx.store)
+    print(f"account {args.account_id} unfrozen")
     return 0

@@ -14,8 +14,8 @@ from typing import Any
 from tortoise import fields
 from tortoise.models import Model
 
-__all__ = ["LLM", "MAX_ID", "ApiKey", "LedgerEntry", "LedgerKind", "Node", "NodeState",
-           "UsageRecord"]
+__all__ = ["LLM", "MAX_ID", "Account", "ApiKey", "CapReset", "KeyScope", "LedgerEntry",
+           "LedgerKind", "Node", "NodeState", "UsageRecord"]
 
 # Each foreign key is annotated with its relation type, and its ``<name>_id``
 # column (which Tortoise adds at run time) is declared beside it for the type checker.
@@ -103,22 +103,77 @@ class Node(Model):
         return not self.instance_id
 
 
-class ApiKey(Model):
-    """A customer API key. Only its HMAC is stored, the secret is shown once."""
+class KeyScope(StrEnum):
+    """What a key may do besides calling the API and chatting."""
+
+    #: Signs in to the pages, makes and revokes the account's keys, tops up.
+    MANAGE = "manage"
+    #: Calls the API and chats, nothing else.
+    API = "api"
+
+
+class CapReset(StrEnum):
+    """When a key's credit cap starts again from zero (UTC; a week starts on Monday)."""
+
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+    NEVER = "never"
+
+
+class Account(Model):
+    """A customer, who owns the balance, the ledger, payments and usage, and holds keys.
+
+    Accounts migrated from the portal where a key was the wallet kept that key's id,
+    so the hot store's balances (``$ns:bal:<id>``) stayed valid across the upgrade.
+    """
 
     id = fields.IntField(primary_key=True)
     name = fields.CharField(max_length=128)
-    prefix = fields.CharField(max_length=32, unique=True, description="public part, shown in lists")
-    key_hash = fields.CharField(max_length=64, unique=True, description="HMAC-SHA256, hex")
     balance = fields.BigIntField(default=0,
                                  description="micro-dollars, always the sum of its ledger")
     spent = fields.BigIntField(default=0, description="micro-dollars charged for usage")
-    owed = fields.BigIntField(default=0, db_default=0,
+    owed = fields.BigIntField(default=0,
                               description="refunded micro-dollars still to collect from "
                                           "credit that open reservations hold")
+    frozen = fields.BooleanField(default=False, description="set by a payment dispute")
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "accounts"
+
+
+class ApiKey(Model):
+    """A key of an account. Only its HMAC is stored, the secret is shown once.
+
+    A rotated key keeps its id, limits and history under a new secret; the old one
+    (``previous_*``) still works until ``previous_until``.
+    """
+
+    id = fields.IntField(primary_key=True)
+    account: fields.ForeignKeyRelation[Account] = fields.ForeignKeyField(
+        "portal.Account", related_name="keys", on_delete=fields.RESTRICT)
+    account_id: int
+    name = fields.CharField(max_length=128)
+    prefix = fields.CharField(max_length=32, unique=True, description="public part, shown in lists")
+    key_hash = fields.CharField(max_length=64, unique=True, description="HMAC-SHA256, hex")
+    scope = fields.CharEnumField(KeyScope, max_length=8, default=KeyScope.API,
+                                 db_default="manage", description="manage or api")
+    models: fields.JSONField[list[str] | None] = fields.JSONField(
+        null=True, description="model names it may call (null: all)")
+    routes: fields.JSONField[list[str] | None] = fields.JSONField(
+        null=True, description="routes it may call (null: all)")
+    spent = fields.BigIntField(default=0, description="micro-dollars this key spent")
+    cap = fields.BigIntField(null=True, description="micro-dollars it may spend per window")
+    cap_reset = fields.CharEnumField(CapReset, max_length=8, default=CapReset.NEVER,
+                                     db_default="never", description="when the cap starts again")
     rpm = fields.IntField(description="requests per minute")
     tpm = fields.IntField(description="tokens per minute")
-    frozen = fields.BooleanField(default=False, description="set by a payment dispute")
+    previous_prefix = fields.CharField(max_length=32, null=True, unique=True,
+                                       description="prefix before the last rotation")
+    previous_hash = fields.CharField(max_length=64, null=True,
+                                     description="HMAC of the secret before the last rotation")
+    previous_until = fields.DatetimeField(null=True, description="the old secret works until")
     created_at = fields.DatetimeField(auto_now_add=True)
     revoked_at = fields.DatetimeField(null=True)
     expires_at = fields.DatetimeField(null=True)
@@ -128,12 +183,12 @@ class ApiKey(Model):
 
 
 class LedgerEntry(Model):
-    """An append-only change of the balance of a key, unique by ``reference``."""
+    """An append-only change of the balance of an account, unique by ``reference``."""
 
     id = fields.BigIntField(primary_key=True)
-    key: fields.ForeignKeyRelation[ApiKey] = fields.ForeignKeyField(
-        "portal.ApiKey", related_name="ledger", on_delete=fields.RESTRICT)
-    key_id: int
+    account: fields.ForeignKeyRelation[Account] = fields.ForeignKeyField(
+        "portal.Account", related_name="ledger", on_delete=fields.RESTRICT)
+    account_id: int
     kind = fields.CharEnumField(LedgerKind, max_length=16)
     amount = fields.BigIntField(description="micro-dollars, negative for charges")
     reference = fields.CharField(max_length=200, unique=True)
@@ -149,8 +204,12 @@ class UsageRecord(Model):
 
     id = fields.BigIntField(primary_key=True)
     request_id = fields.CharField(max_length=64, unique=True)
+    account: fields.ForeignKeyRelation[Account] = fields.ForeignKeyField(
+        "portal.Account", related_name="usage", on_delete=fields.RESTRICT)
+    account_id: int
     key: fields.ForeignKeyRelation[ApiKey] = fields.ForeignKeyField(
-        "portal.ApiKey", related_name="usage", on_delete=fields.RESTRICT)
+        "portal.ApiKey", related_name="usage", on_delete=fields.RESTRICT,
+        description="the key that made the call")
     key_id: int
     model = fields.CharField(max_length=128)
     node_id = fields.IntField(null=True)
@@ -169,7 +228,7 @@ class UsageRecord(Model):
 
     class Meta:
         table = "usage_log"
-        indexes = (("key_id", "created_at"),)
+        indexes = (("key_id", "created_at"), ("account_id", "created_at"))
 
 
 class JobStatus(StrEnum):
@@ -272,12 +331,12 @@ class PaymentStatus(StrEnum):
 
 
 class Payment(Model):
-    """A Stripe Checkout payment for a key, and what became of it."""
+    """A Stripe Checkout payment for an account, and what became of it."""
 
     id = fields.IntField(primary_key=True)
-    key: fields.ForeignKeyRelation[ApiKey] = fields.ForeignKeyField(
-        "portal.ApiKey", related_name="payments", on_delete=fields.RESTRICT)
-    key_id: int
+    account: fields.ForeignKeyRelation[Account] = fields.ForeignKeyField(
+        "portal.Account", related_name="payments", on_delete=fields.RESTRICT)
+    account_id: int
     session_id = fields.CharField(max_length=255, unique=True, description="Checkout Session")
     payment_intent = fields.CharField(max_length=255, null=True, db_index=True)
     charge_id = fields.CharField(max_length=255, null=True, db_index=True)
@@ -292,7 +351,7 @@ class Payment(Model):
 
     class Meta:
         table = "payments"
-        indexes = (("key_id", "created_at"),)
+        indexes = (("account_id", "created_at"),)
 
 
 class WebhookEvent(Model):

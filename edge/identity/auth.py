@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from edge.identity.keys import KeyDirectory, KeyRecord
 
 __all__ = ["KeyContext", "authenticate", "bearer_token", "check_key", "refusal_error",
-           "require_usable", "same_secret"]
+           "require_access", "require_manager", "require_usable", "same_secret"]
 
 
 class KeyContext(Protocol):
@@ -59,6 +59,31 @@ def require_usable(record: KeyRecord, *, reading: bool = False) -> KeyRecord:
     refusal = record.refusal(time.time(), reading=reading)
     if refusal is not None:
         raise refusal_error(refusal)
+    return record
+
+
+def require_access(record: KeyRecord, *, route: str | None = None,
+                   model: str | None = None) -> KeyRecord:
+    """``record`` if its models and routes allow ``route`` and ``model``.
+
+    Raises:
+      PermissionDenied: they do not (403 ``permission_denied``).
+    """
+    refused = record.forbids(route=route, model=model)
+    if refused is not None:
+        raise PermissionDenied(refused, param="model" if route is None else None)
+    return record
+
+
+def require_manager(record: KeyRecord) -> KeyRecord:
+    """``record`` if it is a manage key: one that may manage keys and top up.
+
+    Raises:
+      PermissionDenied: an API key.
+    """
+    if not record.manages:
+        raise PermissionDenied("This is an API key: managing keys, top-ups and the pages "
+                               "need a manage key of the account.")
     return record
 
 

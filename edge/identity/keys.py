@@ -9,9 +9,14 @@ is incomplete, e.g. right after Redis restarted). Revocations and changes are
 pushed to every worker over pub/sub; entries also expire after a TTL.
 
 Whether a key may be used is one rule, :meth:`KeyRecord.refusal`: revoked, then
-expired, then frozen (by a payment dispute; a frozen key may still read its own
-account, to see why). The API, the pages, chat sockets (open ones too) and
-payments all ask it.
+expired, then frozen (its account, by a payment dispute; a frozen key may still read
+its own account, to see why). The API, the pages, chat sockets (open ones too) and
+payments all ask it. What a usable key may reach is :meth:`KeyRecord.forbids`: its
+scope, its models and its routes.
+
+A rotated key has two records: its new prefix's, and its old prefix's (the old
+secret's hash, with the grace period as its expiry); both carry the same key id,
+limits and account.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
+import json
 import secrets
 import string
 import time
@@ -30,11 +36,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from redis.typing import EncodableT, FieldT
 
-    from edge.db.models import ApiKey
+    from edge.db.models import Account, ApiKey
     from edge.store.hotstore import HotStore
 
-__all__ = ["KEY_PREFIX", "KeyDirectory", "KeyRecord", "KeyRefusal", "generate_key", "hash_key",
-           "key_prefix"]
+__all__ = ["KEY_PREFIX", "ROUTES", "KeyDirectory", "KeyRecord", "KeyRefusal", "generate_key",
+           "hash_key", "key_prefix"]
+
+#: Routes a key's allow-list may name: the API's metered routes, queued jobs, chat rooms.
+ROUTES = ("chat/completions", "completions", "embeddings", "jobs", "chat")
 
 #: Every key starts with this.
 KEY_PREFIX = "sk-ip-"
@@ -94,8 +103,23 @@ class KeyRecord:
     rpm: int
     tpm: int
     revoked: bool
-    frozen: bool
+    frozen: bool  # its account is
     expires_at: float | None  # Unix seconds
+    account_id: int = 0
+    scope: str = "manage"  # manage or api (edge.db.models.KeyScope)
+    models: frozenset[str] | None = None  # None: every model
+    routes: frozenset[str] | None = None  # None: every route (ROUTES)
+    cap: int | None = None  # micro-dollars per cap window; None: no cap
+    cap_reset: str = "never"  # the window (edge.db.models.CapReset)
+
+    def __post_init__(self) -> None:
+        if not self.account_id:  # made without one: its own account, as a migrated key's
+            object.__setattr__(self, "account_id", self.id)
+
+    @property
+    def manages(self) -> bool:
+        """A manage key signs in to the pages, makes and revokes keys and tops up."""
+        return self.scope == "manage"
 
     def refusal(self, now: float, *, reading: bool = False) -> KeyRefusal | None:
         """The one rule for a usable key: why it may not be used at ``now``, or None.
@@ -113,6 +137,19 @@ class KeyRecord:
             return KeyRefusal.FROZEN
         return None
 
+    def forbids(self, *, route: str | None = None, model: str | None = None) -> str | None:
+        """Why this key may not call ``route`` or ``model``, or None: the one access rule.
+
+        Answered with 403 ``permission_denied``; ``route`` is one of :data:`ROUTES`.
+        """
+        if route is not None and self.routes is not None and route not in self.routes:
+            return (f"This API key may not use {route}; it may use: "
+                    f"{', '.join(sorted(self.routes)) or 'nothing'}.")
+        if model is not None and self.models is not None and model not in self.models:
+            return (f"This API key may not call the model '{model}'; it may call: "
+                    f"{', '.join(sorted(self.models)) or 'none'}.")
+        return None
+
     def usable_at(self, now: float, *, reading: bool = False) -> bool:
         """Whether :meth:`refusal` lets the key through at ``now`` (Unix seconds)."""
         return self.refusal(now, reading=reading) is None
@@ -123,25 +160,61 @@ class KeyRecord:
             "id": self.id, "hash": self.key_hash, "name": self.name, "rpm": self.rpm,
             "tpm": self.tpm, "revoked": int(self.revoked), "frozen": int(self.frozen),
             "expires": "" if self.expires_at is None else repr(self.expires_at),
+            "acct": self.account_id, "scope": self.scope,
+            "models": _names(self.models), "routes": _names(self.routes),
+            "cap": "" if self.cap is None else self.cap, "capr": self.cap_reset,
         }
 
     @classmethod
     def from_redis(cls, prefix: str, raw: dict[bytes, bytes]) -> KeyRecord:
+        """The record from its Redis hash; a hash from before accounts is its own account."""
         expires = raw.get(b"expires", b"")
+        cap = raw.get(b"cap", b"")
         return cls(
             id=int(raw[b"id"]), prefix=prefix, key_hash=raw[b"hash"].decode(),
             name=raw[b"name"].decode(), rpm=int(raw[b"rpm"]), tpm=int(raw[b"tpm"]),
             revoked=raw[b"revoked"] == b"1", frozen=raw.get(b"frozen") == b"1",
             expires_at=float(expires) if expires else None,
+            account_id=int(raw.get(b"acct") or raw[b"id"]),
+            scope=raw.get(b"scope", b"manage").decode(),
+            models=_parse_names(raw.get(b"models", b"")),
+            routes=_parse_names(raw.get(b"routes", b"")),
+            cap=int(cap) if cap else None, cap_reset=raw.get(b"capr", b"never").decode(),
         )
 
     @classmethod
-    def from_row(cls, row: ApiKey) -> KeyRecord:
+    def from_row(cls, row: ApiKey, account: Account) -> KeyRecord:
+        """The record of a key's current secret (``account``: the key's)."""
         return cls(
             id=row.id, prefix=row.prefix, key_hash=row.key_hash, name=row.name, rpm=row.rpm,
-            tpm=row.tpm, revoked=row.revoked_at is not None, frozen=row.frozen,
+            tpm=row.tpm, revoked=row.revoked_at is not None, frozen=account.frozen,
             expires_at=row.expires_at.timestamp() if row.expires_at else None,
+            account_id=row.account_id, scope=str(row.scope),
+            models=None if row.models is None else frozenset(row.models),
+            routes=None if row.routes is None else frozenset(row.routes),
+            cap=row.cap, cap_reset=str(row.cap_reset),
         )
+
+    @classmethod
+    def previous_of(cls, row: ApiKey, account: Account) -> KeyRecord | None:
+        """The record of the secret a rotation replaced, while its grace period lasts."""
+        if not row.previous_prefix or not row.previous_hash or row.previous_until is None:
+            return None
+        current = cls.from_row(row, account)
+        until = row.previous_until.timestamp()
+        if current.expires_at is not None:
+            until = min(until, current.expires_at)
+        return dataclasses.replace(current, prefix=row.previous_prefix,
+                                   key_hash=row.previous_hash, expires_at=until)
+
+
+def _names(names: frozenset[str] | None) -> str:
+    """An allow-list as its Redis field: empty for none (every name), else a JSON list."""
+    return "" if names is None else json.dumps(sorted(names))
+
+
+def _parse_names(raw: bytes) -> frozenset[str] | None:
+    return frozenset(json.loads(raw)) if raw else None
 
 
 class KeyDirectory:
@@ -219,14 +292,31 @@ class KeyDirectory:
 
 
 async def load_key_from_sql(prefix: str) -> KeyRecord | None:
+    """The record of ``prefix``: a key's current secret, or one a rotation replaced."""
+    from tortoise.expressions import Q
+
     from edge.db.models import ApiKey
 
-    row = await ApiKey.get_or_none(prefix=prefix)
-    return KeyRecord.from_row(row) if row else None
+    row = await (ApiKey.filter(Q(prefix=prefix) | Q(previous_prefix=prefix))
+                 .select_related("account").first())
+    if row is None:
+        return None
+    if row.prefix == prefix:
+        return KeyRecord.from_row(row, row.account)
+    return KeyRecord.previous_of(row, row.account)
+
+
+def key_records(row: ApiKey, account: Account) -> list[KeyRecord]:
+    """Every record of a key: its current secret's and, during a grace period, the old one's."""
+    records = [KeyRecord.from_row(row, account)]
+    previous = KeyRecord.previous_of(row, account)
+    if previous is not None:
+        records.append(previous)
+    return records
 
 
 async def mirror_all_keys(store: HotStore) -> int:
-    """Copy every key's record to Redis, then mark the mirror complete.
+    """Copy every key's records to Redis, then mark the mirror complete.
 
     Run at start-up by each worker; idempotent. Returns the number of keys.
     """
@@ -234,22 +324,43 @@ async def mirror_all_keys(store: HotStore) -> int:
 
     count = 0
     async with store.client.pipeline(transaction=False) as pipe:
-        for row in await ApiKey.all():
-            pipe.hset(store.key_record(row.prefix), mapping=KeyRecord.from_row(row).to_redis())
+        for row in await ApiKey.all().select_related("account"):
+            for record in key_records(row, row.account):
+                pipe.hset(store.key_record(record.prefix), mapping=record.to_redis())
             count += 1
         pipe.set(store.keys_mirrored, datetime.now(UTC).isoformat())
         await pipe.execute()
     return count
 
 
-async def publish_key(store: HotStore, row: ApiKey) -> None:
-    """Write one key's record to the mirror and tell every worker to reload it.
+async def publish_key(store: HotStore, row: ApiKey, account: Account | None = None) -> None:
+    """Write one key's records to the mirror and tell every worker to reload them.
 
     Workers drop the key from their cache and close its open chat sockets if the
-    key is no longer usable (:class:`edge.chat.guard.KeyGuard`).
+    key is no longer usable (:class:`edge.chat.guard.KeyGuard`). A secret a rotation
+    replaced loses its record once its grace period is over.
     """
+    from edge.db.models import Account
     from edge.store.keys import key_event
 
-    record = KeyRecord.from_row(row)
-    await store.client.hset(store.key_record(row.prefix), mapping=record.to_redis())
-    await store.publish(key_event(row.prefix))
+    if account is None:
+        account = await Account.get(id=row.account_id)
+    records = key_records(row, account)
+    async with store.client.pipeline(transaction=False) as pipe:
+        for record in records:
+            pipe.hset(store.key_record(record.prefix), mapping=record.to_redis())
+        if row.previous_prefix and len(records) == 1:
+            pipe.delete(store.key_record(row.previous_prefix))
+        await pipe.execute()
+    for record in records:
+        await store.publish(key_event(record.prefix))
+    if row.previous_prefix and len(records) == 1:
+        await store.publish(key_event(row.previous_prefix))
+
+
+async def publish_account(store: HotStore, account: Account) -> None:
+    """Publish every key of ``account`` (its freeze is in each key's record)."""
+    from edge.db.models import ApiKey
+
+    for row in await ApiKey.filter(account_id=account.id):
+        await publish_key(store, row, account)

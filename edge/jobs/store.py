@@ -110,14 +110,16 @@ async def settle_job(job: Job, billing: Billing) -> int:
     Returns the micro-dollars charged.
     """
     store = billing.store
-    pin, pout = await store.client.hmget(store.reservation(job.request_id), "pin", "pout")
+    pin, pout, account = await store.client.hmget(store.reservation(job.request_id), "pin",
+                                                  "pout", "acct")
     charged = 0
     if pin is not None and pout is not None:
         outcome, status = job_outcome(job)
         succeeded = outcome is Outcome.DONE
         latency = int(((job.finished_at or _now()) - job.created_at).total_seconds() * 1000)
         settlement = await settle(
-            billing, Charge(job.request_id, job.key_id, int(pin), int(pout)),
+            billing, Charge(job.request_id, job.key_id, int(account or job.key_id), int(pin),
+                            int(pout)),
             outcome, prompt_tokens=job.prompt_tokens if succeeded else 0,
             completion_tokens=job.completion_tokens if succeeded else 0, model=job.model,
             node_id=job.node_id, endpoint=f"job-{job.endpoint}", latency_ms=latency,

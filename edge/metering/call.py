@@ -39,6 +39,7 @@ from edge import metrics
 from edge.billing.reservations import worst_case_tokens
 from edge.errors import APIError, ModelWarming, NodeFailed, NodesUnavailable, NodeTimedOut
 from edge.fleet.upstream import NODE_FAILURES, node_error
+from edge.identity.auth import require_access
 from edge.metering.counting import NodeTokenizer, count_answer, count_stream
 from edge.metering.outcome import Charge, Outcome, settle
 from edge.metering.sse import StreamRelay
@@ -173,6 +174,21 @@ class MeteredCall:
         self._settling: asyncio.Future[Settlement] | None = None
 
     # -- choosing and reserving --------------------------------------------------------
+    @property
+    def route(self) -> str:
+        """The route a key's allow-list names this call by (:data:`edge.identity.keys.ROUTES`)."""
+        endpoint = self.endpoint
+        if endpoint.startswith("job-"):
+            return "jobs"
+        if endpoint == "chat-room":
+            return "chat"
+        return "chat/completions" if endpoint == "chat" else endpoint
+
+    def authorize(self, key: KeyRecord) -> None:
+        """Refuse a key whose models or routes leave this call out (403), before any
+        node is chosen, booted or reserved; :meth:`reserve` asks it too."""
+        require_access(key, route=self.route, model=self.model.name)
+
     def choose(self) -> NodeInfo | None:
         """The node this call would go to now, or None (the model is cold)."""
         return self.metering.registry.pick(self.model)
@@ -184,7 +200,8 @@ class MeteredCall:
 
     async def reserve(self, key: KeyRecord, node: NodeInfo | None = None, *,
                       ttl_ms: int | None = None) -> Reservation:
-        """Hold the call's worst-case cost on ``key`` (raises the billing's 402/429)."""
+        """Hold the call's worst-case cost on ``key`` (raises 403, or the billing's 402/429)."""
+        self.authorize(key)
         model, spec = self.model, self.spec
         prompt, completion = self.worst_case()
         reservation = await self.metering.billing.reserve(

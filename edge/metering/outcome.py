@@ -61,13 +61,15 @@ class Charge:
 
     request_id: str
     key_id: int
+    account_id: int
     input_price: int  # micro-dollars per 1M tokens
     output_price: int
     generation: str = ""  # of the hot store that holds the reservation
 
     @classmethod
     def of(cls, reservation: Reservation) -> Charge:
-        return cls(reservation.request_id, reservation.key.id, reservation.input_price,
+        return cls(reservation.request_id, reservation.key.id, reservation.key.account_id,
+                   reservation.input_price,
                    reservation.output_price, reservation.generation)
 
 
@@ -85,7 +87,8 @@ async def settle(billing: Billing, charge: Charge, outcome: Outcome, *, prompt_t
     """
     status = outcome.status if status is None else status
     entry = UsageEntry.priced(
-        request_id=charge.request_id, key_id=charge.key_id, prompt_tokens=prompt_tokens,
+        request_id=charge.request_id, key_id=charge.key_id, account_id=charge.account_id,
+        prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens, input_price=charge.input_price,
         output_price=charge.output_price, model=model, node_id=node_id, endpoint=endpoint,
         latency_ms=latency_ms, status=status, streamed=streamed,

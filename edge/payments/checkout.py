@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from edge.billing.money import format_usd, parse_usd
 from edge.db.models import Payment, PaymentStatus
 from edge.errors import InvalidRequest, ServiceUnavailable
-from edge.identity.auth import require_usable
+from edge.identity.auth import require_manager, require_usable
 from edge.payments.config import PaymentSettings, PaymentsOff, stripe_client
 from edge.payments.currency import minor_unit, to_minor
 
@@ -91,16 +91,18 @@ async def start_checkout(portal: PortalContext, key: KeyRecord, amount: int) -> 
     payments = PaymentSettings.from_settings(settings)
     if not payments.enabled:
         raise PaymentsOff("Payments are off on this portal: Stripe is not configured.")
-    require_usable(key)
+    require_manager(require_usable(key))
     check_topup_amount(amount, payments)
     session = await _create_session(settings, payments, key, amount)
     url = session.get("url") or ""
     payment = await Payment.create(
-        key_id=key.id, session_id=session["id"], amount=amount, currency=payments.currency,
+        account_id=key.account_id, session_id=session["id"], amount=amount,
+        currency=payments.currency,
         status=PaymentStatus.CREATED, checkout_url=url if len(url) <= URL_COLUMN else "",
         payment_intent=session.get("payment_intent") or None)
     payment.checkout_url = url  # in full, even if too long to keep
-    log.info("top-up opened: key %s, %s %s, session %s", key.id, format_usd(amount),
+    log.info("top-up opened: account %s (key %s), %s %s, session %s", key.account_id, key.id,
+             format_usd(amount),
              payments.currency, payment.session_id)
     return payment
 
@@ -110,7 +112,8 @@ async def _create_session(settings, payments: PaymentSettings, key: KeyRecord,
     import stripe
 
     client = stripe_client(settings)
-    metadata = {"key_id": str(key.id), "key_prefix": key.prefix, "amount_micros": str(amount)}
+    metadata = {"account_id": str(key.account_id), "key_id": str(key.id),
+                "key_prefix": key.prefix, "amount_micros": str(amount)}
     params = {
         "mode": "payment",
         "line_items": [{
@@ -119,10 +122,10 @@ async def _create_session(settings, payments: PaymentSettings, key: KeyRecord,
                 "currency": payments.currency,
                 "unit_amount": to_minor(amount, payments.currency),
                 "product_data": {"name": PRODUCT_NAME,
-                                 "description": f"Credit for API key {key.prefix}…"},
+                                 "description": f"Credit for account {key.account_id}"},
             },
         }],
-        "client_reference_id": str(key.id),
+        "client_reference_id": str(key.account_id),
         "metadata": metadata,
         "payment_intent_data": {"metadata": metadata},
         "success_url": payments.success_url,
@@ -131,7 +134,7 @@ async def _create_session(settings, payments: PaymentSettings, key: KeyRecord,
     try:
         session = await client.v1.checkout.sessions.create_async(
             params=params,  # type: ignore[arg-type]
-            options={"idempotency_key": f"portal-topup-{key.id}-{uuid.uuid4().hex}"})
+            options={"idempotency_key": f"portal-topup-{key.account_id}-{uuid.uuid4().hex}"})
     except stripe.InvalidRequestError as exc:
         log.error("Stripe refused a checkout session for key %s: %s", key.id, exc.user_message)
         raise InvalidRequest(f"Stripe refused the top-up: {exc.user_message or 'invalid'}",

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from edge.billing.credits import Credited, CreditNotDurable, credit
 from edge.billing.money import format_usd
-from edge.db.models import ApiKey, LedgerEntry, LedgerKind, Payment, PaymentStatus
+from edge.db.models import LedgerEntry, LedgerKind, Payment, PaymentStatus
 from edge.errors import ServiceUnavailable
-from edge.identity.keys import publish_key
+from edge.identity.accounts import set_frozen
 from edge.payments.config import stripe_client
 from edge.payments.currency import to_micros
 from edge.payments.events import StripeEvent, cents, object_id, text
@@ -65,7 +65,7 @@ def topup_reference(session_id: str) -> str:
     return f"checkout:{session_id}"
 
 
-async def _credit(key_id: int, amount: int, *, reference: str, kind: LedgerKind,
+async def _credit(account_id: int, amount: int, *, reference: str, kind: LedgerKind,
                        note: str, store: HotStore | None) -> Credited:
     """:func:`edge.billing.credits.credit`, answering Stripe 503 when SQL is behind.
 
@@ -74,7 +74,7 @@ async def _credit(key_id: int, amount: int, *, reference: str, kind: LedgerKind,
         again; the reference applies once).
     """
     try:
-        return await credit(key_id, amount, kind=kind, reference=reference, note=note,
+        return await credit(account_id, amount, kind=kind, reference=reference, note=note,
                             store=store)
     except CreditNotDurable:
         log.error("%s did not reach the ledger in time; Stripe will deliver again", reference)
@@ -100,10 +100,10 @@ async def credit_session(session: Mapping[str, Any], ctx: PaymentsContext) -> st
                   session_id, currency, payment.currency)
         return f"ignored: paid in {currency[:8]!r}, not {payment.currency}"
     reference_key = session.get("client_reference_id")
-    if reference_key is not None and reference_key != str(payment.key_id):
-        log.error("session %s names key %r, its payment key %s; not credited", session_id,
-                  reference_key, payment.key_id)
-        return "ignored: the session names another key"
+    if reference_key is not None and reference_key != str(payment.account_id):
+        log.error("session %s names account %r, its payment's is %s; not credited", session_id,
+                  reference_key, payment.account_id)
+        return "ignored: the session names another account"
     amount = to_micros(cents(session, "amount_total"), payment.currency)
     if amount == 0:
         return "nothing was paid"
@@ -111,7 +111,7 @@ async def credit_session(session: Mapping[str, Any], ctx: PaymentsContext) -> st
         log.warning("session %s: paid %s, asked %s; crediting what was paid", session_id,
                     format_usd(amount), format_usd(payment.amount))
     duplicate = (await _credit(
-        payment.key_id, amount, reference=topup_reference(session_id), kind=LedgerKind.TOPUP,
+        payment.account_id, amount, reference=topup_reference(session_id), kind=LedgerKind.TOPUP,
         note=f"Stripe checkout {session_id}", store=ctx.store)).duplicate
     changes: dict[str, Any] = {"paid": amount, "updated_at": datetime.now(UTC)}
     if intent := object_id(session, "payment_intent"):
@@ -122,7 +122,7 @@ async def credit_session(session: Mapping[str, Any], ctx: PaymentsContext) -> st
         await Payment.filter(id=payment.id, paid=0).update(**changes)
     if duplicate:
         return f"already credited ({session_id})"
-    return f"credited {format_usd(amount)} to key {payment.key_id}"
+    return f"credited {format_usd(amount)} to account {payment.account_id}"
 
 
 async def on_session_completed(event: StripeEvent, ctx: PaymentsContext) -> str:
@@ -214,10 +214,10 @@ async def on_charge_refunded(event: StripeEvent, ctx: PaymentsContext) -> str:
     shortfall = asked - debited - deferred
     if debited < asked:
         log.warning("refund of %s on key %s: the balance covered %s of %s now, %s to collect "
-                    "from open reservations (shortfall %s)", sid, payment.key_id,
+                    "from open reservations (shortfall %s)", sid, payment.account_id,
                     format_usd(debited), format_usd(asked), format_usd(deferred),
                     format_usd(shortfall))
-    return (f"refunded {format_usd(asked)} of key {payment.key_id}: debited "
+    return (f"refunded {format_usd(asked)} of account {payment.account_id}: debited "
             f"{format_usd(debited)} now, {format_usd(deferred)} to collect from open "
             f"reservations, shortfall {format_usd(shortfall)}")
 
@@ -253,10 +253,10 @@ async def on_dispute_created(event: StripeEvent, ctx: PaymentsContext) -> str:
         return f"ignored: dispute {dispute_id} is not about a portal top-up"
     await Payment.filter(id=payment.id).update(status=PaymentStatus.DISPUTED,
                                                updated_at=datetime.now(UTC))
-    await set_frozen(payment.key_id, True, ctx.store)
+    await set_frozen(payment.account_id, True, ctx.store)
     log.warning("dispute %s on %s: key %s frozen", dispute_id, payment.session_id,
-                payment.key_id)
-    return f"key {payment.key_id} frozen by dispute {dispute_id}"
+                payment.account_id)
+    return f"account {payment.account_id} frozen by dispute {dispute_id}"
 
 
 async def on_dispute_closed(event: StripeEvent, ctx: PaymentsContext) -> str:
@@ -276,41 +276,31 @@ async def on_dispute_closed(event: StripeEvent, ctx: PaymentsContext) -> str:
                 else PaymentStatus.PARTIALLY_REFUNDED
         await Payment.filter(id=payment.id, status=PaymentStatus.DISPUTED).update(
             status=status, updated_at=datetime.now(UTC))
-        if await Payment.exists(key_id=payment.key_id, status=PaymentStatus.DISPUTED):
-            return f"dispute {dispute_id} {outcome}; key {payment.key_id} stays frozen " \
+        if await Payment.exists(account_id=payment.account_id, status=PaymentStatus.DISPUTED):
+            return f"dispute {dispute_id} {outcome}; account {payment.account_id} stays frozen " \
                    "(another dispute is open)"
-        await set_frozen(payment.key_id, False, ctx.store)
-        return f"dispute {dispute_id} {outcome}; key {payment.key_id} unfrozen"
+        await set_frozen(payment.account_id, False, ctx.store)
+        return f"dispute {dispute_id} {outcome}; account {payment.account_id} unfrozen"
     if outcome == "lost":
         amount = to_micros(cents(dispute, "amount"), payment.currency)
         taken = await _credit(
-            payment.key_id, -amount, reference=f"dispute:{payment.session_id}:{dispute_id}",
+            payment.account_id, -amount, reference=f"dispute:{payment.session_id}:{dispute_id}",
             kind=LedgerKind.REFUND, note=f"Stripe dispute {dispute_id} lost",
             store=ctx.store)
         if taken.duplicate:
-            return (f"dispute {dispute_id} lost; key {payment.key_id} stays frozen "
+            return (f"dispute {dispute_id} lost; account {payment.account_id} stays frozen "
                     f"({format_usd(amount)} taken back already)")
         debited = -taken.applied
         shortfall = amount - debited - taken.deferred
         log.warning("dispute %s lost: key %s debited %s of %s now, %s to collect from open "
-                    "reservations (shortfall %s); it stays frozen", dispute_id, payment.key_id,
+                    "reservations (shortfall %s); it stays frozen", dispute_id, payment.account_id,
                     format_usd(debited), format_usd(amount), format_usd(taken.deferred),
                     format_usd(shortfall))
-        return (f"dispute {dispute_id} lost; key {payment.key_id} debited "
+        return (f"dispute {dispute_id} lost; account {payment.account_id} debited "
                 f"{format_usd(debited)} of {format_usd(amount)} now, "
                 f"{format_usd(taken.deferred)} to collect from open reservations, shortfall "
                 f"{format_usd(shortfall)}; it stays frozen")
     return f"dispute {dispute_id} closed as {outcome[:20]}: nothing to do"
-
-
-async def set_frozen(key_id: int, frozen: bool, store: HotStore | None) -> None:
-    """Freeze or unfreeze a key; every worker hears of it within a second."""
-    key = await ApiKey.get(id=key_id)
-    if key.frozen != frozen:
-        key.frozen = frozen
-        await key.save(update_fields=["frozen"])
-    if store is not None:
-        await publish_key(store, key)
 
 
 Handler = Callable[[StripeEvent, PaymentsContext], Awaitable[str]]
@@ -350,7 +340,7 @@ async def take_back_refund(payment: Payment, refund: Mapping[str, Any],
         return None
     refund_id = text(refund, "id")
     return await _credit(
-        payment.key_id, -to_micros(cents(refund, "amount"), payment.currency),
+        payment.account_id, -to_micros(cents(refund, "amount"), payment.currency),
         reference=refund_reference(payment.session_id, refund_id), kind=LedgerKind.REFUND,
         note=f"Stripe refund {refund_id} of {payment.session_id}", store=ctx.store)
 
@@ -368,7 +358,7 @@ async def record_refunded(payment: Payment, refunded: int, *, full: bool) -> Non
 async def give_back_refund(debit: LedgerEntry, refund_id: str, ctx: PaymentsContext) -> bool:
     """Undo the debit of a refund that failed, once; True when it was already undone."""
     return (await _credit(
-        debit.key_id, -debit.amount, reference=given_back_reference(debit.reference),
+        debit.account_id, -debit.amount, reference=given_back_reference(debit.reference),
         kind=LedgerKind.ADJUSTMENT, note=f"Stripe refund {refund_id} failed",
         store=ctx.store)).duplicate
 

@@ -22,19 +22,19 @@ __all__ = ["list_payments", "payment_views"]
 _PREFIXES = ("checkout:", "refund:", "dispute:")
 
 
-async def list_payments(*, key_id: int | None = None, status: str | None = None,
+async def list_payments(*, account_id: int | None = None, status: str | None = None,
                         limit: int = 50, admin: bool = False) -> list[dict[str, Any]]:
-    """Payments newest first, of one key or of all.
+    """Payments newest first, of one account or of all.
 
     Parameters:
-      key_id: only this key's payments.
+      account_id: only this account's payments.
       status: only payments in this :class:`PaymentStatus`.
       limit: at most this many (1 to 500).
-      admin: also show the key, Stripe's ids of the payment intent and charge.
+      admin: also show the account, Stripe's ids of the payment intent and charge.
     """
     query = Payment.all().order_by("-created_at", "-id")
-    if key_id is not None:
-        query = query.filter(key_id=key_id)
+    if account_id is not None:
+        query = query.filter(account_id=account_id)
     if status is not None:
         query = query.filter(status=PaymentStatus(status))
     payments = await query.limit(max(1, min(500, limit)))
@@ -49,7 +49,7 @@ async def payment_views(payments: list[Payment], *, admin: bool = False) -> list
         since = min(p.created_at for p in payments) - timedelta(hours=1)
         prefixes = Q(*(Q(reference__startswith=p) for p in _PREFIXES), join_type="OR")
         rows = await LedgerEntry.filter(
-            prefixes, key_id__in={p.key_id for p in payments}, created_at__gte=since,
+            prefixes, account_id__in={p.account_id for p in payments}, created_at__gte=since,
         ).values_list("reference", "amount")
         for reference, amount in rows:
             kind, _, rest = reference.partition(":")
@@ -81,6 +81,6 @@ def _view(payment: Payment, credited: int, debited: int, admin: bool) -> dict[st
     if payment.status == PaymentStatus.CREATED:
         view["url"] = payment.checkout_url  # an open session can still be paid
     if admin:
-        view.update({"payment_id": payment.id, "key_id": payment.key_id,
+        view.update({"payment_id": payment.id, "account_id": payment.account_id,
                      "payment_intent": payment.payment_intent, "charge_id": payment.charge_id})
     return view

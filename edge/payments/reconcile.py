@@ -56,7 +56,7 @@ class Line:
     """One session, as Stripe and the portal each see it."""
 
     session_id: str
-    key_id: int | None
+    account_id: int | None
     status: str  # the portal's payment status, or "-" when it has none
     stripe_status: str  # Stripe's payment_status (paid, unpaid, ...), or "missing"
     paid: int  # micro-dollars Stripe says were paid
@@ -70,7 +70,7 @@ class Line:
     ungiven: list[tuple[LedgerEntry, str]] = dataclasses.field(default_factory=list, repr=False)
 
     def row(self) -> dict[str, Any]:
-        return {"session": self.session_id, "key": self.key_id, "status": self.status,
+        return {"session": self.session_id, "account": self.account_id, "status": self.status,
                 "stripe": self.stripe_status, "paid": format_usd(self.paid),
                 "credited": format_usd(self.credited), "refunded": format_usd(self.refunded),
                 "taken back": format_usd(self.taken), "problem": self.problem}
@@ -112,7 +112,7 @@ async def reconcile_day(ctx: PaymentsContext, day: date) -> list[Line]:
     for session_id, session in sessions.items():
         payment = ours.get(session_id)
         metadata = session.get("metadata") or {}
-        if payment is None and not metadata.get("key_id"):
+        if payment is None and not (metadata.get("account_id") or metadata.get("key_id")):
             continue  # another product sold on the same Stripe account
         lines.append(_line(session_id, session, payment, credits.get(session_id, 0)))
     await _compare_refunds(client, [line for line in lines if line.payment is not None])
@@ -186,8 +186,11 @@ def _line(session_id: str, session: dict[str, Any], payment: Payment | None,
         problem = "credited but not paid"
     elif credited != paid:
         problem = f"credited {format_usd(credited)}, paid {format_usd(paid)}"
-    key_id = payment.key_id if payment else _int((session.get("metadata") or {}).get("key_id"))
-    return Line(session_id, key_id, str(payment.status) if payment else "-", stripe_status,
+    # A session opened before accounts names only its key, whose id its account kept.
+    metadata = session.get("metadata") or {}
+    account_id = payment.account_id if payment else _int(
+        metadata.get("account_id") or metadata.get("key_id"))
+    return Line(session_id, account_id, str(payment.status) if payment else "-", stripe_status,
                 paid, credited, problem, session, payment)
 
 
@@ -223,10 +226,10 @@ async def apply_missing(ctx: PaymentsContext, lines: list[Line]) -> list[str]:
                                     "back: the payment was never credited")
                     continue
                 outcomes.append(f"{line.session_id}: refund {refund.get('id')} took back "
-                                f"{format_usd(-taken[0])} of key {payment.key_id}")
+                                f"{format_usd(-taken[0])} of account {payment.account_id}")
             await record_refunded(payment, line.refunded, full=line.refunded >= line.paid > 0)
         for debit, refund_id in line.ungiven:
             await give_back_refund(debit, refund_id, ctx)
             outcomes.append(f"{line.session_id}: refund {refund_id} failed, gave back "
-                            f"{format_usd(-debit.amount)} to key {debit.key_id}")
+                            f"{format_usd(-debit.amount)} to account {debit.account_id}")
     return outcomes

@@ -70,7 +70,8 @@ async def _payer(request: Request) -> KeyRecord:
 async def key_payments(request: Request):
     """The caller's payments; a key frozen by a dispute may still read them."""
     key = await _authenticate_even_frozen(request)
-    data = await list_payments(key_id=key.id, limit=_limit(request, default=50, most=100))
+    data = await list_payments(account_id=key.account_id,
+                               limit=_limit(request, default=50, most=100))
     return json_response({"object": "list", "data": data})
 
 
@@ -95,16 +96,17 @@ admin_bp.on_request(require_admin)
 
 @admin_bp.get("/payments")
 async def admin_payments(request: Request):
-    """Query: ``status``, ``key_id``, ``limit`` (at most 500)."""
+    """Query: ``status``, ``account_id``, ``limit`` (at most 500)."""
     status = request.args.get("status")
     statuses = [s.value for s in PaymentStatus]
     if status is not None and status not in statuses:
         raise InvalidRequest(f"'status' must be one of {', '.join(statuses)}.", param="status")
-    key_id = request.args.get("key_id")
-    if key_id is not None and not (key_id.isascii() and key_id.isdigit()
-                                   and len(key_id) < 20 and int(key_id) <= MAX_ID):
-        raise InvalidRequest("'key_id' must be a number.", param="key_id")
-    data = await list_payments(key_id=int(key_id) if key_id else None, status=status,
+    account_id = request.args.get("account_id")
+    if account_id is not None and not (account_id.isascii() and account_id.isdigit()
+                                       and len(account_id) < 20 and int(account_id) <= MAX_ID):
+        raise InvalidRequest("'account_id' must be a number.", param="account_id")
+    data = await list_payments(account_id=int(account_id) if account_id else None,
+                               status=status,
                                limit=_limit(request, default=100, most=500), admin=True)
     return json_response({"object": "list", "data": data})
 

@@ -54,6 +54,7 @@ async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
     call = MeteredCall(portal.metering, model=model, spec=spec, body=request.body,
                        request_id=request.ctx.request_id, endpoint=endpoint.value,
                        started=started)
+    call.authorize(key)
     node = call.choose()
     if node is None:
         refusal = await portal.metering.cold(model)

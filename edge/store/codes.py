@@ -11,6 +11,9 @@ they never change), then values that depend on it::
     TPM_LIMITED  -3   tokens-per-minute limit: value = milliseconds to wait
     DUPLICATE    -4   this request id is reserved already (a retried command)
     HEALING      -5   no generation: the hot store is being rebuilt; retry soon
+    CAPPED       -6   the key's credit cap does not cover the worst case: value =
+                      micro-dollars left under the cap in this window
+    CAP_NOT_LOADED -7 the key's cap window is not in Redis: load it from SQL, call again
 
   settle.lua   {code, charged, balance after, gen}
     SETTLED       1   charged now
@@ -53,6 +56,8 @@ class ReserveCode(enum.IntEnum):
     TPM_LIMITED = -3
     DUPLICATE = -4
     HEALING = -5
+    CAPPED = -6
+    CAP_NOT_LOADED = -7
 
 
 class SettleCode(enum.IntEnum):

@@ -129,20 +129,23 @@ class HotStore:
         self.keys_mirrored = keys.keys_mirrored(namespace)
         self.generation = keys.generation(namespace)
 
-    def balance(self, key_id: int) -> str:
-        return keys.balance(self.ns, key_id)
+    def balance(self, account_id: int) -> str:
+        return keys.balance(self.ns, account_id)
 
     def limiter(self, key_id: int) -> str:
         return keys.limiter(self.ns, key_id)
 
+    def cap(self, key_id: int) -> str:
+        return keys.cap(self.ns, key_id)
+
     def reservation(self, request_id: str) -> str:
         return keys.reservation(self.ns, request_id)
 
-    def held(self, key_id: int) -> str:
-        return keys.held(self.ns, key_id)
+    def held(self, account_id: int) -> str:
+        return keys.held(self.ns, account_id)
 
-    def owed(self, key_id: int) -> str:
-        return keys.owed(self.ns, key_id)
+    def owed(self, account_id: int) -> str:
+        return keys.owed(self.ns, account_id)
 
     def applied(self, reference: str) -> str:
         return keys.applied(self.ns, reference)

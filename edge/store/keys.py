@@ -4,15 +4,17 @@ All of them live under the namespace ``$ns`` (``PORTAL_REDIS_NAMESPACE``), so th
 one Redis can hold several portals, and tests each get their own::
 
   Money (the Lua scripts in ``edge/store/lua/`` name these in their headers)
-    $ns:bal:<key_id>          live balance of an API key, micro-dollars (string integer)
-    $ns:rl:<key_id>           hash: the key's rate-limit buckets (rq, tk, ts)
+    $ns:bal:<account_id>      live balance of an account, micro-dollars (string integer)
+    $ns:rl:<key_id>           hash: an API key's rate-limit buckets (rq, tk, ts)
+    $ns:cap:<key_id>          hash: an API key's credit cap window (w: its id, used:
+                              micro-dollars charged and held in it)
     $ns:resv:<request_id>     hash: an open credit reservation (amount, tokens, created,
-                              key, pin, pout, own, model, node, ep, st; pt, ct as a
-                              stream delivers)
+                              key, acct, cw, pin, pout, own, model, node, ep, st; pt, ct
+                              as a stream delivers)
     $ns:resv:open             zset: open reservations by deadline, milliseconds (reaped
                               when stale)
-    $ns:held:<key_id>         micro-dollars held by the key's open reservations
-    $ns:owed:<key_id>         refund debt of an API key, collected from what its
+    $ns:held:<account_id>     micro-dollars held by the account's open reservations
+    $ns:owed:<account_id>     refund debt of an account, collected from what its
                               reservations release when they settle
     $ns:applied:<reference>   marker of a credit (or replayed settlement) already applied
     $ns:ledger                stream of balance changes waiting for SQL
@@ -64,6 +66,7 @@ __all__ = [
     "applied",
     "balance",
     "boot_request",
+    "cap",
     "chat_room",
     "chat_room_members",
     "dramatiq",
@@ -91,14 +94,19 @@ __all__ = [
 # -- money ----------------------------------------------------------------------------
 
 
-def balance(ns: str, key_id: int | str) -> str:
-    """Live balance of an API key, micro-dollars."""
-    return f"{ns}:bal:{key_id}"
+def balance(ns: str, account_id: int | str) -> str:
+    """Live balance of an account, micro-dollars."""
+    return f"{ns}:bal:{account_id}"
 
 
 def limiter(ns: str, key_id: int | str) -> str:
     """Rate-limit buckets of an API key."""
     return f"{ns}:rl:{key_id}"
+
+
+def cap(ns: str, key_id: int | str) -> str:
+    """An API key's credit cap window: what it charged and holds in it."""
+    return f"{ns}:cap:{key_id}"
 
 
 def reservation(ns: str, request_id: str) -> str:
@@ -111,14 +119,14 @@ def open_reservations(ns: str) -> str:
     return f"{ns}:resv:open"
 
 
-def held(ns: str, key_id: int | str) -> str:
-    """Micro-dollars held by an API key's open reservations."""
-    return f"{ns}:held:{key_id}"
+def held(ns: str, account_id: int | str) -> str:
+    """Micro-dollars held by an account's open reservations."""
+    return f"{ns}:held:{account_id}"
 
 
-def owed(ns: str, key_id: int | str) -> str:
-    """Refund debt of an API key, micro-dollars."""
-    return f"{ns}:owed:{key_id}"
+def owed(ns: str, account_id: int | str) -> str:
+    """Refund debt of an account, micro-dollars."""
+    return f"{ns}:owed:{account_id}"
 
 
 def applied(ns: str, reference: str) -> str:

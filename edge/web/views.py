@@ -14,7 +14,7 @@ from edge.billing.money import format_usd, parse_usd
 from edge.db.models import ApiKey, ChatRoom, UsageRecord
 from edge.errors import APIError, InvalidRequest, RateLimited
 from edge.identity.accounts import create_key, revoke_key
-from edge.identity.auth import check_key
+from edge.identity.auth import check_key, require_manager
 from edge.identity.csrf import check_csrf, form_token
 from edge.identity.sessions import COOKIE, CSRF_COOKIE, TTL, session_key
 from edge.store import keys as redis_keys
@@ -89,7 +89,7 @@ async def signup(request: Request):
     request.ctx.session = session
     record = await portal.keys.lookup(created.row.prefix)
     response = await render(request, "key_created.html", key=record, secret=created.secret,
-                            balance=format_usd(created.row.balance))
+                            balance=format_usd(created.account.balance))
     _cookie(request, response, COOKIE, session.id, max_age=TTL)
     response.headers["cache-control"] = "no-store"
     return response
@@ -123,9 +123,10 @@ async def login(request: Request):
     portal = request.app.ctx.portal
     try:
         # reading: a frozen key may sign in to see its account (and why it is frozen).
-        key = await check_key(portal, _form_field(request, "key"), reading=True)
+        key = require_manager(await check_key(portal, _form_field(request, "key"),
+                                              reading=True))
     except APIError as exc:
-        return await render(request, "login.html", status=401, flash=exc.message,
+        return await render(request, "login.html", status=exc.status, flash=exc.message,
                             flash_kind="error")
     session = await portal.sessions.create(key.id, key.prefix)
     response = redirect("/account")
@@ -160,9 +161,10 @@ async def account(request: Request):
     from edge.payments.history import list_payments
 
     payments = [{"when": p["created_at"][:16].replace("T", " "), "amount": p["amount"],
-                 "status": p["status"]} for p in await list_payments(key_id=key.id, limit=20)]
+                 "status": p["status"]}
+                for p in await list_payments(account_id=key.account_id, limit=20)]
     return await render(request, "account.html", key=key,
-                        balance=format_usd(await portal.billing.balance(key.id)),
+                        balance=format_usd(await portal.billing.balance(key.account_id)),
                         spent=format_usd(row.spent), usage=usage, payments=payments,
                         flash=_topup_flash(request))
 
@@ -223,7 +225,7 @@ async def _chat(request: Request, room: str | None):
     own = await ChatRoom.filter(private=True, created_by_id=key.id).order_by("-id").limit(20)
     return await render(request, "chat.html", key=key, room=room, rooms=[*own, *public],
                         models=_models(request),
-                        balance=format_usd(await portal.billing.balance(key.id)))
+                        balance=format_usd(await portal.billing.balance(key.account_id)))
 
 
 @bp.get("/docs")

@@ -38,17 +38,17 @@ EVERY_KIND = [
     pytest.param(UsageEntry(request_id="req-2", key_id=1), id="usage, bare"),
     pytest.param(UsageEntry(request_id="job-1", key_id=2, endpoint="job-chat", status=499,
                             cancelled=True, charged=0), id="usage of a cancelled job"),
-    pytest.param(CreditEntry(reference="checkout:cs_1", key_id=7, kind="topup",
+    pytest.param(CreditEntry(reference="checkout:cs_1", account_id=7, kind="topup",
                              amount=5_000_000, requested=5_000_000, note="Stripe"),
                  id="credit, top-up"),
-    pytest.param(CreditEntry(reference="refund:cs_1:re_1", key_id=7, kind="refund",
+    pytest.param(CreditEntry(reference="refund:cs_1:re_1", account_id=7, kind="refund",
                              amount=-90_000, requested=-5_000_000, owed=4_910_000),
                  id="credit, refund deferred to reservations"),
-    pytest.param(CreditEntry(reference=owed_heal_reference("abcd", 7), key_id=7,
+    pytest.param(CreditEntry(reference=owed_heal_reference("abcd", 7), account_id=7,
                              kind="refund", amount=-300, requested=-400, owed=-400,
                              note="refund debt collected when Redis was rebuilt"),
                  id="credit, refund debt a heal collected"),
-    pytest.param(CreditEntry(reference="adj:1", key_id=3, kind="adjustment", amount=10),
+    pytest.param(CreditEntry(reference="adj:1", account_id=3, kind="adjustment", amount=10),
                  id="credit, requested not recorded"),
 ]
 
@@ -74,7 +74,7 @@ def test_the_wire_names_are_the_short_ones() -> None:
         "charged": 75, "owed_paid": 20, "owed_void": 5, "t": "usage", "rid": "req-1",
         "key": 7, "pt": 12, "ct": 30, "cost": 75, "model": "m1", "node": 3, "ep": "chat",
         "lat": 420, "status": 200, "st": 1, "cx": 0, "cnt": "edge"}
-    credit = CreditEntry(reference="evt_1", key_id=7, kind="topup", amount=500, note="n")
+    credit = CreditEntry(reference="evt_1", account_id=7, kind="topup", amount=500, note="n")
     assert encode(credit) == {"amount": 500, "owed": 0, "t": "credit", "ref": "evt_1",
                               "key": 7, "kind": "topup", "note": "n"}
     assert encode(UsageEntry(request_id="r", key_id=1))["node"] == ""
@@ -87,7 +87,7 @@ def test_scripts_get_all_but_what_they_write_themselves() -> None:
     assert names[:3] == ["t", "rid", "key"]
     replay = script_fields(FULL_USAGE, "replay")[0::2]
     assert "charged" not in replay and "owed_paid" in replay
-    credit = CreditEntry(reference="r", key_id=1, kind="topup", amount=5, requested=5, owed=1)
+    credit = CreditEntry(reference="r", account_id=1, kind="topup", amount=5, requested=5, owed=1)
     assert script_fields(credit, "credit") == ["t", "credit", "ref", "r", "key", 1,
                                                "kind", "topup", "note", ""]
     assert "requested" in script_fields(credit, "replay")[0::2]
@@ -134,18 +134,18 @@ OLD_ENTRIES = [
         {b"amount": b"-90000", b"requested": b"-5000000", b"owed": b"4910000",
          b"t": b"credit", b"ref": b"refund:cs:re_1", b"key": b"7", b"kind": b"refund",
          b"note": b"Stripe refund"},
-        CreditEntry(reference="refund:cs:re_1", key_id=7, kind="refund", amount=-90_000,
+        CreditEntry(reference="refund:cs:re_1", account_id=7, kind="refund", amount=-90_000,
                     requested=-5_000_000, owed=4_910_000, note="Stripe refund"),
         id="credit"),
     pytest.param(  # the tests' and the SQL-only credit: no requested, owed or note
         {"t": "credit", "ref": "open:1", "key": "1", "kind": "topup", "amount": "1000"},
-        CreditEntry(reference="open:1", key_id=1, kind="topup", amount=1000),
+        CreditEntry(reference="open:1", account_id=1, kind="topup", amount=1000),
         id="credit, bare"),
     pytest.param(  # the heal's collection of refund debt
         {b"amount": b"-300", b"requested": b"-400", b"owed": b"-400", b"t": b"credit",
          b"ref": b"owed-heal:abcd:7", b"key": b"7", b"kind": b"refund",
          b"note": b"refund debt collected when Redis was rebuilt"},
-        CreditEntry(reference="owed-heal:abcd:7", key_id=7, kind="refund", amount=-300,
+        CreditEntry(reference="owed-heal:abcd:7", account_id=7, kind="refund", amount=-300,
                     requested=-400, owed=-400,
                     note="refund debt collected when Redis was rebuilt"),
         id="owed-heal"),
@@ -250,7 +250,7 @@ async def test_a_credit_appends_a_credit_entry(store: HotStore) -> None:
     await billing.credit(1, 700, reference="evt_1", kind="topup", note="Stripe")
     await billing.credit(1, -1000, reference="refund_1", kind="refund")
     assert await stream(store) == [
-        CreditEntry(reference="evt_1", key_id=1, kind="topup", amount=700, requested=700,
+        CreditEntry(reference="evt_1", account_id=1, kind="topup", amount=700, requested=700,
                     note="Stripe"),
-        CreditEntry(reference="refund_1", key_id=1, kind="refund", amount=-800,
+        CreditEntry(reference="refund_1", account_id=1, kind="refund", amount=-800,
                     requested=-1000)]

@@ -122,7 +122,7 @@ class Books:
         while True:
             (balance, total), = self.sql(
                 "SELECT balance, (SELECT COALESCE(SUM(amount), 0) FROM ledger "
-                "WHERE key_id = api_keys.id) FROM api_keys WHERE id=?", self.key_id)
+                "WHERE account_id = accounts.id) FROM accounts WHERE id=?", self.key_id)
             try:
                 live = self.live()
             except AssertionError:
@@ -141,7 +141,7 @@ class Books:
         assert balance >= 0
         (dupes,), = self.sql("SELECT COUNT(*) - COUNT(DISTINCT reference) FROM ledger")
         assert dupes == 0
-        (credited,), = self.sql("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE key_id=? "
+        (credited,), = self.sql("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE account_id=? "
                                 "AND kind='topup'", self.key_id)
         assert credited == self.paid
 

@@ -85,9 +85,9 @@ def test_a_job_waits_for_its_node_and_is_charged_once(cluster: Cluster) -> None:
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not cluster.sql(
-            "SELECT 1 FROM ledger WHERE key_id=? AND kind='usage'", key_id):
+            "SELECT 1 FROM ledger WHERE account_id=? AND kind='usage'", key_id):
         time.sleep(0.1)
-    ledger = cluster.sql("SELECT amount, reference FROM ledger WHERE key_id=? AND kind='usage'",
+    ledger = cluster.sql("SELECT amount, reference FROM ledger WHERE account_id=? AND kind='usage'",
                          key_id)
     assert ledger == [(-cost, "usage:req_" + job["id"].removeprefix("job_"))]
     # The model's boot time was measured, for the next Retry-After.

@@ -53,9 +53,9 @@ def test_a_worker_killed_mid_job_loses_nothing_and_charges_once(cluster: Cluster
 
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not cluster.sql(
-            "SELECT 1 FROM ledger WHERE key_id=? AND kind='usage'", key_id):
+            "SELECT 1 FROM ledger WHERE account_id=? AND kind='usage'", key_id):
         time.sleep(0.1)
-    charges = cluster.sql("SELECT amount FROM ledger WHERE key_id=? AND kind='usage'", key_id)
+    charges = cluster.sql("SELECT amount FROM ledger WHERE account_id=? AND kind='usage'", key_id)
     assert charges == [(-job["cost_micros"],)]
     after = httpx.get(cluster.url + "/v1/key", headers=headers).json()["data"]["balance_micros"]
     assert after == before - job["cost_micros"]
@@ -194,9 +194,9 @@ def test_a_node_serving_a_longer_context_bounds_jobs_then_raises_the_catalogue(
     assert listed["context_length"] == 4096, listed
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not cluster.sql(
-            "SELECT 1 FROM ledger WHERE key_id=? AND kind='usage'", key_id):
+            "SELECT 1 FROM ledger WHERE account_id=? AND kind='usage'", key_id):
         time.sleep(0.1)
-    assert cluster.sql("SELECT amount FROM ledger WHERE key_id=? AND kind='usage'",
+    assert cluster.sql("SELECT amount FROM ledger WHERE account_id=? AND kind='usage'",
                        key_id) == [(-job["cost_micros"],)]
 
 

@@ -81,8 +81,8 @@ class Fleet:
         """SQL's balance is the sum of the key's ledger, and every usage row is in it."""
         deadline = time.monotonic() + 10
         while True:
-            (balance,), = self.sql("SELECT balance FROM api_keys WHERE id=?", self.key_id)
-            (ledger,), = self.sql("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE key_id=?",
+            (balance,), = self.sql("SELECT balance FROM accounts WHERE id=?", self.key_id)
+            (ledger,), = self.sql("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE account_id=?",
                                   self.key_id)
             (spent,), = self.sql("SELECT COALESCE(SUM(cost), 0) FROM usage_log WHERE key_id=?",
                                  self.key_id)

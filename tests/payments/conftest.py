@@ -102,7 +102,7 @@ class Shop(Deployment):
         return int(raw) if raw is not None else self.sql_balance(key_id)
 
     def sql_balance(self, key_id: int) -> int:
-        return self.sql("SELECT balance FROM api_keys WHERE id=?", key_id)[0][0]
+        return self.sql("SELECT balance FROM accounts WHERE id=?", key_id)[0][0]
 
     def assert_books_balance(self, key_id: int) -> int:
         """SQL balance = sum of the ledger = live balance, never negative; returns it."""

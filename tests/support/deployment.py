@@ -60,9 +60,10 @@ class Deployment:
 
     def assert_books_balance(self, key_id: int) -> int:
         """The SQL balance equals the sum of the ledger; returns it."""
-        (balance,), = self.sql("SELECT balance FROM api_keys WHERE id=?", key_id)
-        (total,), = self.sql("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE key_id=?",
-                             key_id)
+        (balance,), = self.sql("SELECT a.balance FROM accounts a JOIN api_keys k "
+                               "ON k.account_id = a.id WHERE k.id=?", key_id)
+        (total,), = self.sql("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE account_id = "
+                             "(SELECT account_id FROM api_keys WHERE id=?)", key_id)
         assert balance == total
         assert balance >= 0
         return balance

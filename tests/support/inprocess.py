@@ -204,16 +204,21 @@ class InProcessPortal:
         return list(rows)
 
     async def live_balance(self, key_id: int) -> int:
-        """The balance the hot path sees (Redis), in micro-dollars."""
-        return await self.ctx.billing.balance(key_id)
+        """The balance the hot path sees (Redis) of the key's account, in micro-dollars."""
+        from edge.db.models import ApiKey
+
+        return await self.ctx.billing.balance((await ApiKey.get(id=key_id)).account_id)
 
     async def assert_books_balance(self, key_id: int) -> int:
-        """SQL's balance = the sum of its ledger = the live balance, never negative."""
-        from edge.db.models import ApiKey, LedgerEntry
+        """SQL's balance of the key's account = the sum of its ledger = the live balance,
+        never negative."""
+        from edge.db.models import Account, ApiKey, LedgerEntry
 
         await self.drain_ledger()
-        balance = (await ApiKey.get(id=key_id)).balance
-        total = sum(await LedgerEntry.filter(key_id=key_id).values_list("amount", flat=True))
+        account_id = (await ApiKey.get(id=key_id)).account_id
+        balance = (await Account.get(id=account_id)).balance
+        total = sum(await LedgerEntry.filter(account_id=account_id)
+                    .values_list("amount", flat=True))
         assert balance == total, (balance, total)
         assert balance >= 0
         assert await self.live_balance(key_id) == balance

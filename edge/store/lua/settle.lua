@@ -12,14 +12,19 @@
 -- hold can never be collected (the credit was spent): it is written off, and is
 -- the refund's shortfall. The usage entry says both: owed_paid, owed_void.
 --
--- KEYS[1]  $ns:bal:<key_id>
+-- A key with a credit cap gets back, in its cap's window, what the reservation
+-- held beyond the real cost, if the window is still the one it was made in (cw);
+-- a capped key is never charged more than it reserved (the cap holds exactly).
+--
+-- KEYS[1]  $ns:bal:<account_id>
 -- KEYS[2]  $ns:rl:<key_id>
 -- KEYS[3]  $ns:resv:<request_id>
 -- KEYS[4]  $ns:resv:open
 -- KEYS[5]  $ns:ledger            stream of balance changes waiting for SQL
--- KEYS[6]  $ns:held:<key_id>     micro-dollars the key's open reservations hold
--- KEYS[7]  $ns:owed:<key_id>     refund debt still to collect from them
+-- KEYS[6]  $ns:held:<account_id> micro-dollars the account's open reservations hold
+-- KEYS[7]  $ns:owed:<account_id> refund debt still to collect from them
 -- KEYS[8]  $ns:gen               the hot store's generation (edge/billing/heal.py)
+-- KEYS[9]  $ns:cap:<key_id>      the key's credit cap window (reserve.lua)
 --
 -- ARGV[1]  request id
 -- ARGV[2]  real cost, micro-dollars
@@ -37,18 +42,25 @@ local gen = redis.call('GET', KEYS[8])
 if not gen then
   return {-5, 0, 0, ''}
 end
-local held = redis.call('HMGET', KEYS[3], 'amount', 'tokens')
+local held = redis.call('HMGET', KEYS[3], 'amount', 'tokens', 'cw')
 if not held[1] then
   return {0, 0, 0, gen}
 end
 local amount = tonumber(held[1])
 local cost = tonumber(ARGV[2])
 local balance = tonumber(redis.call('GET', KEYS[1]) or '0')
+local capped = false
+if held[3] then
+  capped = redis.call('HGET', KEYS[9], 'w') == held[3]
+end
 
 local charged = cost
 local released = 0
 if cost > amount then
   local extra = math.min(cost - amount, balance)
+  if held[3] then  -- a capped key's reservation was its whole room under the cap
+    extra = 0
+  end
   charged = amount + extra
   balance = balance - extra
   redis.call('DECRBY', KEYS[1], extra)
@@ -80,6 +92,10 @@ if owed_paid > 0 or owed_void > 0 then
   else
     redis.call('DEL', KEYS[7])
   end
+end
+
+if capped and charged ~= amount then
+  redis.call('HINCRBY', KEYS[9], 'used', charged - amount)
 end
 
 local unused = tonumber(held[2]) - tonumber(ARGV[3])
