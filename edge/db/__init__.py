@@ -84,7 +84,8 @@ async def migrate(database_url: str) -> list[str]:
 
     _ensure_sqlite_dir(database_url)
     try:
-        await run_migrations(config=tortoise_config(database_url), progress=progress)
+        await run_migrations(config=tortoise_config(_migration_url(database_url)),
+                             progress=progress)
     finally:
         await Tortoise.close_connections()
     await open_database(database_url)
@@ -93,6 +94,15 @@ async def migrate(database_url: str) -> list[str]:
     finally:
         await close_database()
     return applied
+
+
+def _migration_url(database_url: str) -> str:
+    """SQLite migrates with foreign keys off, as Django does: Tortoise rebuilds a table to
+    alter it (DROP, then re-create), and with them on, dropping ``api_keys`` would run the
+    ON DELETE actions of every table that points at it (RESTRICT aborts, SET NULL wipes)."""
+    if database_url.startswith("sqlite://") and "foreign_keys" not in database_url:
+        return database_url + ("&" if "?" in database_url else "?") + "foreign_keys=OFF"
+    return database_url
 
 
 async def installation_identity() -> str:

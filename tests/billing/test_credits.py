@@ -10,6 +10,7 @@ import pytest
 
 from edge.billing.credits import Credited, CreditNotDurable, credit, wait_persisted
 from edge.billing.heal import sql_only_changes
+from tests.support.money import wallet_key, wallet_of
 from edge.db.models import ApiKey, LedgerEntry, LedgerKind
 from edge.store.hotstore import HotStore
 from tests.support.hot import hot_store
@@ -22,8 +23,7 @@ async def store(redis_url: str) -> AsyncIterator[HotStore]:
 
 
 async def _key(balance: int = 0) -> ApiKey:
-    key = await ApiKey.create(name="t", prefix=f"sk-ip-{uuid.uuid4().hex[:8]}",
-                              key_hash=uuid.uuid4().hex, balance=0, rpm=10**6, tpm=10**9)
+    key = await wallet_key()
     if balance:
         await credit(key.id, balance, kind=LedgerKind.TOPUP, reference=f"open:{key.id}",
                      store=None)
@@ -31,8 +31,8 @@ async def _key(balance: int = 0) -> ApiKey:
 
 
 async def _books(key: ApiKey) -> tuple[int, int]:
-    await key.refresh_from_db(fields=["balance"])
-    return key.balance, sum(e.amount for e in await LedgerEntry.filter(key_id=key.id))
+    return (await wallet_of(key)).balance, sum(
+        e.amount for e in await LedgerEntry.filter(account_id=key.account_id))
 
 
 async def test_a_reference_applies_once_however_concurrently(database: str,

@@ -12,6 +12,7 @@ from tortoise.connection import get_connection
 from edge.billing import ledger_writer
 from edge.billing.ledger_writer import LedgerWriter, persist_entries
 from edge.billing.reservations import Billing
+from tests.support.money import wallet_key, wallet_of
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
 from edge.identity.keys import KeyRecord
 from edge.store.hotstore import HotStore
@@ -20,8 +21,7 @@ from edge.store.hotstore import HotStore
 
 
 async def make_key(balance: int) -> ApiKey:
-    key = await ApiKey.create(name="t", prefix=f"sk-ip-{uuid.uuid4().hex[:8]}",
-                              key_hash=uuid.uuid4().hex, balance=0, rpm=10**6, tpm=10**9)
+    key = await wallet_key()
     if balance:
         await persist_entries([{"t": "credit", "ref": f"open:{key.id}", "key": str(key.id),
                                 "kind": "topup", "amount": str(balance)}], [datetime.now(UTC)])
@@ -29,9 +29,8 @@ async def make_key(balance: int) -> ApiKey:
 
 
 async def books(key: ApiKey) -> tuple[int, int]:
-    await key.refresh_from_db()
-    total = sum(e.amount for e in await LedgerEntry.filter(key_id=key.id))
-    return key.balance, total
+    total = sum(e.amount for e in await LedgerEntry.filter(account_id=key.account_id))
+    return (await wallet_of(key)).balance, total
 
 
 def usage(rid: str, key: ApiKey, charged: int) -> dict[str, str]:

@@ -9,12 +9,12 @@ import pytest
 
 from edge.billing.entries import CreditEntry, MalformedEntry, UsageEntry, encode
 from edge.billing.ledger_writer import persist_entries
+from tests.support.money import wallet_key, wallet_of
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
 
 
 async def make_key() -> ApiKey:
-    return await ApiKey.create(name="t", prefix=f"sk-ip-{uuid.uuid4().hex[:8]}",
-                               key_hash=uuid.uuid4().hex, balance=0, rpm=10**6, tpm=10**9)
+    return await wallet_key()
 
 
 async def test_typed_and_raw_entries_write_the_same_rows(database: str) -> None:
@@ -32,12 +32,13 @@ async def test_typed_and_raw_entries_write_the_same_rows(database: str) -> None:
                                          charged=10)).items()}
     await persist_entries([topup, typed, raw, {"t": "gift", "key": str(key.id)}], [now] * 4)
     await key.refresh_from_db()
-    assert (key.balance, key.spent) == (980, 20)
+    wallet = await wallet_of(key)
+    assert (wallet.balance, wallet.spent, key.spent) == (980, 20, 20)
     rows = await UsageRecord.filter(key_id=key.id).order_by("request_id").values_list(
         "endpoint", "prompt_tokens", "completion_tokens", "cost", "latency_ms", "streamed",
         "cancelled", "counted_by", "node_id")
     assert rows == [("completions", 3, 4, 10, 5, True, False, "edge", None)] * 2
-    assert await LedgerEntry.filter(key_id=key.id).count() == 3
+    assert await LedgerEntry.filter(account_id=key.id).count() == 3
 
 
 async def test_a_usage_entry_without_its_charge_fails_the_batch(database: str) -> None:

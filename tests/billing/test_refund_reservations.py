@@ -25,6 +25,7 @@ from edge.billing import credits
 from edge.billing.ledger_writer import LedgerWriter, persist_entries
 from edge.billing.reaper import reap_stale_reservations
 from edge.billing.reservations import Billing, CreditResult, Reservation
+from tests.support.money import wallet_key, wallet_of
 from edge.db.models import ApiKey, LedgerEntry, LedgerKind, Payment, PaymentStatus
 from edge.identity.keys import KeyRecord
 from edge.payments import handlers
@@ -94,7 +95,7 @@ class Account:
         return entries
 
     async def ledger(self) -> dict[str, tuple[str, int]]:
-        rows = await LedgerEntry.filter(key_id=self.id).values_list("reference", "kind",
+        rows = await LedgerEntry.filter(account_id=self.id).values_list("reference", "kind",
                                                                     "amount")
         references = [reference for reference, _kind, _amount in rows]
         assert len(references) == len(set(references)), "a reference twice"
@@ -105,18 +106,17 @@ class Account:
         reservations hold (SQL sees a reservation only once settled), and SQL owed =
         Redis owed; returns the balance."""
         await self.drain()
-        await self.key.refresh_from_db()
+        wallet = await wallet_of(self.key)
         total = sum(amount for _kind, amount in (await self.ledger()).values())
-        assert self.key.balance == total == await self.live() + await self.held()
-        assert self.key.balance >= 0
-        assert self.key.owed == await self.owed()
-        return self.key.balance
+        assert wallet.balance == total == await self.live() + await self.held()
+        assert wallet.balance >= 0
+        assert wallet.owed == await self.owed()
+        return wallet.balance
 
 
 async def account(store: HotStore, topup: int) -> Account:
     """A key with ``topup`` micro-dollars credited through Redis (balance loaded from SQL)."""
-    key = await ApiKey.create(name="t", prefix=f"sk-ip-{uuid.uuid4().hex[:8]}",
-                              key_hash=uuid.uuid4().hex, balance=0, rpm=10**6, tpm=10**9)
+    key = await wallet_key()
     record = KeyRecord(id=key.id, prefix=key.prefix, key_hash="", name="t", rpm=10**6,
                        tpm=10**12, revoked=False, frozen=False, expires_at=None)
     made = Account(store, Billing(store, reservation_ttl_ms=60_000), key, record)
@@ -138,7 +138,7 @@ async def test_a_full_refund_during_a_reservation_collects_what_it_held(
     assert (refund.applied, refund.deferred, refund.balance) == (-90_000, 4_910_000, 0)
     assert await acct.owed() == 4_910_000
     assert await acct.books() == 4_910_000  # in SQL, the reservation is not spent yet
-    assert acct.key.owed == 4_910_000
+    assert (await wallet_of(acct.key)).owed == 4_910_000
     ((kind, amount),) = [v for ref, v in (await acct.ledger()).items() if ref.startswith("ref")]
     assert (kind, amount) == ("refund", -90_000)
     note = await LedgerEntry.get(reference="refund:cs:re_1").values_list("note", flat=True)
@@ -154,7 +154,7 @@ async def test_a_full_refund_during_a_reservation_collects_what_it_held(
 
     entries = await acct.drain()
     assert await acct.books() == 0
-    assert acct.key.owed == 0
+    assert (await wallet_of(acct.key)).owed == 0
     ledger = await acct.ledger()
     collected = -ledger.get("owed:r1", ("refund", 0))[1]
     assert collected == 4_910_000 - charged
@@ -165,7 +165,7 @@ async def test_a_full_refund_during_a_reservation_collects_what_it_held(
 
     # Replayed entries change nothing (the writer is idempotent by reference).
     await persist_entries(entries, [datetime.now(UTC)] * len(entries))
-    assert await acct.books() == 0 and acct.key.owed == 0 and await acct.ledger() == ledger
+    assert await acct.books() == 0 and (await wallet_of(acct.key)).owed == 0 and await acct.ledger() == ledger
 
     # The $4.91 the reservation held is not spendable again; new credit is, all of it.
     await acct.credit(1 * USD, "checkout:cs_later", kind=LedgerKind.TOPUP)
@@ -186,7 +186,7 @@ async def test_a_partial_refund_the_free_balance_covers_defers_nothing(
     ledger = await acct.ledger()
     assert not any(ref.startswith("owed:") for ref in ledger)
     assert ledger["refund:cs:re_1"] == ("refund", -1 * USD)
-    assert acct.key.owed == 0
+    assert (await wallet_of(acct.key)).owed == 0
 
 
 @pytest.mark.parametrize(("costs", "order"), [
@@ -219,7 +219,7 @@ async def test_two_reservations_and_a_refund_bigger_than_both(
     assert charged == {rid: min(cost, reservations[rid].amount) for rid, cost in cost_of.items()}
     assert await acct.owed() == 0 and await acct.held() == 0
     assert await acct.books() == 0  # max(0, 5 - 1 - costs - 5)
-    assert acct.key.owed == 0
+    assert (await wallet_of(acct.key)).owed == 0
     ledger = await acct.ledger()
     collected = -sum(amount for ref, (_k, amount) in ledger.items() if ref.startswith("owed:"))
     assert collected == 3_500_000 - sum(charged.values())
@@ -324,5 +324,4 @@ async def test_a_refund_while_a_job_waits_collects_when_the_job_settles(
     assert ledger["owed:job-rid"] == ("refund", -3 * USD)  # what the job's release paid
     assert ledger["refund:cs:re_job"] == ("refund", -1 * USD)
     assert ledger["usage:job-rid"] == ("usage", -1 * USD)
-    await acct.key.refresh_from_db()
-    assert acct.key.owed == 0
+    assert (await wallet_of(acct.key)).owed == 0

@@ -139,6 +139,8 @@ class Migration(migrations.Migration):
             options={'table': 'ledger', 'app': 'portal', 'pk_attr': 'id', 'table_description': 'An append-only change of the balance of an account, unique by ``reference``.'},
         ),
         *_move_to_account('LedgerEntry', 'ledger', 'ledger', 'key_id'),
+        # Nullable first: SQLite's rebuild keeps key_id (uncopied) until it is dropped.
+        ops.AlterField(model_name='LedgerEntry', name='key', field=fields.ForeignKeyField('portal.ApiKey', source_field='key_id', null=True, db_constraint=True, to_field='id', related_name='ledger', on_delete=OnDelete.RESTRICT)),
         ops.RemoveField(model_name='LedgerEntry', name='key'),
         _drop_key_column('ledger'),
         ops.RemoveIndex(
@@ -151,6 +153,8 @@ class Migration(migrations.Migration):
             options={'table': 'payments', 'app': 'portal', 'pk_attr': 'id', 'table_description': 'A Stripe Checkout payment for an account, and what became of it.'},
         ),
         *_move_to_account('Payment', 'payments', 'payments', 'key_id'),
+        # Nullable first: SQLite's rebuild keeps key_id (uncopied) until it is dropped.
+        ops.AlterField(model_name='Payment', name='key', field=fields.ForeignKeyField('portal.ApiKey', source_field='key_id', null=True, db_constraint=True, to_field='id', related_name='payments', on_delete=OnDelete.RESTRICT)),
         ops.RemoveField(model_name='Payment', name='key'),
         _drop_key_column('payments'),
         ops.AddIndex(
