@@ -374,7 +374,7 @@ def _filters(request: Request) -> dict[str, Any]:
     """The range and filters every usage route takes, checked."""
     start, end = parse_range(request.args.get("start"), request.args.get("end"))
     return {"start": start, "end": end, "model": _model(request.args.get("model")),
-            "key_id": _number(request.args.get("key_id"), "key_id", low=1, high=_MAX_ROW_ID)}
+            "key_id": _number(request.args.get("key_id"), "key_id", low=1, high=_MAX_KEY_ID)}
 
 
 @bp.get("/usage")

@@ -194,17 +194,18 @@ async def rotate_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
 
 
 async def list_keys(ctx: CommandContext, args: argparse.Namespace) -> int:
-    query = ApiKey.all().order_by("id")
+    query = ApiKey.all().select_related("account").order_by("id")
     if args.account is not None:
         query = query.filter(account_id=args.account)
     rows = []
     for k in await query:
         view = key_view(k)
         view.update(spent=format_usd(k.spent), rpm=k.rpm, tpm=k.tpm,
-                    cap=view["cap"] or "-", models=",".join(k.models or []) or "all")
+                    cap=view["cap"] or "-", models=",".join(k.models or []) or "all",
+                    balance=format_usd(k.account.balance), frozen=k.account.frozen)
         rows.append(view)
     print_table(rows, ["id", "account", "name", "prefix", "scope", "models", "cap", "spent",
-                       "rpm", "tpm", "revoked"], as_json=args.json)
+                       "balance", "rpm", "tpm", "revoked"], as_json=args.json)
     return 0
 
 

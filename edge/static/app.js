@@ -1,4 +1,4 @@
-// Small helpers for every page: copy buttons, confirmations, the top-up form.
+// Small helpers for every page: copy buttons, confirmations, key forms, the top-up form.
 "use strict";
 
 document.addEventListener("click", async (event) => {
@@ -22,6 +22,18 @@ document.addEventListener("submit", (event) => {
   const form = event.target;
   if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) event.preventDefault();
 });
+
+// A "every model / every route" box: the single choices beside it only count without it.
+function syncChoices(all) {
+  const fieldset = all.closest("[data-choices]");
+  for (const box of fieldset.querySelectorAll("input[type=checkbox]:not([data-all])")) {
+    box.disabled = all.checked;
+  }
+}
+for (const all of document.querySelectorAll("[data-choices] input[data-all]")) {
+  syncChoices(all);
+  all.addEventListener("change", () => syncChoices(all));
+}
 
 const topup = document.getElementById("topup");
 if (topup) {

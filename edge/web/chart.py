@@ -49,7 +49,9 @@ def nice_step(top: int, ticks: int = 4) -> int:
 
 def usd_tick(micros: int, step: int) -> str:
     """An axis label in dollars, with as many decimals as the step needs (and no more)."""
-    decimals = max(2, min(6, 6 - int(math.floor(math.log10(step))))) if step > 0 else 2
+    decimals = max(2, min(6, 6 - math.floor(math.log10(step)))) if step > 0 else 2
+    if micros == 0:
+        return "$0"
     return f"${micros / 1_000_000:,.{decimals}f}"
 
 

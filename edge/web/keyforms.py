@@ -46,7 +46,8 @@ def describe_error(exc: KeySettingsError) -> str:
 
 def _whole(text: str, field: str) -> int:
     if not _WHOLE.fullmatch(text):
-        raise KeySettingsError(f"{field} is a whole number, not {text[:20]!r}.", field)
+        raise KeySettingsError(f"{field} is a whole number, not {text[:20]!r}." if text
+                               else f"{field} is a whole number; it is empty.", field)
     return int(text)
 
 

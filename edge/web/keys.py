@@ -198,6 +198,8 @@ async def create(request: Request):
     assert key is not None
     portal = request.app.ctx.portal
     form = _posted_form(request)
+    form.rpm = form.rpm or str(portal.settings.default_rpm)  # left empty: the defaults
+    form.tpm = form.tpm or str(portal.settings.default_tpm)
     try:
         settings = form.for_create()
         given = settings.given()

@@ -300,7 +300,7 @@ async def test_what_is_not_the_callers_is_not_found(books: Books,
         (sdks["manage"], "/usage", {"key_id": books.other[0]}),
         (sdks["other"], "/usage", {"key_id": books.manage[0]}),
         (sdks["api"], "/usage", {"key_id": books.manage[0]}),
-        (sdks["manage"], "/usage", {"key_id": 2**31}),
+        (sdks["manage"], "/usage", {"key_id": 2**31 - 1}),
         (sdks["manage"], "/usage", {"key_id": books.other[0], "group_by": "model"}),
         (sdks["manage"], "/usage/export", {"key_id": books.other[0]}),
     ]
@@ -425,3 +425,39 @@ async def test_days_are_utc_days_in_sql(database: str) -> None:
     assert [(g["day"], g["requests"], g["cost_micros"]) for g in groups] == [
         ("2024-03-01", 1, 10**12), ("2024-03-02", 2, 2 * 10**12 + 3)]
     assert totals["prompt_tokens"] == 3
+
+
+
+#: Raw URLs (bytes no SDK would send) and what they get: never a 500.
+RAW = [
+    ("/v1/usage?start=%ff", 400, "start"),
+    ("/v1/usage?start=" + "1" * 5000, 400, "start"),
+    ("/v1/usage?end=2024-01-01T25:00", 400, "end"),
+    ("/v1/usage?cursor=%00", 400, "cursor"),
+    ("/v1/usage?cursor=%ff", 400, "cursor"),
+    ("/v1/usage?limit=%ef%bc%91", 400, "limit"),  # a full-width 1
+    ("/v1/usage?group_by=%00", 400, "group_by"),
+    ("/v1/usage?key_id=1e3", 400, "key_id"),
+    ("/v1/usage?key_id=2147483648", 400, "key_id"),
+    ("/v1/usage/export?start=%ff&model=%00", 400, "start"),
+    ("/v1/usage/export?model=%00", 400, "model"),
+    ("/v1/usage?model=%ed%a0%80", 200, None),  # undecodable: a name no model has
+    ("/v1/generations/%ff", 404, "request_id"),
+    ("/v1/generations/%00", 404, "request_id"),
+    ("/v1/generations/%ed%a0%80", 404, "request_id"),
+    ("/v1/generations/" + "a" * 5000, 404, "request_id"),
+]
+
+
+async def test_nothing_sent_is_a_500(inprocess_portal: InProcessPortal) -> None:
+    _id, secret = await inprocess_portal.create_key("1")
+    headers = {"authorization": f"Bearer {secret}"}
+    for url, status, param in RAW:
+        response = await inprocess_portal.client.get(url, headers=headers)
+        assert response.status_code == status, (url[:80], response.text)
+        body = response.json()
+        if status == 200:
+            assert body["data"] == []
+        else:
+            assert (body["error"]["type"], body["error"]["param"]) == \
+                ("invalid_request_error", param), url[:80]

@@ -72,11 +72,11 @@ def test_every_kind_round_trips_as_text_bytes_and_json(entry) -> None:
 def test_the_wire_names_are_the_short_ones() -> None:
     assert encode(FULL_USAGE) == {
         "charged": 75, "owed_paid": 20, "owed_void": 5, "t": "usage", "rid": "req-1",
-        "key": 7, "pt": 12, "ct": 30, "cost": 75, "model": "m1", "node": 3, "ep": "chat",
+        "key": 7, "acct": 7, "pt": 12, "ct": 30, "cost": 75, "model": "m1", "node": 3, "ep": "chat",
         "lat": 420, "status": 200, "st": 1, "cx": 0, "cnt": "edge"}
     credit = CreditEntry(reference="evt_1", account_id=7, kind="topup", amount=500, note="n")
     assert encode(credit) == {"amount": 500, "owed": 0, "t": "credit", "ref": "evt_1",
-                              "key": 7, "kind": "topup", "note": "n"}
+                              "acct": 7, "kind": "topup", "note": "n"}
     assert encode(UsageEntry(request_id="r", key_id=1))["node"] == ""
 
 
@@ -88,7 +88,7 @@ def test_scripts_get_all_but_what_they_write_themselves() -> None:
     replay = script_fields(FULL_USAGE, "replay")[0::2]
     assert "charged" not in replay and "owed_paid" in replay
     credit = CreditEntry(reference="r", account_id=1, kind="topup", amount=5, requested=5, owed=1)
-    assert script_fields(credit, "credit") == ["t", "credit", "ref", "r", "key", 1,
+    assert script_fields(credit, "credit") == ["t", "credit", "ref", "r", "acct", 1,
                                                "kind", "topup", "note", ""]
     assert "requested" in script_fields(credit, "replay")[0::2]
 
@@ -171,7 +171,7 @@ def test_unknown_fields_are_ignored_and_unknown_kinds_refused() -> None:
 
 
 def test_a_priced_usage_costs_what_money_says() -> None:
-    entry = UsageEntry.priced(request_id="r", key_id=1, prompt_tokens=1000,
+    entry = UsageEntry.priced(request_id="r", key_id=1, account_id=1, prompt_tokens=1000,
                               completion_tokens=333, input_price=500_000,
                               output_price=1_500_000, model="m")
     assert entry.cost == token_cost(1000, 333, 500_000, 1_500_000)
@@ -235,7 +235,7 @@ async def test_the_compatibility_wrappers_write_the_same_entry(store: HotStore) 
     await billing.settle(first, prompt_tokens=10, completion_tokens=20, fields=fields)
     second = await billing.reserve(key(), "b", prompt_tokens=100, completion_tokens=100,
                                    input_price=1_000_000, output_price=2_000_000, meta={})
-    await billing.settle_amount("b", 1, 50, 30, {"t": "usage", "rid": "b", "key": 1,
+    await billing.settle_amount(50, 30, {"t": "usage", "rid": "b", "key": 1,
                                                  "pt": 10, "ct": 20, "cost": 50, **fields})
     a, b = await stream(store)
     expected = second.usage(10, 20, model="m1", node_id=4, latency_ms=12, streamed=True,
@@ -254,3 +254,13 @@ async def test_a_credit_appends_a_credit_entry(store: HotStore) -> None:
                     note="Stripe"),
         CreditEntry(reference="refund_1", account_id=1, kind="refund", amount=-800,
                     requested=-1000)]
+
+
+def test_an_entry_from_before_accounts_is_its_keys_accounts() -> None:
+    # Migrated accounts kept their key's id: an entry naming only the key names both.
+    usage = decode({b"t": b"usage", b"rid": b"r", b"key": b"9", b"charged": b"1"})
+    credit = decode({"t": "credit", "ref": "x", "key": "9", "kind": "topup", "amount": "5"})
+    assert isinstance(usage, UsageEntry) and (usage.key_id, usage.account_id) == (9, 9)
+    assert isinstance(credit, CreditEntry) and credit.account_id == 9
+    newer = decode({"t": "usage", "rid": "r", "key": "9", "acct": "4", "charged": "1"})
+    assert isinstance(newer, UsageEntry) and (newer.key_id, newer.account_id) == (9, 4)

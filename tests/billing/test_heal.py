@@ -18,7 +18,7 @@ from edge.billing.spool import Spool, SpoolDrainer
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
 from edge.identity.keys import KeyRecord
 from edge.store.hotstore import HotStore
-from tests.support.money import funded_key
+from tests.support.money import funded_key, wallet_of
 
 
 @pytest.fixture
@@ -40,8 +40,8 @@ async def drain(store: HotStore) -> None:
 
 
 async def books(row: ApiKey) -> tuple[int, int]:
-    await row.refresh_from_db()
-    return row.balance, sum(e.amount for e in await LedgerEntry.filter(key_id=row.id))
+    wallet = await wallet_of(row)
+    return wallet.balance, sum(e.amount for e in await LedgerEntry.filter(account_id=row.id))
 
 
 async def test_scripts_refuse_without_a_generation(store: HotStore) -> None:
@@ -186,15 +186,15 @@ async def test_refund_debt_of_reservations_redis_lost_is_collected_by_the_heal(
     refund = await billing.credit(row.id, -1000, reference="refund:1", kind="refund")
     assert (refund.applied, refund.deferred) == (-100, 900)
     await drain(store)
-    await row.refresh_from_db()
-    assert (row.balance, row.owed) == (900, 900)
+    wallet = await wallet_of(row)
+    assert (wallet.balance, wallet.owed) == (900, 900)
     # Redis goes back to a state without "lost" (say, a restore): only "kept" is held.
     await store.client.delete(store.reservation("lost"))
     await store.client.zrem(store.open_reservations, "lost")
     await heal(store)
     await drain(store)
-    await row.refresh_from_db()
-    assert (row.balance, row.owed) == (300, 300)  # 600 collected now, 300 still backed
+    wallet = await wallet_of(row)
+    assert (wallet.balance, wallet.owed) == (300, 300)  # 600 collected now, 300 still backed
     assert await billing.balance(row.id) == 0
     assert int(await store.client.get(store.owed(row.id))) == 300
     assert int(await store.client.get(store.held(row.id))) == 300
@@ -202,5 +202,5 @@ async def test_refund_debt_of_reservations_redis_lost_is_collected_by_the_heal(
     await billing.settle(kept, prompt_tokens=50, completion_tokens=0, fields={})
     await drain(store)
     assert await books(row) == (0, 0)
-    await row.refresh_from_db()
-    assert row.owed == 0 and await billing.balance(row.id) == 0
+    wallet = await wallet_of(row)
+    assert wallet.owed == 0 and await billing.balance(row.id) == 0

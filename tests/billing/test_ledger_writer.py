@@ -113,7 +113,7 @@ async def stamp_generation(store: HotStore) -> None:
 
 async def wait_for_ledger(key: ApiKey, rows: int, timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
-    while await LedgerEntry.filter(key_id=key.id).count() < rows:
+    while await LedgerEntry.filter(account_id=key.account_id).count() < rows:
         assert time.monotonic() < deadline, f"fewer than {rows} ledger rows after {timeout}s"
         await asyncio.sleep(0.05)
 

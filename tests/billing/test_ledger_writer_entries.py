@@ -21,7 +21,7 @@ async def test_typed_and_raw_entries_write_the_same_rows(database: str) -> None:
     key = await make_key()
     now = datetime.now(UTC)
     topup = CreditEntry(reference=f"open:{key.id}", account_id=key.id, kind="topup", amount=1000)
-    typed = UsageEntry(request_id=f"t-{key.id}", account_id=key.id, prompt_tokens=3,
+    typed = UsageEntry(request_id=f"t-{key.id}", key_id=key.id, prompt_tokens=3,
                        completion_tokens=4, cost=10, model="m", endpoint="completions",
                        latency_ms=5, streamed=True, counted_by="edge", charged=10)
     raw = {k.encode(): str(v).encode()

@@ -273,7 +273,7 @@ async def test_a_lost_dispute_during_an_open_reservation(database: str, store: H
     monkeypatch.setattr(credits, "BOOKKEEPER_GRACE", 0.0)  # no bookkeeper here: drain now
     acct = await account(store, 0)
     session = f"cs_{acct.id}"
-    await Payment.create(key_id=acct.id, session_id=session, payment_intent=f"pi_{acct.id}",
+    await Payment.create(account_id=acct.id, session_id=session, payment_intent=f"pi_{acct.id}",
                          amount=8 * USD, paid=8 * USD, status=PaymentStatus.DISPUTED)
     await acct.credit(8 * USD, handlers.topup_reference(session), kind=LedgerKind.TOPUP)
     held = await acct.reserve("r1", 6 * USD)
@@ -283,7 +283,7 @@ async def test_a_lost_dispute_during_an_open_reservation(database: str, store: H
     ctx = SimpleNamespace(settings=None, store=store)
 
     outcome = await handlers.on_dispute_closed(lost, ctx)  # type: ignore[arg-type]
-    assert outcome == (f"dispute dp_1 lost; key {acct.id} debited 2.000000 of 8.000000 now, "
+    assert outcome == (f"dispute dp_1 lost; account {acct.id} debited 2.000000 of 8.000000 now, "
                        "6.000000 to collect from open reservations, shortfall 0.000000; "
                        "it stays frozen")
     again = await handlers.on_dispute_closed(lost, ctx)  # type: ignore[arg-type]

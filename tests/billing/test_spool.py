@@ -19,7 +19,7 @@ from edge.billing.reservations import Billing
 from edge.billing.spool import Spool, SpoolDrainer
 from edge.db.models import LedgerEntry, UsageRecord
 from edge.store.hotstore import HotStore
-from tests.support.money import funded_key
+from tests.support.money import funded_key, wallet_of
 
 
 @pytest.fixture
@@ -70,9 +70,9 @@ async def test_old_spool_records_replay_once(store: HotStore, tmp_path: Path) ->
     assert await drainer.drain_once(closed_after=0, pending_grace=0) == 3
     assert await drainer.drain_once(closed_after=0, pending_grace=0) == 0  # once
     await drain(store)
-    await row.refresh_from_db()
-    assert row.balance == 1000 - 30 - 20 - 40
-    assert row.balance == sum(e.amount for e in await LedgerEntry.filter(key_id=row.id))
+    wallet = await wallet_of(row)
+    assert wallet.balance == 1000 - 30 - 20 - 40
+    assert wallet.balance == sum(e.amount for e in await LedgerEntry.filter(account_id=row.id))
     used = dict(await UsageRecord.filter(key_id=row.id).values_list("request_id", "cost"))
     assert used == {"lost-1": 30, "owed-1": 20, "pending-1": 40}
     assert await billing.balance(row.id) == 1000 - 90
@@ -111,6 +111,6 @@ async def test_what_the_spool_writes_now_decodes_and_replays(store: HotStore,
     drainer = SpoolDrainer(tmp_path / "spool", billing, lambda: current(store))
     assert await drainer.drain_once(closed_after=0) == 1
     await drain(store)
-    await row.refresh_from_db()
-    assert row.balance == 975
+    wallet = await wallet_of(row)
+    assert wallet.balance == 975
     assert await UsageRecord.filter(request_id="r1").values_list("cost", flat=True) == [25]

@@ -108,7 +108,7 @@ def test_a_dispute_lost_while_a_request_holds_credit(shop: Shop) -> None:
         assert lost.status_code == 200, lost.text
         free = 8_000_000 - held
         assert lost.json()["outcome"] == (
-            f"dispute {dispute['id']} lost; key {key_id} debited {format_usd(free)} of "
+            f"dispute {dispute['id']} lost; account {key_id} debited {format_usd(free)} of "
             f"8.000000 now, {format_usd(held)} to collect from open reservations, "
             "shortfall 0.000000; it stays frozen")
     request_id, cost = _finish(shop, reply)  # admitted before the freeze: it completes

@@ -16,7 +16,7 @@ async def funded_key(balance: int) -> tuple[ApiKey, KeyRecord]:
     """A key of its own account in SQL, whose ``balance`` micro-dollars came in by a ledger
     row (no limits)."""
     account = await Account.create(name="t")
-    row = await ApiKey.create(account=account, name="t",
+    row = await ApiKey.create(id=account.id, account=account, name="t",
                               prefix=f"sk-ip-{uuid.uuid4().hex[:8]}", key_hash=uuid.uuid4().hex,
                               rpm=10**6, tpm=10**9)
     await persist_entries([{"t": "credit", "ref": f"open:{row.id}", "acct": str(account.id),

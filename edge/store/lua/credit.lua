@@ -11,11 +11,11 @@
 -- A positive credit (a top-up) never pays the debt: only released reservation
 -- credit does, and debt that no reservation holds any longer is written off.
 --
--- KEYS[1]  $ns:bal:<key_id>
+-- KEYS[1]  $ns:bal:<account_id>
 -- KEYS[2]  $ns:applied:<reference>   marker of an applied reference
 -- KEYS[3]  $ns:ledger                stream of balance changes waiting for SQL
--- KEYS[4]  $ns:held:<key_id>         micro-dollars the key's open reservations hold
--- KEYS[5]  $ns:owed:<key_id>         refund debt still to collect from them
+-- KEYS[4]  $ns:held:<account_id>        micro-dollars the account's open reservations hold
+-- KEYS[5]  $ns:owed:<account_id>        refund debt still to collect from them
 -- KEYS[6]  $ns:gen                   the hot store's generation (edge/billing/heal.py)
 --
 -- ARGV[1]  amount, micro-dollars (negative to debit)

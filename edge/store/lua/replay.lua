@@ -6,7 +6,7 @@
 -- so it applies once however many spools hold it, and a charge never takes the
 -- balance below zero (it takes what there is).
 --
--- KEYS[1]  $ns:bal:<key_id>
+-- KEYS[1]  $ns:bal:<account_id>
 -- KEYS[2]  $ns:applied:<reference>   marker of an applied reference
 -- KEYS[3]  $ns:ledger                stream of balance changes waiting for SQL
 -- KEYS[4]  $ns:gen                   the hot store's generation (see edge/billing/heal.py)
