@@ -364,7 +364,8 @@ class MeteredCall:
             self.relay_state = StreamRelay(
                 include_usage=spec.include_usage, continuous=spec.continuous_usage, n=spec.n,
                 prompts=spec.prompts, rename=None if model.served_name == model.name
-                else (model.served_name, model.name))
+                else (model.served_name, model.name),
+                prices=(model.input_price, model.output_price))
         return self.relay_state
 
     async def relay(self, send: Callable[[bytes], Awaitable[Any]]) -> Relayed:

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import time
 
+from edge.billing.money import token_cost
+from edge.metering.cost import with_cost
 from edge.metering.counting import DeltaCounter
 
 __all__ = ["StreamRelay"]
@@ -44,8 +46,11 @@ class StreamRelay:
 
     def __init__(self, *, include_usage: bool, continuous: bool,
                  rename: tuple[str, str] | None = None, n: int = 1,
-                 prompts: int = 1) -> None:
+                 prompts: int = 1, prices: tuple[int, int] | None = None) -> None:
         self.include_usage = include_usage
+        #: Micro-dollars per 1M input and output tokens: the final usage chunk says the
+        #: cost (``usage.cost``, :mod:`edge.metering.cost`).
+        self.prices = prices
         self.continuous = continuous
         self._rename = None
         self._public = rename[1] if rename is not None else None
@@ -122,6 +127,7 @@ class StreamRelay:
             if final:
                 if not self.include_usage:
                     return None
+                event = self._priced(event, self.prompt_tokens, self.completion_tokens)
             elif not self.continuous:
                 event = event[:at] + (b',"usage":null}' if self.include_usage else b"}")
         else:
@@ -129,6 +135,11 @@ class StreamRelay:
         if self._rename is not None:
             event = event.replace(self._rename[0], self._rename[1], 1)
         return event
+
+    def _priced(self, event: bytes, prompt: int, completion: int) -> bytes:
+        if self.prices is None:
+            return event
+        return with_cost(event, token_cost(prompt, completion, *self.prices))
 
     def _count_deltas(self, event: bytes) -> None:
         """The slow path, for a chunk without usage: the edge counts its deltas."""
@@ -164,7 +175,8 @@ class StreamRelay:
                  "model": model, "choices": [],
                  "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
                            "total_tokens": prompt + completion}}
-        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+        event = b"data: " + json.dumps(chunk, separators=(",", ":")).encode()
+        return self._priced(event, prompt, completion) + b"\n\n"
 
 
 def _index(event: bytes) -> int:

@@ -19,6 +19,7 @@ from edge.billing.money import format_usd
 from edge.errors import ModelNotFound
 from edge.identity.auth import authenticate
 from edge.metering.call import MeteredCall
+from edge.metering.cost import with_cost
 from edge.metering.outcome import Outcome, observe
 from edge.metering.request_spec import Endpoint, check_fits, parse_request
 
@@ -71,8 +72,8 @@ async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
         answer = await call.fetch()
         settlement = await call.finish(Outcome.DONE, answer.prompt_tokens,
                                        answer.completion_tokens)
-        return HTTPResponse(answer.content, content_type="application/json",
-                            headers=cost_headers(settlement))
+        return HTTPResponse(with_cost(answer.content, settlement.charged),
+                            content_type="application/json", headers=cost_headers(settlement))
 
 
 async def _stream(request: Request, call: MeteredCall) -> None:

@@ -55,12 +55,18 @@ def _filters(request: Request) -> dict[str, Any]:
     """The page's filters, checked: the days, and the key and model (None: all)."""
     args = request.args
     today = datetime.now(UTC).date()
-    last = _day(args.get("to", "").strip(), "to") if args.get("to", "").strip() else today
-    first = _day(args.get("from", "").strip(), "from") if args.get("from", "").strip() \
-        else last - timedelta(days=DEFAULT_DAYS - 1)
+    to, since = args.get("to", "").strip(), args.get("from", "").strip()
+    try:
+        last = _day(to, "to") if to else today
+        first = _day(since, "from") if since else last - timedelta(days=DEFAULT_DAYS - 1)
+        after = last + timedelta(days=1)
+    except OverflowError:
+        raise InvalidRequest("The days are out of the calendar's range.", param="to") from None
+    if first > last:
+        raise InvalidRequest("from is a day before to (or the same one).", param="from")
     if (last - first).days + 1 > MAX_RANGE_DAYS:
         raise InvalidRequest(f"The page shows at most {MAX_RANGE_DAYS} days.", param="from")
-    start, end = parse_range(first.isoformat(), (last + timedelta(days=1)).isoformat())
+    start, end = parse_range(first.isoformat(), after.isoformat())
     key = args.get("key", "").strip()
     if key and not _ID.fullmatch(key):
         raise InvalidRequest("key is a key's id.", param="key")

@@ -60,7 +60,7 @@ def expiry_of(text: str) -> datetime | None:
         if _DATE.fullmatch(text):
             return datetime.fromisoformat(text).replace(tzinfo=UTC) + timedelta(days=1)
         moment = datetime.fromisoformat(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         raise KeySettingsError(f"{text[:40]!r} is not a date (YYYY-MM-DD).",
                                "expires_at") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 __all__ = ["key_state", "owned_key"]
 
+#: The largest id ``api_keys.id`` holds.
+_MAX_KEY_ID = 2**31 - 1
+
 #: What a finished action says on the page it leads to (``?done=``): never typed text.
 _DONE = {
     "saved": "Saved. Every worker applies the change within a second.",
@@ -62,8 +65,9 @@ async def owned_key(key: KeyRecord, key_id: int | str) -> ApiKey:
         wanted = int(key_id)
     except (TypeError, ValueError):
         wanted = 0
-    row = await ApiKey.get_or_none(id=wanted, account_id=key.account_id) if wanted > 0 \
-        else None
+    # api_keys.id is an INTEGER: a larger number names no key (and no SQL may see it).
+    row = await ApiKey.get_or_none(id=wanted, account_id=key.account_id) \
+        if 0 < wanted <= _MAX_KEY_ID else None
     if row is None:
         raise NotFound("No such key in this account.")
     return row

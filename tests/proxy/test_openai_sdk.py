@@ -33,6 +33,7 @@ def test_chat_completion_is_answered_and_charged_exactly(deployment: Deployment)
     assert answer.choices[0].finish_reason == "length"
     cost = expected_cost(prompt, 7)
     assert int(raw.headers["x-portal-cost-micros"]) == cost
+    assert round(answer.usage.cost * 1_000_000) == cost  # usage.cost, in USD, as OpenRouter
     assert raw.headers["x-request-id"].startswith("req_")
     assert deployment.balance(key) == before - cost
 
@@ -71,6 +72,7 @@ def test_stream_with_include_usage_gets_the_final_usage_chunk(deployment: Deploy
     assert final.choices == []
     assert final.usage.prompt_tokens == chat_prompt_tokens(MESSAGES)
     assert final.usage.completion_tokens == 5
+    assert round(final.usage.cost * 1_000_000) == expected_cost(chat_prompt_tokens(MESSAGES), 5)
     assert all(c.usage is None for c in chunks[:-1])
 
 

@@ -293,17 +293,41 @@ def test_another_accounts_key_is_not_found_anywhere(chromium, two_models: Deploy
         assert answer.status == 404, (path, answer.status)
     assert keys_of(two_models, other_account) == theirs
     assert key_status(two_models, other).status_code == 200
+    # Ids no key has, and filters no honest page sends: a clear 4xx, never a 500.
+    for path, status in ((f"/account/keys/{2**31}", 404), ("/account/keys/" + "9" * 30, 404),
+                         ("/account/activity?key=" + "9" * 10, 404),
+                         ("/account/activity?key=-1", 400),
+                         ("/account/activity?cursor=bogus", 400),
+                         ("/account/activity?from=9999-12-31&to=9999-12-31", 400),
+                         ("/account/activity?from=2026-02-01&to=2026-01-01", 400),
+                         ("/account/activity?to=0001-01-02", 400),
+                         ("/account/activity?from=2026-13-01", 400)):
+        assert page.goto(two_models.url + path).status == status, path
     # And a key of this account under that path is found (the 404 is about ownership).
     assert page.goto(two_models.url + f"/account/keys/{manager_id}").status == 200
     page.context.close()
 
 
-def test_revoking_the_key_signed_in_signs_out(chromium, two_models: Deployment) -> None:  # noqa: F811
+def test_rotating_the_key_signed_in_keeps_the_session_and_revoking_it_signs_out(
+        chromium, two_models: Deployment) -> None:  # noqa: F811
+    from playwright.sync_api import expect
+
     manager_id, manager = two_models.key("1")
     page = sign_in(chromium, two_models, manager)
+    page.goto(two_models.url + f"/account/keys/{manager_id}")
+    page.click("#rotate-key button[type=submit]")  # no grace: the old secret stops at once
+    new_secret = page.inner_text("#secret")
+    expect(page.locator("#previous")).to_have_text("The old secret no longer works.")
+    assert eventually(lambda: key_status(two_models, manager).status_code == 401, within=1.0)
+    assert key_status(two_models, new_secret).status_code == 200
+    assert page.goto(two_models.url + "/account").url.endswith("/account")  # still signed in
+    expect(page.locator(f"#key-table tr[data-key-id='{manager_id}']")).to_have_attribute(
+        "data-prefix", new_secret[:14])
+
     page.click(f"#key-table tr[data-key-id='{manager_id}'] button.danger")
     page.wait_for_url(two_models.url + "/")
     page.goto(two_models.url + "/account")
     assert page.url.endswith("/login")
-    assert key_status(two_models, manager).status_code == 401
+    assert key_status(two_models, new_secret).status_code == 401
+    assert page.errors == []
     page.context.close()
