@@ -1,0 +1,235 @@
+"""``/admin/accounts`` and ``/admin/keys``: what ``portal keys`` and ``portal accounts`` do,
+over HTTP for the operator (bearer ``PORTAL_ADMIN_TOKEN``).
+
+Bodies are JSON; money is USD as a string or number (``"cap": "2.50"``), times ISO 8601.
+Every change goes through :mod:`edge.identity.accounts`, so bad input is a 400 naming
+its field and changes nothing, and running workers apply a change within a second.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sanic import Blueprint, Request
+from sanic.response import json as json_response
+from tortoise.expressions import Q
+
+from edge.admin import require_admin
+from edge.api.shapes import account_view, key_view
+from edge.billing.credits import credit
+from edge.billing.money import format_usd, parse_usd
+from edge.db.models import MAX_ID, Account, ApiKey, LedgerKind
+from edge.errors import InvalidRequest, NotFound
+from edge.identity.accounts import (
+    KeySettings,
+    KeySettingsError,
+    create_key,
+    revoke_key,
+    rotate_key,
+    update_key,
+)
+from edge.jsonbody import json_object
+
+__all__ = ["bp"]
+
+bp = Blueprint("admin_keys", url_prefix="/admin")
+bp.on_request(require_admin)
+
+#: Body fields that are key settings, and how each is read.
+_SETTINGS = ("name", "scope", "models", "routes", "rpm", "tpm", "cap", "cap_reset",
+             "expires_at")
+
+
+def _usd(value: Any, field: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidRequest(f"'{field}' is an amount of USD.", param=field)
+    try:
+        micros = parse_usd(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"'{field}': {exc}", param=field) from None
+    if micros < 0:
+        raise InvalidRequest(f"'{field}' cannot be negative.", param=field)
+    return micros
+
+
+def _moment(value: Any, field: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        moment = None
+    if moment is None:
+        raise InvalidRequest(f"'{field}' is an ISO 8601 time.", param=field)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _names(value: Any, field: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest(f"'{field}' is a list of names, or null for all.", param=field)
+    return value
+
+
+def _settings(body: dict[str, Any]) -> KeySettings:
+    """The key settings a body gives (only those it names change)."""
+    given: dict[str, Any] = {}
+    for field in _SETTINGS:
+        if field not in body:
+            continue
+        value = body[field]
+        if field == "cap":
+            given[field] = None if value is None else _usd(value, field)
+        elif field == "expires_at":
+            given[field] = None if value is None else _moment(value, field)
+        elif field in ("models", "routes"):
+            given[field] = _names(value, field)
+        elif field in ("rpm", "tpm"):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidRequest(f"'{field}' is a whole number.", param=field)
+            given[field] = value
+        else:
+            if not isinstance(value, str):
+                raise InvalidRequest(f"'{field}' is a string.", param=field)
+            given[field] = value
+    return KeySettings(**given)
+
+
+def _refused(exc: KeySettingsError) -> InvalidRequest:
+    return InvalidRequest(exc.message, param=exc.param)
+
+
+async def _account(account_id: int) -> Account:
+    account = await Account.get_or_none(id=account_id) if 0 < account_id <= MAX_ID else None
+    if account is None:
+        raise NotFound(f"No account {account_id}.")
+    return account
+
+
+async def _key(key_id: int) -> ApiKey:
+    key = await ApiKey.get_or_none(id=key_id) if 0 < key_id <= MAX_ID else None
+    if key is None:
+        raise NotFound(f"No key {key_id}.")
+    return key
+
+
+async def _account_out(request: Request, account: Account) -> dict[str, Any]:
+    balance = await request.app.ctx.portal.billing.balance(account.id)
+    keys = await ApiKey.filter(account_id=account.id).order_by("id")
+    return {**account_view(account, balance=balance), "keys": [key_view(k) for k in keys]}
+
+
+@bp.get("/accounts")
+async def list_accounts(request: Request):
+    """Query: ``q`` (a name's part, an account id or a key prefix), ``limit`` (≤ 500)."""
+    query = Account.all().order_by("id")
+    search = (request.args.get("q") or "").strip()[:128]
+    if search:
+        matches = Q(name__icontains=search)
+        if search.isascii() and search.isdigit() and int(search) <= MAX_ID:
+            matches |= Q(id=int(search))
+        owners = await ApiKey.filter(prefix__startswith=search).values_list("account_id",
+                                                                            flat=True)
+        if owners:
+            matches |= Q(id__in=list(owners))
+        query = query.filter(matches)
+    raw_limit = request.args.get("limit", "100")
+    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) < 6):
+        raise InvalidRequest("'limit' must be a number.", param="limit")
+    accounts = await query.limit(max(1, min(500, int(raw_limit))))
+    return json_response({"object": "list", "data": [account_view(a) for a in accounts]})
+
+
+@bp.get("/accounts/<account_id:int>")
+async def show_account(request: Request, account_id: int):
+    return json_response(await _account_out(request, await _account(account_id)))
+
+
+@bp.post("/accounts/<account_id:int>/credit")
+async def credit_account(request: Request, account_id: int):
+    """Body: ``usd`` (required), ``reference`` (the same one applies once), ``note``."""
+    account = await _account(account_id)
+    body = json_object(request.body)
+    amount = _usd(body.get("usd"), "usd")
+    reference, note = body.get("reference"), body.get("note", "operator top-up")
+    if reference is not None and (not isinstance(reference, str) or not 0 < len(reference)
+                                  <= 200):
+        raise InvalidRequest("'reference' is a string of 1 to 200 characters.",
+                             param="reference")
+    if not isinstance(note, str):
+        raise InvalidRequest("'note' is a string.", param="note")
+    done = await credit(account.id, amount, kind=LedgerKind.TOPUP, reference=reference,
+                        note=note[:500], store=request.app.ctx.portal.store)
+    return json_response({"account": account.id, "applied": format_usd(done.applied),
+                          "duplicate": done.duplicate,
+                          **(await _account_out(request, account))})
+
+
+@bp.post("/keys")
+async def create(request: Request):
+    """Body: ``name``; ``account`` (default: a new account), ``credit`` (USD, a new
+    account's opening credit) and any key setting. Answers the secret, once."""
+    portal = request.app.ctx.portal
+    body = json_object(request.body)
+    settings = _settings(body)
+    name = settings.given().get("name")
+    if name is None:
+        raise InvalidRequest("'name' is required.", param="name")
+    account = None
+    if body.get("account") is not None:
+        account_id = body["account"]
+        if isinstance(account_id, bool) or not isinstance(account_id, int):
+            raise InvalidRequest("'account' is an account id.", param="account")
+        account = await _account(account_id)
+    opening = _usd(body["credit"], "credit") if body.get("credit") is not None else 0
+    given = settings.given()
+    try:
+        created = await create_key(
+            name=name, pepper=portal.pepper, credit=opening,
+            rpm=given.get("rpm", portal.settings.default_rpm),
+            tpm=given.get("tpm", portal.settings.default_tpm),
+            expires_at=given.get("expires_at"), store=portal.store, account=account,
+            settings=settings, max_keys=portal.settings.max_keys_per_account)
+    except KeySettingsError as exc:
+        raise _refused(exc) from None
+    return json_response({**key_view(created.row), "key": created.secret}, status=201,
+                         headers={"cache-control": "no-store"})
+
+
+@bp.get("/keys/<key_id:int>")
+async def show_key(request: Request, key_id: int):
+    return json_response(key_view(await _key(key_id)))
+
+
+@bp.patch("/keys/<key_id:int>")
+async def update(request: Request, key_id: int):
+    key = await _key(key_id)
+    try:
+        await update_key(key, _settings(json_object(request.body)),
+                         store=request.app.ctx.portal.store)
+    except KeySettingsError as exc:
+        raise _refused(exc) from None
+    return json_response(key_view(key))
+
+
+@bp.post("/keys/<key_id:int>/rotate")
+async def rotate(request: Request, key_id: int):
+    """Body: ``grace``, seconds the old secret keeps working (default 0)."""
+    key = await _key(key_id)
+    grace = json_object(request.body, empty_ok=True).get("grace", 0)
+    if isinstance(grace, bool) or not isinstance(grace, int | float):
+        raise InvalidRequest("'grace' is a number of seconds.", param="grace")
+    portal = request.app.ctx.portal
+    try:
+        rotated = await rotate_key(key, pepper=portal.pepper, grace=grace, store=portal.store)
+    except KeySettingsError as exc:
+        raise _refused(exc) from None
+    return json_response({**key_view(rotated.row), "key": rotated.secret},
+                         headers={"cache-control": "no-store"})
+
+
+@bp.post("/keys/<key_id:int>/revoke")
+async def revoke(request: Request, key_id: int):
+    key = await _key(key_id)
+    await revoke_key(key, store=request.app.ctx.portal.store)
+    return json_response(key_view(key))
