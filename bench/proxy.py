@@ -165,6 +165,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rate", type=float, default=200, help="open-loop requests/s")
     parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--scoped", action="store_true",
+                        help="call with an API-scope key of the account, limited to the "
+                             "model and capped daily (the hot path's extra checks)")
     args = parser.parse_args()
 
     results: dict[str, object] = {
@@ -180,6 +183,12 @@ def main() -> int:
         portal.add_model("bench")
         portal.add_node("bench", node.url)
         _key_id, key = portal.create_key("1000000", rpm=100_000_000, tpm=2_000_000_000)
+        if args.scoped:
+            owner = portal.cli_json("keys", "list")[0]["account"]
+            key = portal.cli_json("keys", "create", "--name", "scoped", "--account", str(owner),
+                                  "--scope", "api", "--models", "bench", "--cap", "500000",
+                                  "--cap-reset", "daily", "--rpm", "100000000",
+                                  "--tpm", "2000000000")["key"]
         with portal:
             (worker,) = portal.worker_pids()
             direct_url = node.url + "/v1/chat/completions"
