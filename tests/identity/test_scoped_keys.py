@@ -79,7 +79,7 @@ class Account_:
                                 tpm=settings.pop("tpm", portal.settings.default_tpm),
                                 store=portal.ctx.store,
                                 account=await self.account(),
-                                settings=KeySettings(scope="api", **settings))
+                                settings=KeySettings(**{"scope": "api", **settings}))
         return made.row, made.secret
 
     def sdk(self, secret: str) -> openai.AsyncOpenAI:

@@ -64,8 +64,8 @@ def admin(deployment: Deployment, method: str, path: str, **kwargs) -> httpx.Res
     ("POST", "/admin/nodes/99999999999999999999999/boot", 404),
     ("POST", "/admin/nodes/9223372036854775808/stop", 404),
     ("POST", "/admin/nodes/0/stop", 404),
-    ("GET", "/admin/payments?key_id=9223372036854775808", 400),
-    ("GET", "/admin/payments?key_id=" + "0" * 5000 + "1", 400),
+    ("GET", "/admin/payments?account_id=9223372036854775808", 400),
+    ("GET", "/admin/payments?account_id=" + "0" * 5000 + "1", 400),
 ])
 def test_admin_parameters_out_of_range(room_portal: Deployment, method: str, path: str,
                                        status: int) -> None:
