@@ -161,7 +161,8 @@ async def create_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
     try:
         created = await create_key(
             name=args.name, pepper=load_pepper(ctx.settings), credit=args.credit,
-            rpm=args.rpm or ctx.settings.default_rpm, tpm=args.tpm or ctx.settings.default_tpm,
+            rpm=ctx.settings.default_rpm if args.rpm is None else args.rpm,
+            tpm=ctx.settings.default_tpm if args.tpm is None else args.tpm,
             expires_at=expires, store=ctx.store, account=account, settings=settings,
             max_keys=ctx.settings.max_keys_per_account)
     except KeySettingsError as exc:

@@ -187,8 +187,11 @@ async def create_key(*, name: str, pepper: bytes, rpm: int, tpm: int, credit: in
     if account is not None and credit:
         raise KeySettingsError("a key of an existing account brings no credit: top up the "
                                "account instead", "credit")
-    asked = dataclasses.replace(settings or KeySettings(), name=name, rpm=rpm, tpm=tpm,
-                                expires_at=expires_at)
+    settings = settings or KeySettings()
+    given = settings.given()
+    defaults: dict[str, Any] = {"name": name, "rpm": rpm, "tpm": tpm, "expires_at": expires_at}
+    # What ``settings`` gives wins over the arguments.
+    asked = dataclasses.replace(settings, **{f: v for f, v in defaults.items() if f not in given})
     if account is None:
         balance = credit
         if asked.scope not in (_UNSET, KeyScope.MANAGE, "manage"):
@@ -234,11 +237,17 @@ async def update_key(key: ApiKey, settings: KeySettings, *,
                                     revoked_at__isnull=True).exclude(id=key.id).exists():
         raise KeySettingsError("This is the account's only manage key; make another manage "
                                "key before turning this one into an API key.", "scope")
+    window_changed = ("cap_reset" in changes and changes["cap_reset"] != key.cap_reset) or \
+        (changes.get("cap") is not None and key.cap is None)
     if changes:
         for field, value in changes.items():
             setattr(key, field, value)
         await key.save(update_fields=list(changes))
     if store is not None:
+        if window_changed:
+            # What Redis counted was for another window, or stopped while uncapped: the
+            # next reservation reloads the window from SQL (edge.billing.caps).
+            await store.client.delete(store.cap(key.id))
         await publish_key(store, key, account)
     return key
 

@@ -22,7 +22,7 @@ from edge.billing.caps import cap_window, charged_in_window, load_cap_window, wi
 from edge.billing.money import parse_usd, token_cost
 from edge.billing.reservations import worst_case_tokens
 from edge.db.models import Account, ApiKey, UsageRecord
-from edge.identity.accounts import KeySettings, create_key
+from edge.identity.accounts import KeySettings, create_key, update_key
 from simnode.tokenizer import chat_prompt_tokens
 from tests.support.deployment import Deployment, deploy
 from tests.support.inprocess import InProcessPortal, NodeDouble
@@ -323,14 +323,16 @@ async def test_charged_in_window_counts_the_windows_rows(
     assert await store.client.hget(store.cap(key_id), "used") == b"5000"
 
 
+# A change of the cap or its reset drops the key's Redis cap window ($ns:cap:<id>), so that
+# the next reservation reloads it from SQL: the next two tests.
+
+
 async def test_a_new_reset_counts_what_the_key_spent_in_its_window(
         capped: tuple[InProcessPortal, int, str]) -> None:
     """Daily → weekly on the same day: today's spend is this week's too."""
     portal, key_id, key = capped
     assert await spend_to_the_cap(portal, key) == MOST
     await portal.drain_ledger()
-    from edge.identity.accounts import update_key
-
     await update_key(await ApiKey.get(id=key_id), KeySettings(cap_reset="weekly"),
                      store=portal.ctx.store)
     await asyncio.sleep(0.2)
@@ -340,9 +342,8 @@ async def test_a_new_reset_counts_what_the_key_spent_in_its_window(
 
 async def test_a_cap_given_back_counts_what_the_key_spent_without_it(
         capped: tuple[InProcessPortal, int, str]) -> None:
+    """A cap dropped and given back the same day counts what was spent meanwhile."""
     portal, key_id, key = capped
-    from edge.identity.accounts import update_key
-
     assert (await post(portal, key)).status_code == 200
     await update_key(await ApiKey.get(id=key_id), KeySettings(cap=None), store=portal.ctx.store)
     await asyncio.sleep(0.2)

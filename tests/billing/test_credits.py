@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
 from edge.billing.credits import Credited, CreditNotDurable, credit, wait_persisted
 from edge.billing.heal import sql_only_changes
-from tests.support.money import wallet_key, wallet_of
 from edge.db.models import ApiKey, LedgerEntry, LedgerKind
 from edge.store.hotstore import HotStore
 from tests.support.hot import hot_store
+from tests.support.money import wallet_key, wallet_of
 
 
 @pytest.fixture

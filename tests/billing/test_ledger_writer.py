@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from datetime import UTC, datetime
 
 from tortoise.connection import get_connection
@@ -12,10 +11,10 @@ from tortoise.connection import get_connection
 from edge.billing import ledger_writer
 from edge.billing.ledger_writer import LedgerWriter, persist_entries
 from edge.billing.reservations import Billing
-from tests.support.money import wallet_key, wallet_of
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
 from edge.identity.keys import KeyRecord
 from edge.store.hotstore import HotStore
+from tests.support.money import wallet_key, wallet_of
 
 # ``store``: tests/support/hot.py (every suite has it, through tests/conftest.py).
 

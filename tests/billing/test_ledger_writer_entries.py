@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 import pytest
 
 from edge.billing.entries import CreditEntry, MalformedEntry, UsageEntry, encode
 from edge.billing.ledger_writer import persist_entries
-from tests.support.money import wallet_key, wallet_of
 from edge.db.models import ApiKey, LedgerEntry, UsageRecord
+from tests.support.money import wallet_key, wallet_of
 
 
 async def make_key() -> ApiKey:

@@ -64,8 +64,8 @@ def test_keys_create_topup_revoke(portal: PortalServer) -> None:
     assert "alice" in listed and created["key"] not in listed  # never the secret
 
     topped = portal.cli_json("keys", "topup", str(created["id"]), "1.25", "--reference", "r1")
-    assert topped == {"id": created["id"], "applied": "1.250000", "duplicate": False,
-                      "balance": "3.750000"}
+    assert topped == {"id": created["id"], "account": created["account"],
+                      "applied": "1.250000", "duplicate": False, "balance": "3.750000"}
     again = portal.cli_json("keys", "topup", str(created["id"]), "1.25", "--reference", "r1")
     assert again["duplicate"] is True and again["balance"] == "3.750000"
 

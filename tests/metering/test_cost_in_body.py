@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from edge.billing.money import token_cost
 from edge.metering.cost import with_cost
 
 

@@ -457,8 +457,11 @@ def test_without_tokenize_the_reservation_estimates_are_charged(portal: Portal) 
                      headers={"authorization": f"Bearer {key}",
                               "content-type": "application/json"}).text
     events = [json.loads(e[6:]) for e in raw.split("\n\n") if e.startswith("data: {")]
-    assert events[-1]["usage"] == {"prompt_tokens": len(body), "completion_tokens": REPLY_TOKENS,
-                                   "total_tokens": len(body) + REPLY_TOKENS}
+    usage = events[-1]["usage"]
+    # The edge's count, priced: what the reservation is settled at.
+    assert round(usage.pop("cost") * 1_000_000) == expected_cost(len(body), REPLY_TOKENS)
+    assert usage == {"prompt_tokens": len(body), "completion_tokens": REPLY_TOKENS,
+                     "total_tokens": len(body) + REPLY_TOKENS}
     assert portal.usage_row(key_id)[:4] == (len(body), REPLY_TOKENS,
                                             expected_cost(len(body), REPLY_TOKENS), 200)
     assert portal.counted(key_id) == (len(body), REPLY_TOKENS, "edge")

@@ -111,10 +111,10 @@ class Shop(Deployment):
         return balance
 
     def payment(self, session_id: str) -> dict[str, Any]:
-        rows = self.sql("SELECT key_id, amount, paid, refunded, status, payment_intent, "
+        rows = self.sql("SELECT account_id, amount, paid, refunded, status, payment_intent, "
                         "charge_id FROM payments WHERE session_id=?", session_id)
         assert len(rows) == 1, rows
-        return dict(zip(("key_id", "amount", "paid", "refunded", "status", "payment_intent",
+        return dict(zip(("account_id", "amount", "paid", "refunded", "status", "payment_intent",
                          "charge_id"), rows[0], strict=True))
 
     def counts(self) -> dict[str, int]:

@@ -48,7 +48,7 @@ def test_a_topup_opens_a_checkout_session(shop: Shop) -> None:
                                    "&session_id={CHECKOUT_SESSION_ID}")
     assert form["cancel_url"] == "https://portal.example.com/account?topup=cancelled"
     payment = shop.payment(answer["id"])
-    assert (payment["key_id"], payment["amount"], payment["status"]) == \
+    assert (payment["account_id"], payment["amount"], payment["status"]) == \
         (key_id, 25_500_000, "created")
     assert shop.assert_books_balance(key_id) == 1_000_000  # nothing credited before paying
 
@@ -150,18 +150,18 @@ def test_the_admin_sees_every_payment(shop: Shop) -> None:
 
     assert shop.admin("/admin/payments", token=None).status_code == 401
     assert shop.admin("/admin/payments", token="wrong").status_code == 401
-    listed = shop.admin(f"/admin/payments?key_id={key_id}")
+    listed = shop.admin(f"/admin/payments?account_id={key_id}")
     assert listed.status_code == 200
     (row,) = listed.json()["data"]
-    assert (row["id"], row["key_id"], row["status"]) == (session_id, key_id, "paid")
+    assert (row["id"], row["account_id"], row["status"]) == (session_id, key_id, "paid")
     assert row["payment_intent"].startswith("pi_")
     paid = shop.admin("/admin/payments?status=paid&limit=500").json()["data"]
     assert session_id in [p["id"] for p in paid] and {p["status"] for p in paid} == {"paid"}
     assert shop.admin("/admin/payments?status=bogus").status_code == 400
-    assert shop.admin("/admin/payments?key_id=x").status_code == 400
+    assert shop.admin("/admin/payments?account_id=x").status_code == 400
     events = shop.admin("/admin/payments/events?limit=5").json()["data"]
     assert events[0]["type"] == "checkout.session.completed"
-    assert events[0]["outcome"] == f"credited 5.000000 to key {key_id}"
+    assert events[0]["outcome"] == f"credited 5.000000 to account {key_id}"
 
 
 @pytest.fixture(scope="module")

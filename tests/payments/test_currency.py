@@ -149,7 +149,7 @@ def test_reconcile_reads_what_was_paid_in_the_session_currency(currency: str, to
     session = {"payment_status": "paid", "amount_total": total, "currency": currency,
                "metadata": {"key_id": "3"}}
     assert _line("cs_x", session, None, 0).paid == paid
-    payment: Any = SimpleNamespace(key_id=3, status="paid", currency=currency)
+    payment: Any = SimpleNamespace(account_id=3, status="paid", currency=currency)
     line = _line("cs_x", session, payment, paid)
     assert (line.paid, line.problem) == (paid, "")
 

@@ -58,7 +58,7 @@ def test_reconcile_finds_and_fixes_what_the_webhook_missed(shop: Shop) -> None:
     status, fixed = reconcile(shop, "--apply")
 
     assert status == 1  # the credit without a payment is for a person to look into
-    assert fixed["applied"] == [f"{missed}: credited 7.000000 to key {key_id}"]
+    assert fixed["applied"] == [f"{missed}: credited 7.000000 to account {key_id}"]
     assert fixed["differences"] == 1
     assert shop.payment(missed)["status"] == "paid"
     assert shop.assert_books_balance(key_id) == 22_000_000
@@ -154,15 +154,15 @@ def test_a_refund_of_a_top_up_never_credited_takes_nothing(shop: Shop) -> None:
 def test_payments_list_and_unfreeze_from_the_cli(shop: Shop) -> None:
     key_id, key = shop.key()
     session_id = shop.paid(key, "5.00")
-    listed = shop.portal.cli_json("payments", "list", "--key", str(key_id))
+    listed = shop.portal.cli_json("payments", "list", "--account", str(key_id))
     assert [(p["id"], p["status"], p["credited"]) for p in listed] == \
         [(session_id, "paid", "5.000000")]
 
     shop.send("charge.dispute.created", shop.stripe.dispute(session_id))
-    assert shop.sql("SELECT frozen FROM api_keys WHERE id=?", key_id)[0][0]
+    assert shop.sql("SELECT frozen FROM accounts WHERE id=?", key_id)[0][0]
     assert until(lambda: shop.topup(key, "5").status_code == 403)
     shop.portal.cli("payments", "unfreeze", str(key_id))
-    assert not shop.sql("SELECT frozen FROM api_keys WHERE id=?", key_id)[0][0]
+    assert not shop.sql("SELECT frozen FROM accounts WHERE id=?", key_id)[0][0]
     assert until(lambda: shop.topup(key, "5").status_code == 200, timeout=1.0)
 
 

@@ -65,11 +65,11 @@ def _ledger(shop: Shop, reference: str) -> list[tuple]:
 
 def _settled_books(shop: Shop, key_id: int, request_id: str, collected: int) -> None:
     assert until(lambda: _ledger(shop, f"owed:{request_id}")) == [(-collected, "refund")]
-    assert until(lambda: shop.sql("SELECT owed FROM api_keys WHERE id=?", key_id)[0][0] == 0)
+    assert until(lambda: shop.sql("SELECT owed FROM accounts WHERE id=?", key_id)[0][0] == 0)
     assert _get(shop, "owed", key_id) == 0 and _get(shop, "held", key_id) == 0
     assert shop.assert_books_balance(key_id) == 0
     (count, distinct), = shop.sql("SELECT COUNT(*), COUNT(DISTINCT reference) FROM ledger "
-                                  "WHERE key_id=?", key_id)
+                                  "WHERE account_id=?", key_id)
     assert count == distinct
 
 
@@ -84,12 +84,12 @@ def test_a_full_refund_while_a_request_holds_credit_collects_it_when_it_settles(
         response = shop.send("charge.refunded", charge)
         assert response.status_code == 200, response.text
         assert response.json()["outcome"] == (
-            f"refunded 5.000000 of key {key_id}: debited {format_usd(free)} now, "
+            f"refunded 5.000000 of account {key_id}: debited {format_usd(free)} now, "
             f"{format_usd(held)} to collect from open reservations, shortfall 0.000000")
         refund_id = charge["refunds"]["data"][0]["id"]
         assert _ledger(shop, f"refund:{session_id}:{refund_id}") == [(-free, "refund")]
         assert shop.live_balance(key_id) == 0
-        assert shop.sql("SELECT owed FROM api_keys WHERE id=?", key_id) == [(held,)]
+        assert shop.sql("SELECT owed FROM accounts WHERE id=?", key_id) == [(held,)]
     request_id, cost = _finish(shop, reply)
     assert 0 < cost < held
     _settled_books(shop, key_id, request_id, collected=held - cost)

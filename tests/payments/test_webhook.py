@@ -287,7 +287,7 @@ def test_a_lost_dispute_takes_the_credit_back_and_keeps_the_key_frozen(any_shop:
     shop.send("charge.dispute.created", dispute)
     lost = shop.send("charge.dispute.closed", dict(dispute, status="lost"))
     assert lost.status_code == 200 and "stays frozen" in lost.json()["outcome"]
-    assert until(lambda: shop.sql("SELECT frozen FROM api_keys WHERE id=?", key_id)[0][0])
+    assert until(lambda: shop.sql("SELECT frozen FROM accounts WHERE id=?", key_id)[0][0])
     assert shop.assert_books_balance(key_id) == 0
     assert ledger(shop, f"dispute:{session_id}:{dispute['id']}")[0][0] == -8_000_000
 
