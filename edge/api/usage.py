@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from edge.identity.keys import KeyRecord
 
 __all__ = ["CSV_COLUMNS", "GROUPS", "MAX_LIMIT", "MAX_RANGE_DAYS", "UsageScope", "bp",
-           "csv_chunks", "parse_range", "spend_by_day_and_model", "usage_groups",
+           "csv_chunks", "parse_range", "send_csv", "spend_by_day_and_model", "usage_groups",
            "usage_rows"]
 
 bp = Blueprint("usage", url_prefix="/v1")
@@ -393,13 +393,10 @@ async def list_usage(request: Request) -> HTTPResponse:
                  "next_cursor": cursor})
 
 
-@bp.get("/usage/export")
-async def export_usage(request: Request) -> None:
-    scope = await _scope(request)
-    filters = _filters(request)
-    chunks = csv_chunks(scope, **filters)
-    first = await anext(chunks)  # the filters' errors, before the answer starts
-    name = f"usage-{filters['start']:%Y-%m-%d}-{filters['end']:%Y-%m-%d}.csv"
+async def send_csv(request: Request, chunks: AsyncIterator[str], name: str) -> None:
+    """Stream ``chunks`` as the download ``name``; the first is read before the answer
+    starts, so that a bad filter is still a proper 400 or 404."""
+    first = await anext(chunks)
     response = await request.respond(
         content_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{name}"',
@@ -408,6 +405,14 @@ async def export_usage(request: Request) -> None:
     async for chunk in chunks:
         await response.send(chunk)
     await response.eof()
+
+
+@bp.get("/usage/export")
+async def export_usage(request: Request) -> None:
+    scope = await _scope(request)
+    filters = _filters(request)
+    await send_csv(request, csv_chunks(scope, **filters),
+                   f"usage-{filters['start']:%Y-%m-%d}-{filters['end']:%Y-%m-%d}.csv")
 
 
 @bp.get("/generations/<request_id:str>")

@@ -21,6 +21,7 @@ from edge.api.usage import (
     UsageScope,
     csv_chunks,
     parse_range,
+    send_csv,
     spend_by_day_and_model,
     usage_groups,
     usage_rows,
@@ -129,13 +130,5 @@ async def activity_csv(request: Request):
     filters = _filters(request)
     chunks = csv_chunks(UsageScope.of(key), start=filters["start"], end=filters["end"],
                         key_id=filters["key_id"], model=filters["model"])
-    first = await anext(chunks)  # a bad filter raises before the answer starts
-    name = f"usage-{filters['first']:%Y-%m-%d}-{filters['last']:%Y-%m-%d}.csv"
-    response = await request.respond(
-        content_type="text/csv; charset=utf-8",
-        headers={"content-disposition": f'attachment; filename="{name}"',
-                 "cache-control": "no-store"})
-    await response.send(first)
-    async for chunk in chunks:
-        await response.send(chunk)
-    await response.eof()
+    await send_csv(request, chunks,
+                   f"usage-{filters['first']:%Y-%m-%d}-{filters['last']:%Y-%m-%d}.csv")
