@@ -31,7 +31,7 @@ def hot_patterns(ns: str) -> list[str]:
     return [keys.balance(ns, "*"), keys.applied(ns, "*"), keys.key_record(ns, "*"),
             keys.keys_mirrored(ns),
             keys.reservation(ns, "*"),  # and the open reservations' zset
-            keys.limiter(ns, "*"), keys.held(ns, "*"), keys.owed(ns, "*"),
+            keys.limiter(ns, "*"), keys.cap(ns, "*"), keys.held(ns, "*"), keys.owed(ns, "*"),
             keys.generation(ns),  # the next process heals the namespace from the restored SQL
             keys.installation(ns)]  # the next process claims the namespace for this database
 
