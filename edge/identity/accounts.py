@@ -31,8 +31,8 @@ __all__ = ["MAX_CAP", "MAX_GRACE", "MAX_RPM", "MAX_TPM", "CreatedKey", "KeySetti
            "update_key"]
 
 #: Largest limits a key may be given: beyond them a number is a typo, not a plan.
-MAX_RPM = 1_000_000
-MAX_TPM = 10_000_000_000
+MAX_RPM = 1_000_000_000
+MAX_TPM = 1_000_000_000_000
 #: Largest credit cap, micro-dollars (one million dollars).
 MAX_CAP = 10**12
 #: Longest grace period of a rotated key's old secret, seconds (30 days).
