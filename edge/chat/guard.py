@@ -19,7 +19,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from edge.chat.protocol import event, refusal_close
+from edge.chat.protocol import CLOSE_FROZEN, event, refusal_close
 from edge.identity.keys import KeyRefusal
 from edge.store.hotstore import RedisUnavailable
 
@@ -79,6 +79,13 @@ class KeyGuard:
         if refusal is not None:
             closed = refuse_key(self.hub, prefix, refusal)
             log.info("chat: key %s is %s; closed its %d socket(s) here", prefix, refusal,
+                     closed)
+        elif record is not None and (forbidden := record.forbids(route="chat")) is not None:
+            # Its routes no longer name chat rooms: forbidden, as a frozen key is (4003).
+            last = event("error", code="permission_denied",
+                         message=f"{forbidden} The socket closes.")
+            closed = self.hub.close_key(prefix, CLOSE_FROZEN, "key may not chat", last)
+            log.info("chat: key %s may no longer chat; closed its %d socket(s) here", prefix,
                      closed)
         return refusal
 

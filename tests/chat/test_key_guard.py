@@ -103,3 +103,16 @@ async def test_a_key_that_expires_loses_its_socket_within_a_second(
     assert client.socket.close_code == 4001
     assert "expired" in client.events[-1]["message"]
     assert MODEL  # same deployment as the room tests
+
+
+async def test_a_key_whose_routes_drop_chat_loses_its_sockets(room_portal: Deployment) -> None:
+    key_id, key = room_portal.key("1")
+    client = await ChatClient.connect(room_portal.url, "routed", key)
+    await client.send(type="ping")
+    await client.wait_for("pong")
+    started = time.monotonic()
+    room_portal.portal.cli("keys", "update", str(key_id), "--routes", "chat/completions")
+    assert await _closed_within(client, started) < WITHIN
+    assert client.socket.close_code == 4003
+    assert client.events[-1]["code"] == "permission_denied"
+    assert "may not use chat" in client.events[-1]["message"]
