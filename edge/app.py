@@ -23,6 +23,7 @@ from sanic.response import json as json_response
 from tortoise.exceptions import BaseORMException, ValidationError
 
 from edge.billing.bookkeeper import start_bookkeeper
+from edge.cors import install_cors
 from edge.errors import APIError, api_error_payload, error_payload
 from edge.intake import BodyBudget, Intake, PortalRequest
 from edge.metering.call import new_request_id
@@ -167,6 +168,7 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
         app.blueprint(blueprint)
     app.blueprint(payments_bp)
     _add_static_files(app)
+    install_cors(app, settings.cors_origins)
     app.on_response(_add_request_id)
     app.main_process_ready(watch_workers)
     app.main_process_ready(start_bookkeeper)

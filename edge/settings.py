@@ -63,6 +63,8 @@ class Settings:
     default_rpm: int = _setting(600, "Requests per minute for new keys.")
     default_tpm: int = _setting(2_000_000, "Tokens per minute for new keys.")
     max_keys_per_account: int = _setting(20, "Unrevoked keys an account may hold at most.")
+    cors_origins: str = _setting("", "Origins whose pages may call /v1/ (comma-separated, "
+                                 "or *); empty: CORS off.")
     upstream_connect_timeout: float = _setting(3.0, "Seconds to connect to a GPU node.")
     upstream_timeout: float = _setting(600.0, "Seconds a node may take to answer (and between "
                                        "two stream chunks).")
