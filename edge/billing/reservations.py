@@ -69,6 +69,9 @@ class Reservation:
     output_price: int
     balance_after: int
     generation: str = ""  # of the hot store that holds it
+    #: What the key's per-minute buckets hold after this reservation (None: not known).
+    requests_left: int | None = None
+    tokens_left: int | None = None
 
     def usage(self, prompt_tokens: int, completion_tokens: int, **details: Any) -> UsageEntry:
         """The usage entry of this request, priced at the reservation's prices.
@@ -193,7 +196,8 @@ class Billing:
         code, value = reply[0], reply[1]
         if code == ReserveCode.RESERVED:
             return Reservation(request_id, key, amount, tokens, input_price, output_price, value,
-                               generation_token(reply[2]))
+                               generation_token(reply[2]),
+                               *(int(v) for v in reply[3:5]))
         if code == ReserveCode.HEALING:
             raise HotStoreHealing("The portal is rebuilding its balances after a Redis "
                                   "failure; retry in a second.", retry_after=1)

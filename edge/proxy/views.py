@@ -20,6 +20,7 @@ from edge.errors import ModelNotFound
 from edge.identity.auth import authenticate
 from edge.metering.call import MeteredCall
 from edge.metering.cost import with_cost
+from edge.metering.limits import rate_limit_headers
 from edge.metering.outcome import Outcome, observe
 from edge.metering.request_spec import Endpoint, check_fits, parse_request
 
@@ -63,24 +64,25 @@ async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
         observe(endpoint.value, model.name, refusal.status, time.perf_counter() - started,
                 0, 0, 0)
         raise refusal
-    await call.reserve(key, node)
+    limits = rate_limit_headers(await call.reserve(key, node))
     async with call:
         await call.open(node)
         if spec.stream:
-            await _stream(request, call)
+            await _stream(request, call, limits)
             return None
         answer = await call.fetch()
         settlement = await call.finish(Outcome.DONE, answer.prompt_tokens,
                                        answer.completion_tokens)
         return HTTPResponse(with_cost(answer.content, settlement.charged),
-                            content_type="application/json", headers=cost_headers(settlement))
+                            content_type="application/json",
+                            headers={**limits, **cost_headers(settlement)})
 
 
-async def _stream(request: Request, call: MeteredCall) -> None:
+async def _stream(request: Request, call: MeteredCall, limits: dict[str, str]) -> None:
     """Relay the node's events as they arrive, never buffered; the tail says the cost."""
     response = await request.respond(
         content_type="text/event-stream; charset=utf-8",
-        headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no", **limits})
     relayed = await call.relay(response.send)
     if relayed.failure is None:
         tail = f": cost_micros={relayed.settlement.charged}\n\ndata: [DONE]\n\n".encode()

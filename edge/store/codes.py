@@ -4,7 +4,8 @@ Each script answers a small integer code first (the numbers are the scripts';
 they never change), then values that depend on it::
 
   reserve.lua  {code, value[, gen]}
-    RESERVED      1   reserved: value = balance after, gen = the generation
+    RESERVED      1   reserved: value = balance after, gen = the generation, then the
+                      requests and tokens left in the key's buckets
     NOT_LOADED    0   the key's balance is not in Redis: load it from SQL, call again
     INSUFFICIENT -1   the balance does not cover the worst case: value = balance
     RPM_LIMITED  -2   requests-per-minute limit: value = milliseconds to wait

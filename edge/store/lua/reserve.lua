@@ -30,7 +30,9 @@
 -- ARGV[9…] field, value pairs stored in the reservation hash
 --
 -- Returns {code, value} (named in edge/store/codes.py):
---   { 1, balance after, gen}   reserved, in generation gen
+--   { 1, balance after, gen, requests left, tokens left}
+--                              reserved, in generation gen; what the key's buckets
+--                              hold after it (the x-ratelimit-remaining-* headers)
 --   { 0, 0}                    balance not loaded: load it from SQL and call again
 --   {-1, balance}              insufficient credit
 --   {-2, retry after ms}       requests-per-minute limit
@@ -105,4 +107,4 @@ redis.call('HSET', KEYS[3], 'amount', amount, 'tokens', tokens, 'created', now,
            unpack(ARGV, 9))
 redis.call('ZADD', KEYS[4], now + tonumber(ARGV[5]), ARGV[6])
 redis.call('INCRBY', KEYS[5], amount)
-return {1, balance - amount, gen}
+return {1, balance - amount, gen, math.floor(rq - 1), math.floor(math.max(0, tk - tokens))}
