@@ -3,12 +3,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sanic import Blueprint, Request, json
 
 from edge.api.shapes import key_view, money
-from edge.billing.caps import cap_window
+from edge.billing.caps import used_in_window
 from edge.db.models import Account, ApiKey
 from edge.identity.auth import authenticate
 
@@ -27,10 +25,7 @@ async def key_status(request: Request):
     view = key_view(row)
     view["prefix"] = key.prefix  # the secret this call used (a rotated-out one, in its grace)
     if row.cap is not None:
-        store = portal.store
-        window, used = await store.client.hmget(store.cap(row.id), "w", "used")
-        current = cap_window(str(row.cap_reset), datetime.now(UTC))
-        spent = int(used) if used is not None and window.decode() == current else 0
+        spent = await used_in_window(portal.store, row.id, str(row.cap_reset))
         view["cap_window"] = {**money("used", spent), **money("left", max(0, row.cap - spent))}
     return json({"data": {
         **view,

@@ -16,11 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from edge.db.models import CapReset
+from edge.store.replies import text
 
 if TYPE_CHECKING:
     from edge.store.hotstore import HotStore
 
-__all__ = ["cap_window", "load_cap_window", "rebuild_cap_windows", "window_start"]
+__all__ = ["cap_window", "load_cap_window", "rebuild_cap_windows", "used_in_window",
+           "window_start"]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -60,6 +62,15 @@ async def charged_in_window(key_id: int, reset: str, now: datetime) -> int:
     rows = cast(list[Any], await query.annotate(total=Sum("cost")).values_list("total",
                                                                                  flat=True))
     return int(rows[0] or 0) if rows else 0
+
+
+async def used_in_window(store: HotStore, key_id: int, reset: str) -> int:
+    """Micro-dollars the key charged and holds in its cap's current window (Redis's live
+    count; 0 when Redis holds another window or none)."""
+    window, used = await store.client.hmget(store.cap(key_id), "w", "used")
+    current = cap_window(reset, datetime.now(UTC))
+    return int(used) if used is not None and window is not None and \
+        text(window) == current else 0
 
 
 async def load_cap_window(store: HotStore, key_id: int, reset: str, now: datetime) -> None:

@@ -172,8 +172,8 @@ class Billing:
         amount = token_cost(prompt_tokens, completion_tokens, input_price, output_price)
         tokens = prompt_tokens + completion_tokens
         store = self.store
-        now = datetime.now(UTC)
-        window = cap_window(key.cap_reset, now)
+        now = datetime.now(UTC) if key.cap is not None else None
+        window = cap_window(key.cap_reset, now) if now is not None else ""  # unused uncapped
         keys = [store.balance(key.account_id), store.limiter(key.id),
                 store.reservation(request_id), store.open_reservations,
                 store.held(key.account_id), store.generation, store.cap(key.id)]
@@ -190,7 +190,7 @@ class Billing:
         if reply[0] == ReserveCode.NOT_LOADED:
             await self.load_balance(key.account_id)
             reply = await store.reserve(keys=keys, args=args)
-        if reply[0] == ReserveCode.CAP_NOT_LOADED:
+        if reply[0] == ReserveCode.CAP_NOT_LOADED and now is not None:
             await load_cap_window(store, key.id, key.cap_reset, now)
             reply = await store.reserve(keys=keys, args=args)
         code, value = reply[0], reply[1]

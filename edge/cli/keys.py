@@ -124,16 +124,22 @@ def _settings(args: argparse.Namespace) -> KeySettings:
     return KeySettings(**given)
 
 
+async def _balance(ctx: CommandContext, account: Account) -> int:
+    """The account's live balance (Redis's; SQL's when the command runs without Redis)."""
+    from edge.billing.reservations import Billing
+
+    if ctx.store is None:
+        return int(account.balance)
+    return await Billing(ctx.store, reservation_ttl_ms=0).balance(account.id)
+
+
 def _refused(exc: KeySettingsError) -> Exception:
     return fail(f"{exc.param}: {exc.message}")
 
 
 async def _output(ctx: CommandContext, row: ApiKey, account: Account, *, as_json: bool,
                   secret: str | None = None, said: str) -> int:
-    from edge.billing.reservations import Billing
-
-    balance = await Billing(ctx.store, reservation_ttl_ms=0).balance(account.id) \
-        if ctx.store is not None else account.balance
+    balance = await _balance(ctx, account)
     if as_json:
         out = {**key_view(row), "account": account.id, "balance": format_usd(balance),
                "balance_micros": balance}
@@ -244,9 +250,6 @@ async def revoke_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
 
 async def show_account(ctx: CommandContext, account: Account) -> dict[str, Any]:
     """An account with its live balance and its keys (``portal accounts show``)."""
-    from edge.billing.reservations import Billing
-
-    balance = await Billing(ctx.store, reservation_ttl_ms=0).balance(account.id) \
-        if ctx.store is not None else account.balance
+    balance = await _balance(ctx, account)
     keys = await ApiKey.filter(account_id=account.id).order_by("id")
     return {**account_view(account, balance=balance), "keys": [key_view(k) for k in keys]}

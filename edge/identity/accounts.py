@@ -227,8 +227,10 @@ async def update_key(key: ApiKey, settings: KeySettings, *,
     stays the account's last manage key: it cannot be made an API key then.
 
     Raises:
-      KeySettingsError: a setting is bad (nothing changed).
+      KeySettingsError: a setting is bad, or the key is revoked (nothing changed).
     """
+    if key.revoked_at is not None:
+        raise KeySettingsError("A revoked key cannot be changed.", "key")
     account = await Account.get(id=key.account_id)
     balance = await _live_balance(account, store)
     changes = await settings.check(account, balance=balance)

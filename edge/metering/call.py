@@ -164,6 +164,7 @@ class MeteredCall:
         self.settles = settles
         self.deadline = deadline
         self.charge: Charge | None = None
+        self.authorized: KeyRecord | None = None  # the key :meth:`authorize` let through
         self.node: NodeInfo | None = None  # the node the call is open on
         self.answered_by: NodeInfo | None = None  # the node that answered, for /tokenize
         self.upstream: httpx.Response | None = None
@@ -186,8 +187,10 @@ class MeteredCall:
 
     def authorize(self, key: KeyRecord) -> None:
         """Refuse a key whose models or routes leave this call out (403), before any
-        node is chosen, booted or reserved; :meth:`reserve` asks it too."""
+        node is chosen, booted or reserved; :meth:`reserve` asks it for a key not asked
+        about yet."""
         require_access(key, route=self.route, model=self.model.name)
+        self.authorized = key
 
     def choose(self) -> NodeInfo | None:
         """The node this call would go to now, or None (the model is cold)."""
@@ -201,7 +204,8 @@ class MeteredCall:
     async def reserve(self, key: KeyRecord, node: NodeInfo | None = None, *,
                       ttl_ms: int | None = None) -> Reservation:
         """Hold the call's worst-case cost on ``key`` (raises 403, or the billing's 402/429)."""
-        self.authorize(key)
+        if self.authorized is not key:
+            self.authorize(key)
         model, spec = self.model, self.spec
         prompt, completion = self.worst_case()
         reservation = await self.metering.billing.reserve(

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from sanic import HTTPResponse, Request, redirect
 
-from edge.billing.caps import cap_window
+from edge.billing.caps import used_in_window
 from edge.billing.money import format_usd
 from edge.db.models import Account, ApiKey, UsageRecord
 from edge.errors import NotFound
@@ -97,11 +97,7 @@ async def _cap_used(request: Request, row: ApiKey) -> int | None:
     """What the key spent in its cap's current window (Redis's live count), or None."""
     if row.cap is None:
         return None
-    store = request.app.ctx.portal.store
-    window, used = await store.client.hmget(store.cap(row.id), "w", "used")
-    current = cap_window(str(row.cap_reset), datetime.now(UTC))
-    return int(used) if used is not None and window is not None and \
-        window.decode() == current else 0
+    return await used_in_window(request.app.ctx.portal.store, row.id, str(row.cap_reset))
 
 
 async def _key_row_view(request: Request, row: ApiKey, account: Account,
@@ -250,8 +246,6 @@ async def edit(request: Request, key_id: int):
     row = await owned_key(key, key_id)
     form = _posted_form(request)
     try:
-        if row.revoked_at is not None:
-            raise KeySettingsError("A revoked key cannot be changed.", "key")
         await update_key(row, form.for_update(row), store=request.app.ctx.portal.store)
     except KeySettingsError as exc:
         row = await owned_key(key, key_id)  # as it is in SQL: the refused form changed nothing

@@ -54,6 +54,11 @@ async def test_keys_are_made_changed_rotated_and_revoked(
     for secret in (api_key["key"], new_secret):
         gone = await http.get("/v1/key", headers={"authorization": f"Bearer {secret}"})
         assert gone.status_code == 401
+    frozen_in_time = await http.patch(f"/admin/keys/{api_key['id']}", headers=ADMIN,
+                                      json={"rpm": 11})
+    assert frozen_in_time.status_code == 400  # a revoked key cannot be changed
+    assert frozen_in_time.json()["error"]["param"] == "key"
+    assert (await ApiKey.get(id=api_key["id"])).rpm == 9
 
     topped = await http.post(f"/admin/accounts/{account}/credit", headers=ADMIN,
                              json={"usd": "2", "reference": "wire-1"})
