@@ -46,6 +46,20 @@ async def _continue_account_ids(apps: Any, schema_editor: Any) -> None:
             "COALESCE((SELECT MAX(id) FROM accounts), 0) + 1, false)")
 
 
+def _drop_key_link(model: str, table: str, related_name: str) -> list[Any]:
+    """Remove ``model``'s ``key`` foreign key and its ``key_id`` column.
+
+    Made nullable first: Tortoise's SQLite table rebuild keeps ``key_id`` (uncopied, and
+    without its reference) until :func:`_drop_key_column` drops it.
+    """
+    nullable: Any = fields.ForeignKeyField('portal.ApiKey', source_field='key_id', null=True,
+                                      db_constraint=True, to_field='id',
+                                      related_name=related_name, on_delete=OnDelete.RESTRICT)
+    return [ops.AlterField(model_name=model, name='key', field=nullable),
+            ops.RemoveField(model_name=model, name='key'),
+            _drop_key_column(table)]
+
+
 def _drop_key_column(table: str) -> ops.RunPython:
     """SQLite: drop ``key_id``, which removing the ``key`` foreign key leaves behind there
     (Tortoise's SQLite table rebuild keeps the column, without its reference)."""
@@ -139,10 +153,7 @@ class Migration(migrations.Migration):
             options={'table': 'ledger', 'app': 'portal', 'pk_attr': 'id', 'table_description': 'An append-only change of the balance of an account, unique by ``reference``.'},
         ),
         *_move_to_account('LedgerEntry', 'ledger', 'ledger', 'key_id'),
-        # Nullable first: SQLite's rebuild keeps key_id (uncopied) until it is dropped.
-        ops.AlterField(model_name='LedgerEntry', name='key', field=fields.ForeignKeyField('portal.ApiKey', source_field='key_id', null=True, db_constraint=True, to_field='id', related_name='ledger', on_delete=OnDelete.RESTRICT)),
-        ops.RemoveField(model_name='LedgerEntry', name='key'),
-        _drop_key_column('ledger'),
+        *_drop_key_link('LedgerEntry', 'ledger', 'ledger'),
         ops.RemoveIndex(
             model_name='Payment',
             name=None,
@@ -153,10 +164,7 @@ class Migration(migrations.Migration):
             options={'table': 'payments', 'app': 'portal', 'pk_attr': 'id', 'table_description': 'A Stripe Checkout payment for an account, and what became of it.'},
         ),
         *_move_to_account('Payment', 'payments', 'payments', 'key_id'),
-        # Nullable first: SQLite's rebuild keeps key_id (uncopied) until it is dropped.
-        ops.AlterField(model_name='Payment', name='key', field=fields.ForeignKeyField('portal.ApiKey', source_field='key_id', null=True, db_constraint=True, to_field='id', related_name='payments', on_delete=OnDelete.RESTRICT)),
-        ops.RemoveField(model_name='Payment', name='key'),
-        _drop_key_column('payments'),
+        *_drop_key_link('Payment', 'payments', 'payments'),
         ops.AddIndex(
             model_name='Payment',
             index=Index(fields=['account_id', 'created_at']),
