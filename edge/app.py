@@ -24,7 +24,7 @@ from tortoise.exceptions import BaseORMException, ValidationError
 
 from edge.billing.bookkeeper import start_bookkeeper
 from edge.cors import install_cors
-from edge.errors import APIError, api_error_payload, error_payload
+from edge.errors import APIError, anthropic_error_payload, api_error_payload, error_payload
 from edge.intake import BodyBudget, Intake, PortalRequest
 from edge.metering.call import new_request_id
 from edge.payments.config import PaymentSettings
@@ -82,7 +82,9 @@ class OpenAIErrorHandler(ErrorHandler):
                 error_payload("The portal failed to handle this request.",
                               type="server_error", code="internal_error"), status=500)
         # Sanic always passes a request, a made-up one for an error before routing.
-        if _wants_page(request):
+        if request.path.startswith(_ANTHROPIC_PREFIX):
+            response = _anthropic_error(request, response)
+        elif _wants_page(request):
             response = _error_page(request, response)
         _tag(request, response)
         return response
@@ -96,6 +98,27 @@ def _trace(request: Request) -> str:
 #: Paths whose errors are JSON whatever the client accepts.
 _API_PREFIXES = ("/v1/", "/api/", "/admin", "/ws/", "/webhooks/", "/metrics", "/healthz",
                  "/readyz", "/openapi.json", "/static/")
+
+
+#: The route whose clients are Anthropic's: its errors are in Anthropic's shape.
+_ANTHROPIC_PREFIX = "/v1/messages"
+
+
+def _anthropic_error(request: Request, response: HTTPResponse) -> HTTPResponse:
+    """The same error as Anthropic's API gives it."""
+    import json
+
+    try:
+        message = json.loads(response.body or b"{}")["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = "Request could not be handled."
+    payload = anthropic_error_payload(response.status, message,
+                                      getattr(request.ctx, "request_id", None))
+    answer = json_response(payload, status=response.status)
+    for name, value in response.headers.items():
+        if name.lower() != "content-type" and name.lower() != "content-length":
+            answer.headers[name] = value
+    return answer
 
 
 def _wants_page(request: Request) -> bool:
@@ -145,7 +168,7 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
     app = Sanic(name, error_handler=OpenAIErrorHandler(), request_class=PortalRequest)
     app.config.update({
         "REQUEST_MAX_SIZE": settings.max_body_bytes,
-        "RESPONSE_TIMEOUT": int(settings.upstream_timeout) + 60,
+        "RESPONSE_TIMEOUT": int(settings.upstream_timeout) + settings.max_wait + 60,
         "REQUEST_TIMEOUT": 60,
         "KEEP_ALIVE_TIMEOUT": 75,
         "ACCESS_LOG": False,
@@ -163,8 +186,9 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
     app.ctx.intake = Intake(head_timeout=settings.head_timeout,
                             body_timeout=settings.body_timeout,
                             budget=BodyBudget(settings.body_budget_bytes))
-    for blueprint in (proxy_views.bp, catalog.bp, key_status.bp, usage.bp, jobs_api.bp, admin.bp,
-                      admin_keys.bp, health.bp, chat_views.bp, web_views.bp):
+    for blueprint in (proxy_views.bp, proxy_views.tokenizer_bp, catalog.bp, key_status.bp,
+                      usage.bp, jobs_api.bp, admin.bp, admin_keys.bp, health.bp, chat_views.bp,
+                      web_views.bp):
         app.blueprint(blueprint)
     app.blueprint(payments_bp)
     _add_static_files(app)

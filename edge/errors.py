@@ -41,10 +41,14 @@ errors that are not ours:
   ``Retry-After: 5``;
 - anything else: 500 ``internal_error``.
 
+On ``/v1/messages`` the same errors are answered in Anthropic's shape instead
+(:func:`anthropic_error_payload`), as its SDK reads them. ``Retry-After`` is never
+more than :data:`MAX_RETRY_AFTER` seconds, a wait the SDKs honour.
+
 Pages get the same error as HTML. Three other places build error bodies themselves:
 
-- :mod:`edge.proxy.views` writes the error event that ends a stream the node broke
-  (in OpenAI's shape);
+- the stream relays write the error event that ends a stream the node broke, in
+  the route's shape (:mod:`edge.metering.sse`, :mod:`edge.metering.event_streams`);
 - :mod:`dramatiq_actors.jobs` stores a failed job's ``{"message", "code"}``;
 - the chat sends ``error`` events in its own protocol (:mod:`edge.chat.protocol`).
 """
@@ -71,7 +75,9 @@ __all__ = [
     "ServiceUnavailable",
     "StoreUnavailable",
     "Unprocessable",
+    "anthropic_error_payload",
     "error_payload",
+    "retry_after_value",
 ]
 
 
@@ -106,7 +112,7 @@ class APIError(PortalError):
     def headers(self) -> dict[str, str]:
         if self.retry_after is None:
             return {}
-        return {"retry-after": str(max(1, int(self.retry_after)))}
+        return {"retry-after": retry_after_value(self.retry_after)}
 
 
 class InvalidRequest(APIError):
@@ -184,6 +190,36 @@ class NodesUnavailable(ServiceUnavailable):
     """Every node of the model that was tried refused or failed before answering."""
 
     code = "upstream_unavailable"
+
+
+#: The longest ``Retry-After`` the ``openai`` and ``anthropic`` SDKs wait for: given a longer
+#: one, they fall back to their own backoff of a few seconds and soon give up. A model
+#: that needs longer says so in the message, and the client that retries after this
+#: many seconds is told again.
+MAX_RETRY_AFTER = 60
+
+
+def retry_after_value(seconds: float) -> str:
+    """A ``Retry-After`` the SDKs honour: whole seconds from 1 to :data:`MAX_RETRY_AFTER`."""
+    return str(min(MAX_RETRY_AFTER, max(1, int(seconds))))
+
+
+#: Anthropic's error ``type`` for each status (its API's, which its SDK maps back).
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error",
+                    402: "billing_error", 403: "permission_error", 404: "not_found_error",
+                    413: "request_too_large", 422: "invalid_request_error",
+                    429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error"}
+
+
+def anthropic_error_payload(status: int, message: str,
+                            request_id: str | None = None) -> dict[str, Any]:
+    """The body Anthropic's API and SDK use for errors (``/v1/messages``)."""
+    kind = _ANTHROPIC_TYPES.get(status, "invalid_request_error" if status < 500
+                                else "api_error")
+    payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
+    if request_id:
+        payload["request_id"] = request_id
+    return payload
 
 
 def error_payload(message: str, *, type: str = "invalid_request_error",

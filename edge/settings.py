@@ -78,6 +78,9 @@ class Settings:
                                  "(vLLM's --api-key); empty: none.")
     warming_retry_after: int = _setting(90, "Retry-After seconds when a model has no running "
                                         "node and its boot time is not yet measured.")
+    max_wait: int = _setting(300, "Longest wait, in seconds, a client may ask for with the "
+                             "X-Portal-Wait header: its request is held until a node of a "
+                             "cold model is up. Longer asks are cut to this.")
     shutdown_grace: float = _setting(10.0, "Seconds `portal serve` gives open requests and "
                                      "streams to finish when told to stop.")
     reservation_grace: float = _setting(60.0, "Seconds after a reservation's deadline before "
@@ -180,6 +183,8 @@ class Settings:
                      "chat_sockets_per_key", "chat_sockets_per_worker"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"PORTAL_{name.upper()} is out of range")
+        if self.max_wait < 0:
+            raise ConfigError("PORTAL_MAX_WAIT is out of range (0 turns the wait off)")
         if self.body_budget_bytes < self.max_body_bytes:
             raise ConfigError("PORTAL_BODY_BUDGET_BYTES must be at least PORTAL_MAX_BODY_BYTES")
         if not (self.head_timeout > 0 and self.body_timeout > 0):

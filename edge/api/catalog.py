@@ -12,7 +12,7 @@ from sanic import Blueprint, Request, json
 
 from edge.billing.money import format_usd
 from edge.errors import ModelNotFound
-from edge.identity.auth import authenticate
+from edge.identity.auth import authenticate, credentials
 
 if TYPE_CHECKING:
     from edge.fleet.registry import ModelInfo, Registry
@@ -38,6 +38,7 @@ def model_entry(registry: Registry, model: ModelInfo) -> dict[str, Any]:
         "object": "model",
         "created": model.created,
         "owned_by": "inference-portal",
+        "kind": model.kind,
         "context_length": model.context_length,
         "pricing": {
             "currency": "USD",
@@ -54,7 +55,7 @@ def model_entry(registry: Registry, model: ModelInfo) -> dict[str, Any]:
 
 async def _allowed(request: Request) -> frozenset[str] | None:
     """The models the caller's key may call; None: every model (or no key given)."""
-    header = request.headers.get("authorization")
+    header = credentials(request.headers)
     if header is None:
         return None
     key = await authenticate(request.app.ctx.portal, header)

@@ -8,7 +8,7 @@ from sanic import Blueprint, Request, json
 from edge.api.shapes import key_view, money
 from edge.billing.caps import used_in_window
 from edge.db.models import Account, ApiKey
-from edge.identity.auth import authenticate
+from edge.identity.auth import authenticate, credentials
 
 __all__ = ["bp"]
 
@@ -18,7 +18,7 @@ bp = Blueprint("key_status", url_prefix="/v1")
 @bp.get("/key")
 async def key_status(request: Request):
     portal = request.app.ctx.portal
-    key = await authenticate(portal, request.headers.get("authorization"))
+    key = await authenticate(portal, credentials(request.headers))
     balance = await portal.billing.balance(key.account_id)
     row = await ApiKey.get(id=key.id)
     account = await Account.get(id=key.account_id)

@@ -35,7 +35,7 @@ from tortoise.functions import Count, Sum
 from edge.api.shapes import money
 from edge.db.models import ApiKey, UsageRecord
 from edge.errors import InvalidRequest, NotFound
-from edge.identity.auth import authenticate
+from edge.identity.auth import authenticate, credentials
 
 if TYPE_CHECKING:
     from pypika_tortoise import SqlContext
@@ -365,7 +365,7 @@ async def csv_chunks(scope: UsageScope, *, start: datetime, end: datetime,
 
 # -- routes -------------------------------------------------------------------------------
 async def _scope(request: Request) -> UsageScope:
-    key = await authenticate(request.app.ctx.portal, request.headers.get("authorization"),
+    key = await authenticate(request.app.ctx.portal, credentials(request.headers),
                              reading=True)
     return UsageScope.of(key)
 

@@ -53,7 +53,7 @@ from edge.chat.protocol import (
 )
 from edge.db.models import ChatMessage, ChatRoom
 from edge.errors import APIError, InvalidRequest
-from edge.identity.auth import authenticate, check_key, require_usable
+from edge.identity.auth import authenticate, check_key, credentials, require_usable
 from edge.identity.keys import KeyRefusal
 from edge.identity.sessions import COOKIE, session_key
 from edge.jsonbody import json_object
@@ -351,10 +351,14 @@ async def _message(portal: PortalContext, chat: ChatService, member: Member, key
     model = None
     if frame.ask:
         name = frame.model or room.model or portal.settings.chat_default_model or next(
-            iter(sorted(portal.registry.models)), "")
+            iter(sorted(m.name for m in portal.registry.models.values()
+                        if m.kind == "generate")), "")
         model = portal.registry.model(name)
         if model is None:
             raise FrameError("model_not_found", f"No model named {name!r}.")
+        if model.kind != "generate":
+            raise FrameError("model_kind_mismatch", f"The model {name!r} is a {model.kind} "
+                             "model: it does not chat.")
     question = await ChatMessage.create(room_id=room.id, role="user", author=key.name,
                                         key_id=key.id, content=frame.text)
     member.deliver(event("sent", id=question.id))  # so the sender knows which reply is theirs
@@ -382,8 +386,12 @@ async def create_room(request: Request):
     model = body.get("model") or ""
     if not isinstance(model, str):
         raise InvalidRequest("'model' must be a string.", param="model")
-    if model and portal.registry.model(model) is None:
+    info = portal.registry.model(model) if model else None
+    if model and info is None:
         raise InvalidRequest(f"No model named {model!r}.", param="model")
+    if info is not None and info.kind != "generate":
+        raise InvalidRequest(f"The model {model!r} is a {info.kind} model: it does not chat.",
+                             param="model", code="model_kind_mismatch")
     system = body.get("system_prompt") or ""
     if not isinstance(system, str) or len(system) > 4000:
         raise InvalidRequest("'system_prompt' must be a string of at most 4000 characters.",
@@ -412,4 +420,4 @@ async def _api_key(request: Request) -> KeyRecord:
 
         await check_csrf(request)
         return require_usable(key)  # the session lets a frozen key read its account only
-    return await authenticate(portal, request.headers.get("authorization"))
+    return await authenticate(portal, credentials(request.headers))

@@ -12,7 +12,7 @@ import json
 
 from edge.billing.money import format_usd
 from edge.cli.runtime import CommandContext, fail, print_table, run_command, usd_argument
-from edge.db.models import LLM, Node, NodeState
+from edge.db.models import LLM, ModelKind, Node, NodeState
 from edge.fleet.nodes import learn_contexts, probe_many
 
 __all__ = ["register"]
@@ -29,6 +29,11 @@ def register(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--output-price", required=True, type=usd_argument,
                      help="USD per 1M completion tokens")
     add.add_argument("--context", type=int, default=8192, help="context length in tokens")
+    add.add_argument("--kind", choices=[k.value for k in ModelKind], default=None,
+                     help="what its nodes serve: generate (chat, completions, responses, "
+                          "messages; the default for a new model), embed (embeddings) or "
+                          "rerank (score and rerank); embed and rerank are charged per input "
+                          "token at the input price")
     add.add_argument("--idle-ttl", type=int, help="seconds idle before its nodes stop (0: never)")
     add.add_argument("--min-warm", type=int, help="nodes kept running however idle")
     add.add_argument("--disabled", action="store_true", help="add it hidden and refused")
@@ -91,6 +96,8 @@ async def add_model(ctx: CommandContext, args: argparse.Namespace) -> int:
         "context_length": args.context,
         "enabled": not args.disabled,
     }
+    if args.kind is not None:
+        wanted["kind"] = ModelKind(args.kind)
     if args.idle_ttl is not None:
         wanted["idle_ttl"] = args.idle_ttl
     if args.min_warm is not None:
@@ -115,11 +122,11 @@ async def list_models(ctx: CommandContext, args: argparse.Namespace) -> int:
         "id": m.id, "name": m.name, "served_name": m.served_name,
         "input_usd_per_1m": format_usd(m.input_price),
         "output_usd_per_1m": format_usd(m.output_price),
-        "context": m.context_length, "enabled": m.enabled,
+        "context": m.context_length, "kind": str(m.kind), "enabled": m.enabled,
         "idle_ttl": m.idle_ttl, "min_warm": m.min_warm,
     } for m in await LLM.all().order_by("name")]
     print_table(rows, ["id", "name", "served_name", "input_usd_per_1m", "output_usd_per_1m",
-                       "context", "enabled"], as_json=args.json)
+                       "context", "kind", "enabled"], as_json=args.json)
     return 0
 
 

@@ -15,7 +15,7 @@ from tortoise import fields
 from tortoise.models import Model
 
 __all__ = ["LLM", "MAX_ID", "Account", "ApiKey", "CapReset", "KeyScope", "LedgerEntry",
-           "LedgerKind", "Node", "NodeState", "UsageRecord"]
+           "LedgerKind", "ModelKind", "Node", "NodeState", "UsageRecord"]
 
 # Each foreign key is annotated with its relation type, and its ``<name>_id``
 # column (which Tortoise adds at run time) is declared beside it for the type checker.
@@ -44,6 +44,14 @@ class LedgerKind(StrEnum):
     ADJUSTMENT = "adjustment"
 
 
+class ModelKind(StrEnum):
+    """What a model's nodes serve: vLLM runs one model per node, of one kind."""
+
+    GENERATE = "generate"  # chat, completions, responses, messages
+    EMBED = "embed"  # embeddings (and score and rerank by cosine similarity)
+    RERANK = "rerank"  # a cross-encoder: score and rerank
+
+
 class LLM(Model):
     """A model offered to users, with its prices."""
 
@@ -53,6 +61,8 @@ class LLM(Model):
     input_price = fields.BigIntField(description="micro-dollars per 1M prompt tokens")
     output_price = fields.BigIntField(description="micro-dollars per 1M completion tokens")
     context_length = fields.IntField(default=8192)
+    kind = fields.CharEnumField(ModelKind, max_length=16, default=ModelKind.GENERATE,
+                                description="what its nodes serve: generate, embed or rerank")
     enabled = fields.BooleanField(default=True)
     idle_ttl = fields.IntField(
         null=True, description="seconds idle before its nodes stop (null: the default, 0: never)")

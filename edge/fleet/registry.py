@@ -10,6 +10,7 @@ one place that knows what a node is busy with.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Iterable
@@ -33,6 +34,7 @@ class ModelInfo:
     enabled: bool
     boot_seconds: float | None
     created: int  # Unix seconds
+    kind: str = "generate"  # what its nodes serve (edge.db.models.ModelKind)
 
 
 @dataclasses.dataclass(slots=True)
@@ -58,6 +60,22 @@ class Registry:
     def __init__(self) -> None:
         self.models: dict[str, ModelInfo] = {}
         self.nodes: dict[int, list[NodeInfo]] = {}
+        self._reloaded = asyncio.Event()  # set, and replaced, by each reload
+
+    async def wait_routable(self, model: ModelInfo, seconds: float) -> NodeInfo | None:
+        """The node :meth:`pick` gives once one of ``model`` is routable, waiting up to
+        ``seconds`` (None when none came up). Woken by each reload, and every second
+        for a node whose cool-down ends."""
+        deadline = time.monotonic() + seconds
+        while (node := self.pick(model)) is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._reloaded.wait(), min(left, 1.0))
+            except TimeoutError:
+                pass
+        return node
 
     def model(self, name: str) -> ModelInfo | None:
         info = self.models.get(name)
@@ -123,7 +141,8 @@ class Registry:
                 id=row.id, name=row.name, served_name=row.served_name,
                 input_price=row.input_price, output_price=row.output_price,
                 context_length=row.context_length, enabled=row.enabled,
-                boot_seconds=row.boot_seconds, created=int(row.created_at.timestamp()))
+                boot_seconds=row.boot_seconds, created=int(row.created_at.timestamp()),
+                kind=str(row.kind))
             for row in await LLM.all()
         }
         previous = {node.id: node for nodes in self.nodes.values() for node in nodes}
@@ -142,3 +161,5 @@ class Registry:
             nodes.setdefault(row.model_id, []).append(info)
         self.models = models
         self.nodes = nodes
+        reloaded, self._reloaded = self._reloaded, asyncio.Event()
+        reloaded.set()

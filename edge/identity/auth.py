@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from edge.errors import APIError, InvalidAPIKey, PermissionDenied
@@ -12,7 +13,8 @@ from edge.identity.keys import KeyRefusal, hash_key, key_prefix
 if TYPE_CHECKING:
     from edge.identity.keys import KeyDirectory, KeyRecord
 
-__all__ = ["KeyContext", "authenticate", "bearer_token", "check_key", "refusal_error",
+__all__ = ["KeyContext", "authenticate", "bearer_token", "check_key", "credentials",
+           "refusal_error",
            "require_access", "require_manager", "require_usable", "same_secret"]
 
 
@@ -32,10 +34,21 @@ def same_secret(given: str, expected: str) -> bool:
                                expected.encode("utf-8", "surrogateescape"))
 
 
+def credentials(headers: Mapping[str, str]) -> str | None:
+    """The ``Authorization`` header, or the key Anthropic's clients send in ``x-api-key``
+    (as a Bearer header): one key, whichever SDK calls."""
+    header = headers.get("authorization")
+    if header is None:
+        key = headers.get("x-api-key")
+        if key is not None:
+            return "Bearer " + key
+    return header
+
+
 def bearer_token(header: str | None) -> str:
     if not header:
         raise InvalidAPIKey("You didn't provide an API key. Send it as "
-                            "'Authorization: Bearer <key>'.")
+                            "'Authorization: Bearer <key>' (or 'x-api-key: <key>').")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidAPIKey("The Authorization header must be 'Bearer <key>'.")

@@ -42,8 +42,10 @@ if TYPE_CHECKING:
 __all__ = ["KEY_PREFIX", "ROUTES", "KeyDirectory", "KeyRecord", "KeyRefusal", "generate_key",
            "hash_key", "key_prefix"]
 
-#: Routes a key's allow-list may name: the API's metered routes, queued jobs, chat rooms.
-ROUTES = ("chat/completions", "completions", "embeddings", "jobs", "chat")
+#: Routes a key's allow-list may name: the API's metered routes, queued jobs, chat rooms, and
+#: the free ``/tokenize`` and ``/detokenize`` (``tokenize``).
+ROUTES = ("chat/completions", "completions", "embeddings", "responses", "messages", "rerank",
+          "score", "tokenize", "jobs", "chat")
 
 #: Every key starts with this.
 KEY_PREFIX = "sk-ip-"

@@ -19,7 +19,7 @@ from sanic.response import json as json_response
 
 from edge.db.models import Job
 from edge.errors import InvalidRequest, ModelNotFound, NotFound
-from edge.identity.auth import authenticate
+from edge.identity.auth import authenticate, credentials
 from edge.jobs.store import JOB_ID, job_view, new_job_id
 from edge.jsonbody import json_object
 from edge.metering.call import MeteredCall
@@ -46,7 +46,7 @@ MAX_WAIT = 60.0
 async def submit(request: Request):
     portal = request.app.ctx.portal
     settings = portal.settings
-    key = await authenticate(portal, request.headers.get("authorization"))
+    key = await authenticate(portal, credentials(request.headers))
     body = json_object(request.body)
     endpoint_name = body.pop("endpoint", "chat")
     if endpoint_name not in ("chat", "completions"):
@@ -106,7 +106,7 @@ async def _make_job(portal: PortalContext, key: KeyRecord, model: ModelInfo,
 @bp.get("/jobs/<job_id:str>")
 async def status(request: Request, job_id: str):
     portal = request.app.ctx.portal
-    key = await authenticate(portal, request.headers.get("authorization"))
+    key = await authenticate(portal, credentials(request.headers))
     wait = _wait_seconds(request.args.get("wait"))
     if not JOB_ID.fullmatch(job_id):
         raise NotFound(f"No job '{job_id[:64]}' for this key.", param="id")

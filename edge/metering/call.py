@@ -40,8 +40,11 @@ from edge.billing.reservations import worst_case_tokens
 from edge.errors import APIError, ModelWarming, NodeFailed, NodesUnavailable, NodeTimedOut
 from edge.fleet.upstream import NODE_FAILURES, node_error
 from edge.identity.auth import require_access
+from edge.metering.answers import node_usage, usage_object
 from edge.metering.counting import NodeTokenizer, count_answer, count_stream
+from edge.metering.event_streams import MessagesRelay, ResponsesRelay
 from edge.metering.outcome import Charge, Outcome, settle
+from edge.metering.request_spec import Endpoint, check_kind
 from edge.metering.sse import StreamRelay
 
 if TYPE_CHECKING:
@@ -60,6 +63,12 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 1.0
 #: Bytes of a refusing node's body read to tell the client why.
 REFUSAL_BYTES = 64 * 1024
+
+
+#: A stream in one of the relays' dialects (OpenAI's chunks, or named events).
+Relay = StreamRelay | ResponsesRelay | MessagesRelay
+#: The routes whose streams are OpenAI's chunks, with usage asked of the node.
+_CHUNKED = (Endpoint.CHAT, Endpoint.COMPLETIONS)
 
 
 def new_request_id() -> str:
@@ -86,6 +95,16 @@ class Metering:
     max_attempts: int = 3
     down_seconds: float = 5.0
     warming_retry_after: float = 60.0
+
+    async def wait_for_node(self, model: ModelInfo, seconds: float) -> NodeInfo | None:
+        """Hold a call for a cold model until one of its nodes is routable (a boot is
+        asked for first), up to ``seconds``; None: none came up, or none can."""
+        if not self.registry.cooling(model):
+            if not self.registry.can_boot(model):
+                return None
+            if self.boots is not None:
+                await self.boots.request(model.name)
+        return await self.registry.wait_routable(model, seconds)
 
     async def cold(self, model: ModelInfo) -> APIError:
         """The 503 for a model without a routable node, after asking for a boot.
@@ -149,6 +168,10 @@ class MeteredCall:
       settles: False for a call whose settlement is someone else's (a job's:
         result first, charge second, by :mod:`edge.jobs.store`).
       deadline: monotonic time after which no other node is tried.
+
+    Raises:
+      InvalidRequest: ``model`` is of a kind that does not serve ``spec``'s route
+        (400 ``model_kind_mismatch``).
     """
 
     def __init__(self, metering: Metering, *, model: ModelInfo, spec: RequestSpec,
@@ -158,6 +181,7 @@ class MeteredCall:
         self.model = model
         self.spec = spec
         self.body = body
+        check_kind(spec, model.kind, model.name)
         self.request_id = request_id
         self.endpoint = endpoint
         self.started = time.perf_counter() if started is None else started
@@ -168,7 +192,7 @@ class MeteredCall:
         self.node: NodeInfo | None = None  # the node the call is open on
         self.answered_by: NodeInfo | None = None  # the node that answered, for /tokenize
         self.upstream: httpx.Response | None = None
-        self.relay_state: StreamRelay | None = None
+        self.relay_state: Relay | None = None
         self.settlement: Settlement | None = None
         self.counted_by: Literal["node", "edge"] = "node"
         self.counts = (0, 0)  # (prompt, completion) delivered or answered so far
@@ -183,6 +207,8 @@ class MeteredCall:
             return "jobs"
         if endpoint == "chat-room":
             return "chat"
+        if endpoint == "detokenize":
+            return "tokenize"
         return "chat/completions" if endpoint == "chat" else endpoint
 
     def authorize(self, key: KeyRecord) -> None:
@@ -198,7 +224,8 @@ class MeteredCall:
 
     def worst_case(self) -> tuple[int, int]:
         spec = self.spec
-        return worst_case_tokens(len(self.body), spec.max_tokens, spec.choices,
+        bound = len(self.body) if spec.prompt_bound is None else spec.prompt_bound
+        return worst_case_tokens(bound, spec.max_tokens, spec.choices,
                                  self.model.context_length, spec.prompts)
 
     async def reserve(self, key: KeyRecord, node: NodeInfo | None = None, *,
@@ -208,9 +235,12 @@ class MeteredCall:
             self.authorize(key)
         model, spec = self.model, self.spec
         prompt, completion = self.worst_case()
+        prices = (model.input_price, model.output_price)
+        if spec.endpoint.free:  # rate-limited like any call, for nothing
+            prompt, completion, prices = 0, 0, (0, 0)
         reservation = await self.metering.billing.reserve(
             key, self.request_id, prompt_tokens=prompt, completion_tokens=completion,
-            input_price=model.input_price, output_price=model.output_price,
+            input_price=prices[0], output_price=prices[1],
             meta={"model": model.name, "node": node.id if node is not None else "",
                   "ep": self.endpoint, "st": int(spec.stream)}, ttl_ms=ttl_ms)
         self.charge = Charge.of(reservation)
@@ -219,11 +249,12 @@ class MeteredCall:
     def upstream_body(self) -> bytes:
         """The body the node gets: the served model name, and usage on every chunk."""
         spec, model = self.spec, self.model
-        if not spec.stream and model.served_name == model.name:
+        usage_options = spec.stream and spec.endpoint in _CHUNKED
+        if not usage_options and model.served_name == model.name:
             return self.body
         body = dict(spec.body)
         body["model"] = model.served_name
-        if spec.stream:
+        if usage_options:
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
             options["continuous_usage_stats"] = True
@@ -281,8 +312,8 @@ class MeteredCall:
                 raise
             else:
                 status = response.status_code
-                if status in (400, 422):
-                    self._release()
+                if status in (400, 422) or (status == 404 and self.spec.stateful):
+                    self._release()  # the client's mistake, or state only it can fix
                     raise node_error(status, body)
                 retry_after = max(retry_after, _retry_after(response))
                 reason = node_error(status, body).message
@@ -330,24 +361,21 @@ class MeteredCall:
         """
         response = self.upstream or await self.open()
         content = response.content
+        endpoint = self.spec.endpoint
         try:
             answer = json.loads(content)
-            usage = answer.get("usage")
-            counted = isinstance(usage, dict) and ("prompt_tokens" in usage
-                                                   or "completion_tokens" in usage)
-            usage = usage if counted else {}
-            prompt = int(usage.get("prompt_tokens") or 0)
-            completion = int(usage.get("completion_tokens") or 0)
+            counted = node_usage(endpoint, answer)
         except (ValueError, TypeError, AttributeError):
             raise NodeFailed("The GPU node sent an answer that is not JSON.") from None
-        if not counted:
+        if counted is None:
             # A node that reports no usage (llama.cpp, old releases): the edge counts,
             # and the client gets the usage it would have had from vLLM.
             prompt, completion = await self._apart(self._count_answer(answer))
-            answer["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                               "total_tokens": prompt + completion}
+            answer["usage"] = usage_object(endpoint, prompt, completion)
+        else:
+            prompt, completion = counted
         self.counts = (prompt, completion)
-        if not counted or self.model.served_name != self.model.name:
+        if counted is None or self.model.served_name != self.model.name:
             answer["model"] = self.model.name
             content = json.dumps(answer, separators=(",", ":")).encode()
         node = self.answered_by
@@ -361,15 +389,21 @@ class MeteredCall:
                                   prompt_estimate=self.worst_case()[0], choice_cap=cap)
 
     # -- a stream ------------------------------------------------------------------------
-    def stream_relay(self) -> StreamRelay:
-        """The relay of this call's stream (made once)."""
+    def stream_relay(self) -> Relay:
+        """The relay of this call's stream (made once), in its route's dialect."""
         if self.relay_state is None:
             spec, model = self.spec, self.model
-            self.relay_state = StreamRelay(
-                include_usage=spec.include_usage, continuous=spec.continuous_usage, n=spec.n,
-                prompts=spec.prompts, rename=None if model.served_name == model.name
-                else (model.served_name, model.name),
-                prices=(model.input_price, model.output_price))
+            rename = None if model.served_name == model.name else (model.served_name,
+                                                                   model.name)
+            prices = (model.input_price, model.output_price)
+            if spec.endpoint is Endpoint.RESPONSES:
+                self.relay_state = ResponsesRelay(rename=rename, prices=prices)
+            elif spec.endpoint is Endpoint.MESSAGES:
+                self.relay_state = MessagesRelay(rename=rename, prices=prices)
+            else:
+                self.relay_state = StreamRelay(
+                    include_usage=spec.include_usage, continuous=spec.continuous_usage,
+                    n=spec.n, prompts=spec.prompts, rename=rename, prices=prices)
         return self.relay_state
 
     async def relay(self, send: Callable[[bytes], Awaitable[Any]]) -> Relayed:

@@ -22,8 +22,9 @@ import httpx
 from edge.fleet.upstream import NODE_FAILURES
 from edge.metering.request_spec import Endpoint
 
-__all__ = ["DeltaCounter", "NodeTokenizer", "answer_texts", "choice_text", "count_answer",
-           "count_prompt", "count_stream", "count_texts", "estimate_text_tokens"]
+__all__ = ["DeltaCounter", "NodeTokenizer", "answer_texts", "chat_messages", "choice_text",
+           "count_answer", "count_prompt", "count_stream", "count_texts",
+           "estimate_text_tokens"]
 
 #: Seconds the edge waits for a node's /tokenize before it uses its estimates.
 TOKENIZE_TIMEOUT = 1.0
@@ -178,14 +179,21 @@ class NodeTokenizer:
 async def count_prompt(tokenizer: NodeTokenizer | None, endpoint: Endpoint,
                        body: dict[str, Any], estimate: int) -> int:
     """The prompt's tokens by the node's tokenizer, else ``estimate`` (an upper bound)."""
-    if endpoint is Endpoint.CHAT:
+    messages = chat_messages(endpoint, body)
+    if messages is not None:
         if tokenizer is None:
             return estimate
-        payload = {"messages": body.get("messages")}
-        payload.update({k: body[k] for k in _CHAT_TEMPLATE_FIELDS if k in body})
+        payload: dict[str, Any] = {"messages": messages}
+        if endpoint is Endpoint.CHAT:
+            payload.update({k: body[k] for k in _CHAT_TEMPLATE_FIELDS if k in body})
         count = await tokenizer.count(payload)
         return count if count else estimate
-    prompt = body.get("prompt")
+    if endpoint is Endpoint.COMPLETIONS:
+        prompt = body.get("prompt")
+    elif endpoint is Endpoint.EMBEDDINGS:
+        prompt = body.get("input")
+    else:
+        return estimate  # rerank and score: pairs the node assembles its own way
     if isinstance(prompt, list) and prompt and all(isinstance(t, list) for t in prompt):
         return sum(len(t) for t in prompt)  # prompts of token ids
     if isinstance(prompt, list) and prompt and not any(isinstance(t, str) for t in prompt):
@@ -197,6 +205,43 @@ async def count_prompt(tokenizer: NodeTokenizer | None, endpoint: Endpoint,
     if not all(counts):  # a prompt has at least its BOS token: 0 is a wrong answer
         return estimate
     return sum(c for c in counts if c)
+
+
+def chat_messages(endpoint: Endpoint, body: dict[str, Any]) -> list[Any] | None:
+    """The request's prompt as chat messages, for ``/tokenize``; None: it has none.
+
+    Responses and Messages bodies are turned into the chat messages vLLM templates
+    them as: the instructions or system prompt first, then each turn's text.
+    """
+    if endpoint is Endpoint.CHAT:
+        return body.get("messages")
+    if endpoint is Endpoint.RESPONSES:
+        turns = body.get("input")
+        system = body.get("instructions")
+        if isinstance(turns, str):
+            turns = [{"role": "user", "content": turns}]
+    elif endpoint is Endpoint.MESSAGES:
+        turns = body.get("messages")
+        system = body.get("system")
+    else:
+        return None
+    messages: list[dict[str, str]] = []
+    if system:
+        messages.append({"role": "system", "content": _block_text(system)})
+    for turn in turns if isinstance(turns, list) else ():
+        if isinstance(turn, dict) and isinstance(turn.get("role"), str):
+            messages.append({"role": turn["role"], "content": _block_text(turn.get("content"))})
+    return messages
+
+
+def _block_text(content: Any) -> str:
+    """The text of a content given as a string or as blocks (``text``/``input_text``)."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text") or "" for part in content
+                       if isinstance(part, dict) and isinstance(part.get("text"), str))
+    return ""
 
 
 async def count_texts(tokenizer: NodeTokenizer | None, texts: list[str]) -> int | None:
@@ -235,10 +280,16 @@ async def count_stream(tokenizer: NodeTokenizer | None, counter: DeltaCounter,
     return prompt, max(delivered, tokenized or 0)
 
 
-def answer_texts(answer: dict[str, Any]) -> list[str]:
-    """The generated text of each choice of a non-streaming answer."""
+def answer_texts(endpoint: Endpoint, answer: dict[str, Any]) -> list[str]:
+    """The generated text of each choice of a non-streaming answer (none for pooling)."""
+    if endpoint is Endpoint.RESPONSES:
+        items = answer.get("output")
+        return ["".join(_block_text(item.get("content")) for item in items
+                        if isinstance(item, dict))] if isinstance(items, list) else []
+    if endpoint is Endpoint.MESSAGES:
+        return [_block_text(answer.get("content"))]
     choices = answer.get("choices")
-    if not isinstance(choices, list):
+    if endpoint not in (Endpoint.CHAT, Endpoint.COMPLETIONS) or not isinstance(choices, list):
         return []
     return [choice_text(c) or "" for c in choices if isinstance(c, dict)]
 
@@ -251,7 +302,7 @@ async def count_answer(tokenizer: NodeTokenizer | None, endpoint: Endpoint,
     Without the node's tokenizer the completion is the texts' bytes, each choice at
     most ``choice_cap`` (what was reserved for it).
     """
-    texts = answer_texts(answer)
+    texts = answer_texts(endpoint, answer)
     prompt, completion = await asyncio.gather(
         count_prompt(tokenizer, endpoint, body, prompt_estimate), count_texts(tokenizer, texts))
     if completion is None:

@@ -166,6 +166,19 @@ class StreamRelay:
         self.prompt_tokens = sum(self._prompt.values())
         self.completion_tokens = sum(self._completion.values())
 
+    def end(self, charged: int, prompt: int, completion: int) -> bytes:
+        """The bytes after the last chunk of a complete stream: the usage chunk the
+        client asked for if the node sent none, the cost (an SSE comment), ``[DONE]``."""
+        tail = f": cost_micros={charged}\n\ndata: [DONE]\n\n".encode()
+        if self.owes_usage_chunk:
+            tail = self.usage_chunk(prompt, completion) + tail
+        return tail
+
+    def broken(self, message: str, code: str, kind: str) -> bytes:
+        """The error chunk, in OpenAI's shape, that ends a stream the node broke."""
+        error = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        return f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
+
     def usage_chunk(self, prompt: int, completion: int) -> bytes:
         """The final usage event, in OpenAI's shape, for a node that sent none."""
         head = self.deltas.head

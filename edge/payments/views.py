@@ -16,7 +16,7 @@ from sanic.response import json as json_response
 from edge.admin import require_admin
 from edge.db.models import MAX_ID, PaymentStatus, WebhookEvent
 from edge.errors import InvalidRequest
-from edge.identity.auth import authenticate, require_usable
+from edge.identity.auth import authenticate, credentials, require_usable
 from edge.identity.keys import KeyRecord
 from edge.jsonbody import json_object
 from edge.payments.checkout import parse_topup_amount, start_checkout
@@ -54,8 +54,8 @@ async def topup(request: Request):
 async def _payer(request: Request) -> KeyRecord:
     """A bearer key, or the signed-in browser's key (then the form's CSRF token is due)."""
     portal = request.app.ctx.portal
-    if request.headers.get("authorization"):
-        return await authenticate(portal, request.headers.get("authorization"))
+    if credentials(request.headers):
+        return await authenticate(portal, credentials(request.headers))
     from edge.identity.csrf import check_csrf
     from edge.identity.sessions import COOKIE, session_key
 
@@ -127,7 +127,7 @@ async def _close_clients(app) -> None:
 
 async def _authenticate_even_frozen(request: Request) -> KeyRecord:
     """A frozen key may read its payments (to see the dispute), nothing else."""
-    return await authenticate(request.app.ctx.portal, request.headers.get("authorization"),
+    return await authenticate(request.app.ctx.portal, credentials(request.headers),
                               reading=True)
 
 

@@ -1,23 +1,30 @@
-"""``POST /v1/chat/completions`` and ``POST /v1/completions``: adapters of the metered call.
+"""The metered API routes, each an adapter of the metered call.
+
+``/v1/chat/completions``, ``/v1/completions``, ``/v1/embeddings``, ``/v1/responses``,
+``/v1/messages`` (Anthropic's), ``/v1/rerank``, ``/v1/score``, and the free
+``/tokenize`` and ``/detokenize``: one :func:`forward` for all of them.
 
 The hot path, in order: key (memory) → body checks → model and node (memory) →
 one Redis script for limits and credit → the node (another one while nodes
 refuse, :mod:`edge.metering.call`) → one Redis script to settle and record
 usage → the answer. Settlement happens before the last byte leaves, so a worker
 that dies after answering has already charged.
+
+A cold model answers 503 at once, unless the client asked to wait with
+``X-Portal-Wait: <seconds>``: the request is then held (nothing reserved yet)
+until a node is up, or the wait runs out.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from typing import TYPE_CHECKING
 
 from sanic import Blueprint, HTTPResponse, Request
 
 from edge.billing.money import format_usd
-from edge.errors import ModelNotFound
-from edge.identity.auth import authenticate
+from edge.errors import InvalidRequest, ModelNotFound
+from edge.identity.auth import authenticate, credentials
 from edge.metering.call import MeteredCall
 from edge.metering.cost import with_cost
 from edge.metering.limits import rate_limit_headers
@@ -27,26 +34,42 @@ from edge.metering.request_spec import Endpoint, check_fits, parse_request
 if TYPE_CHECKING:
     from edge.billing.reservations import Settlement
     from edge.context import PortalContext
+    from edge.fleet.registry import NodeInfo
 
-__all__ = ["bp"]
+__all__ = ["bp", "tokenizer_bp"]
 
 bp = Blueprint("proxy", url_prefix="/v1")
+#: vLLM serves these at the root, and so does the portal.
+tokenizer_bp = Blueprint("tokenizer")
+
+#: The header a client sets to wait for a cold model instead of a 503.
+WAIT_HEADER = "x-portal-wait"
 
 
-@bp.post("/chat/completions")
-async def chat_completions(request: Request) -> HTTPResponse | None:
-    return await forward(request, Endpoint.CHAT)
+def _route(path: str, endpoint: Endpoint, blueprint: Blueprint = bp) -> None:
+    async def view(request: Request) -> HTTPResponse | None:
+        return await forward(request, endpoint)
+
+    view.__name__ = endpoint.value
+    view.__doc__ = f"``POST {path}``."
+    blueprint.add_route(view, path, methods=["POST"], name=endpoint.value)
 
 
-@bp.post("/completions")
-async def completions(request: Request) -> HTTPResponse | None:
-    return await forward(request, Endpoint.COMPLETIONS)
+_route("/chat/completions", Endpoint.CHAT)
+_route("/completions", Endpoint.COMPLETIONS)
+_route("/embeddings", Endpoint.EMBEDDINGS)
+_route("/responses", Endpoint.RESPONSES)
+_route("/messages", Endpoint.MESSAGES)
+_route("/rerank", Endpoint.RERANK)
+_route("/score", Endpoint.SCORE)
+_route("/tokenize", Endpoint.TOKENIZE, tokenizer_bp)
+_route("/detokenize", Endpoint.DETOKENIZE, tokenizer_bp)
 
 
 async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
     portal: PortalContext = request.app.ctx.portal
     started = time.perf_counter()
-    key = await authenticate(portal, request.headers.get("authorization"))
+    key = await authenticate(portal, credentials(request.headers))
     spec = parse_request(request.body, endpoint)
     model = portal.registry.model(spec.model)
     if model is None:
@@ -57,7 +80,7 @@ async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
                        request_id=request.ctx.request_id, endpoint=endpoint.value,
                        started=started)
     call.authorize(key)
-    node = call.choose()
+    node = call.choose() or await _wait(request, call)
     if node is None:
         refusal = await portal.metering.cold(model)
         # Nothing was reserved, but an operator must see a cold model's 503s.
@@ -70,6 +93,11 @@ async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
         if spec.stream:
             await _stream(request, call, limits)
             return None
+        if endpoint.free:
+            await call.finish(Outcome.DONE)
+            assert call.upstream is not None
+            return HTTPResponse(call.upstream.content, content_type="application/json",
+                                headers=limits)
         answer = await call.fetch()
         settlement = await call.finish(Outcome.DONE, answer.prompt_tokens,
                                        answer.completion_tokens)
@@ -78,26 +106,43 @@ async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
                             headers={**limits, **cost_headers(settlement)})
 
 
+async def _wait(request: Request, call: MeteredCall) -> NodeInfo | None:
+    """The node a client that sent ``X-Portal-Wait`` waited for, or None (no wait asked,
+    or none came up in time)."""
+    value = request.headers.get(WAIT_HEADER)
+    if value is None or call.spec.endpoint.free:
+        return None
+    try:
+        seconds = int(value.strip())
+    except ValueError:
+        seconds = -1
+    if seconds < 0:
+        raise InvalidRequest("'X-Portal-Wait' must be a whole number of seconds to wait "
+                             "for a cold model's node.", param="X-Portal-Wait")
+    seconds = min(seconds, request.app.ctx.settings.max_wait)
+    if seconds == 0:
+        return None
+    portal: PortalContext = request.app.ctx.portal
+    return await portal.metering.wait_for_node(call.model, seconds)
+
+
 async def _stream(request: Request, call: MeteredCall, limits: dict[str, str]) -> None:
     """Relay the node's events as they arrive, never buffered; the tail says the cost."""
     response = await request.respond(
         content_type="text/event-stream; charset=utf-8",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no", **limits})
     relayed = await call.relay(response.send)
+    relay = call.stream_relay()
     if relayed.failure is None:
-        tail = f": cost_micros={relayed.settlement.charged}\n\ndata: [DONE]\n\n".encode()
-        relay = call.stream_relay()
-        if relay.owes_usage_chunk:
-            tail = relay.usage_chunk(relayed.prompt_tokens, relayed.completion_tokens) + tail
+        tail = relay.end(relayed.settlement.charged, relayed.prompt_tokens,
+                         relayed.completion_tokens)
     else:
         reason = relayed.failure
-        error = {"error": {"message": reason.message + " The answer is incomplete; you were "
-                           f"charged for the {relayed.completion_tokens} tokens received.",
-                           "type": reason.type, "param": None, "code": reason.code}}
-        tail = f"data: {json.dumps(error)}\n\ndata: [DONE]\n\n".encode()
+        tail = relay.broken(reason.message + " The answer is incomplete; you were charged "
+                            f"for the {relayed.completion_tokens} tokens received.",
+                            reason.code or "upstream_error", reason.type)
     await response.send(tail)
     await response.eof()
-    return None
 
 
 def cost_headers(settlement: Settlement) -> dict[str, str]:

@@ -111,14 +111,15 @@ class InProcessPortal:
     # -- the catalogue ----------------------------------------------------------------
     async def add_model(self, name: str, *, served_name: str | None = None,
                         input_price: str = "0.50", output_price: str = "1.50",
-                        context: int = 8192) -> Any:
-        """Offer a model (prices in USD per 1M tokens); returns its row."""
+                        context: int = 8192, kind: str = "generate") -> Any:
+        """Offer a model (prices in USD per 1M tokens) of ``kind``; returns its row."""
         from edge.billing.money import parse_usd
-        from edge.db.models import LLM
+        from edge.db.models import LLM, ModelKind
 
         row = await LLM.create(name=name, served_name=served_name or name,
                                input_price=parse_usd(input_price),
-                               output_price=parse_usd(output_price), context_length=context)
+                               output_price=parse_usd(output_price), context_length=context,
+                               kind=ModelKind(kind))
         await self.ctx.registry.reload()
         return row
 
