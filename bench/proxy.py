@@ -8,7 +8,8 @@ ledger by the bookkeeper), then measures:
 
 1. added latency: the same requests at a fixed rate (open loop) sent to the
    node directly and through the portal; p50/p99 of each and the difference;
-   for streams, the time to the last byte and to the first token;
+   for streams, the time to the last byte and to the first token; and the same
+   for embeddings (eight passages a request, to an ``--kind embed`` simnode);
 2. throughput: closed loop at a fixed concurrency (``wrk`` when installed, else
    a Python client), requests per second, and the edge worker's CPU time per
    request (from /proc), i.e. what one worker sustains on a core of its own.
@@ -42,6 +43,11 @@ from tests.support.services import redis_service
 CHAT = {"model": "bench", "messages": [{"role": "user", "content": "Hello there, how are you?"}],
         "max_tokens": 16}
 STREAM = {**CHAT, "stream": True}
+#: Eight passages of about 60 tokens, as a retrieval pipeline embeds a page's chunks.
+EMBED = {"model": "bench-embed",
+         "input": [f"Passage {i}: GPU nodes serve one model each; the portal meters every "
+                   "token it forwards, reserves the worst case in Redis and settles the "
+                   "node's own count, so a customer is charged exactly." for i in range(8)]}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -177,17 +183,21 @@ def main() -> int:
         "settings": vars(args),
     }
     with redis_service() as redis_url, tempfile.TemporaryDirectory() as tmp, \
-            start_simnode("--model", "bench", "--workers", "1") as node:
+            start_simnode("--model", "bench", "--workers", "1") as node, \
+            start_simnode("--model", "bench-embed", "--kind", "embed", "--workers", "1") \
+            as embedder:
         portal = PortalServer(Path(tmp), redis_url, workers=1)
         portal.cli("migrate")
         portal.add_model("bench")
         portal.add_node("bench", node.url)
+        portal.add_model("bench-embed", kind="embed", output_price="0")
+        portal.add_node("bench-embed", embedder.url)
         _key_id, key = portal.create_key("1000000", rpm=100_000_000, tpm=2_000_000_000)
         if args.scoped:
             owner = portal.cli_json("keys", "list")[0]["account"]
             key = portal.cli_json("keys", "create", "--name", "scoped", "--account", str(owner),
-                                  "--scope", "api", "--models", "bench", "--cap", "500000",
-                                  "--cap-reset", "daily", "--rpm", "100000000",
+                                  "--scope", "api", "--models", "bench,bench-embed",
+                                  "--cap", "500000", "--cap-reset", "daily", "--rpm", "100000000",
                                   "--tpm", "2000000000")["key"]
         with portal:
             (worker,) = portal.worker_pids()
@@ -209,6 +219,16 @@ def main() -> int:
                 portal_url, key, STREAM, args.concurrency, args.seconds, worker)
             results["direct_node_throughput"] = closed_loop(
                 direct_url, key, CHAT, args.concurrency, args.seconds, node.process.pid)
+            direct_url = embedder.url + "/v1/embeddings"
+            portal_url = portal.url + "/v1/embeddings"
+            direct = asyncio.run(open_loop(direct_url, key, EMBED, args.rate, args.seconds,
+                                           False))
+            proxied = asyncio.run(open_loop(portal_url, key, EMBED, args.rate, args.seconds,
+                                            False))
+            results[f"latency_embeddings_at_{int(args.rate)}rps"] = summary(
+                direct["total"], proxied["total"])
+            results["throughput_embeddings"] = closed_loop(
+                portal_url, key, EMBED, args.concurrency, args.seconds, worker)
     print(json.dumps(results, indent=2))
     out = Path(__file__).parent / "results"
     out.mkdir(exist_ok=True)

@@ -144,13 +144,13 @@ async def _chat(request: Request, room: str | None):
     public = await ChatRoom.filter(private=False).order_by("-id").limit(30)
     own = await ChatRoom.filter(private=True, created_by_id=key.id).order_by("-id").limit(20)
     return await render(request, "chat.html", key=key, room=room, rooms=[*own, *public],
-                        models=catalog_models(request),
+                        models=[m for m in catalog_models(request) if m["kind"] == "generate"],
                         balance=format_usd(await portal.billing.balance(key.account_id)))
 
 
 @bp.get("/docs")
 async def docs(request: Request):
-    models = catalog_models(request)
+    models = [m for m in catalog_models(request) if m["kind"] == "generate"]
     return await render(request, "docs.html",
                         base=request.app.ctx.portal.settings.effective_public_url,
                         example_model=models[0]["id"] if models else "your-model")

@@ -34,9 +34,9 @@ MODELS = [
      "weights": "meta-llama/Llama-3.1-8B-Instruct", "instance_type": "g6.xlarge", "count": 2,
      "ami": "ami-12c6146b", "disk_size_gb": 200, "input_price": "0.10",
      "output_price": "0.20", "context": 8192},
-    {"model": "qwen-small", "served_name": "Qwen/Qwen2.5-0.5B-Instruct",
+    {"model": "qwen-small", "served_name": "Qwen/Qwen3-Embedding-0.6B", "kind": "embed",
      "instance_type": "g6.xlarge", "count": 1, "ami": "ami-12c6146b",
-     "input_price": "0.05", "output_price": "0.10"},
+     "input_price": "0.05", "output_price": "0"},
 ]
 ADMIN_CIDR = "198.51.100.0/24"
 VLLM_PORT = 8000
@@ -170,6 +170,7 @@ def test_instances_are_tagged(provisioned: tuple[Run, Run], ec2: Any) -> None:
         assert node_tags["served_name"] == model["served_name"]
         assert node_tags["weights"] == model.get("weights", model["served_name"])
         assert node_tags["vllm_port"] == str(VLLM_PORT)
+        assert node_tags["kind"] == model.get("kind", "generate")  # the pooling runner's cue
         assert node["InstanceType"] == model["instance_type"]
         assert node["KeyName"] == FLEET
         assert node["State"]["Name"] == "running"
@@ -211,6 +212,11 @@ def test_nodes_are_registered_with_the_portal(provisioned: tuple[Run, Run], ec2:
     registered = {n["instance_id"]: (n["model"], n["url"]) for n in portal_nodes(portal_env)}
     assert registered == expected
     assert {n["state"] for n in portal_nodes(portal_env)} == {"running"}
+    out = subprocess.run([str(BIN / "portal"), "models", "list", "--json"],
+                         env=ansible_env(**portal_env), check=True, capture_output=True,
+                         text=True, cwd=portal_env["PORTAL_DATA_DIR"], timeout=60).stdout
+    assert {m["name"]: m["kind"] for m in json.loads(out)} == {
+        m["model"]: m.get("kind", "generate") for m in MODELS}
 
 
 def test_dynamic_inventory_groups_by_role_and_model(provisioned: tuple[Run, Run], ec2: Any,
@@ -239,6 +245,7 @@ def test_dynamic_inventory_groups_by_role_and_model(provisioned: tuple[Run, Run]
         assert node_vars["vllm_node_portal_model"] == model["model"]
         assert node_vars["vllm_node_served_model_name"] == model["served_name"]
         assert node_vars["vllm_node_port"] == VLLM_PORT
+        assert node_vars["vllm_node_model_kind"] == model.get("kind", "generate")
         assert node_vars["ansible_host"]
 
 

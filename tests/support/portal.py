@@ -76,10 +76,11 @@ class PortalServer:
         return json.loads(self.cli(*args, "--json").stdout)
 
     def add_model(self, name: str, *, input_price: str = "0.50", output_price: str = "1.50",
-                  served_name: str | None = None, context: int = 8192) -> None:
+                  served_name: str | None = None, context: int = 8192,
+                  kind: str = "generate") -> None:
         self.cli("models", "add", name, "--served-name", served_name or name,
                  "--input-price", input_price, "--output-price", output_price,
-                 "--context", str(context))
+                 "--context", str(context), "--kind", kind)
 
     def add_node(self, model: str, url: str) -> int:
         return self.cli_json("nodes", "add", "--model", model, "--url", url)["id"]
