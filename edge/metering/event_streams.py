@@ -61,6 +61,7 @@ class NamedEventRelay:
         self.done = False  # the node ended the stream
         self.node_done_marker = False  # ... and sent data: [DONE]
         self.delivered = 0  # delta events passed on
+        self.final = False  # the node said the output's tokens (its last usage)
         self.deltas = DeltaCounter()  # what the edge counts when the node says nothing
 
     @property
@@ -70,10 +71,13 @@ class NamedEventRelay:
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes from the node; return the complete events to send on (maybe empty)."""
-        self._buffer += data
-        if b"\n\n" not in self._buffer:
+        buffer = self._buffer + data
+        if b"\r" in buffer:  # CRLF framing (a CR may end one read and its LF begin the next)
+            buffer = buffer.replace(b"\r\n", b"\n")
+        if b"\n\n" not in buffer:
+            self._buffer = buffer
             return b""
-        *events, self._buffer = self._buffer.replace(b"\r\n", b"\n").split(b"\n\n")
+        *events, self._buffer = buffer.split(b"\n\n")
         out = []
         for event in events:
             event = event.strip(b"\n")
@@ -94,10 +98,12 @@ class NamedEventRelay:
         raise NotImplementedError
 
     def _count_delta(self) -> None:
+        """One more piece of output delivered: until the node counts the output, the
+        pieces delivered are its tokens (one each, as vLLM sends them)."""
         self.delivered += 1
         self.deltas.counts[0] = self.delivered
-        if not self.node_counted:
-            self.completion_tokens = self.delivered
+        if not self.final:
+            self.completion_tokens = max(self.completion_tokens, self.delivered)
 
     def _priced(self, event: bytes) -> bytes:
         if self.prices is None:
@@ -136,7 +142,7 @@ class ResponsesRelay(NamedEventRelay):
             usage = (_data(event).get("response") or {}).get("usage")
             if isinstance(usage, dict) and ("input_tokens" in usage or
                                             "output_tokens" in usage):
-                self.node_counted = True
+                self.node_counted = self.final = True
                 self.prompt_tokens = _count(usage.get("input_tokens"))
                 self.completion_tokens = _count(usage.get("output_tokens"))
                 return self._priced(event)
@@ -167,7 +173,7 @@ class MessagesRelay(NamedEventRelay):
         elif kind == b"message_delta":
             usage = _data(event).get("usage")
             if isinstance(usage, dict) and "output_tokens" in usage:
-                self.node_counted = True
+                self.node_counted = self.final = True
                 if usage.get("input_tokens") is not None:
                     self.prompt_tokens = _count(usage.get("input_tokens"))
                 self.completion_tokens = _count(usage.get("output_tokens"))

@@ -121,15 +121,22 @@ def parse_rerank(body: dict[str, Any], model: str, size: int) -> RequestSpec:
                  _repeat_bound(size, query, len(documents)))
 
 
+#: The pairs of fields ``/score`` takes, as vLLM's request shapes name them.
+_SCORE_FIELDS = (("text_1", "text_2"), ("queries", "documents"), ("queries", "items"),
+                 ("data_1", "data_2"))
+
+
 def parse_score(body: dict[str, Any], model: str, size: int) -> RequestSpec:
-    """``POST /v1/score`` (vLLM's): ``text_1`` against ``text_2``, one to one, one to
-    many, or many to many of the same length."""
-    first = _texts(body.get("text_1"), "text_1", one_ok=True)
-    second = _texts(body.get("text_2"), "text_2", one_ok=True)
+    """``POST /v1/score`` (vLLM's): ``text_1`` against ``text_2`` (or ``queries`` against
+    ``documents``...), one to one, one to many, or many to many of the same length."""
+    names = next((pair for pair in _SCORE_FIELDS if pair[0] in body and pair[1] in body),
+                 next((pair for pair in _SCORE_FIELDS if pair[0] in body), _SCORE_FIELDS[0]))
+    first = _texts(body.get(names[0]), names[0], one_ok=True)
+    second = _texts(body.get(names[1]), names[1], one_ok=True)
     if len(first) > 1 and len(first) != len(second):
-        raise InvalidRequest(f"'text_1' holds {len(first)} texts and 'text_2' "
-                             f"{len(second)}: give one text_1, or as many as text_2.",
-                             param="text_1")
+        raise InvalidRequest(f"'{names[0]}' holds {len(first)} texts and '{names[1]}' "
+                             f"{len(second)}: give one {names[0]}, or as many as "
+                             f"{names[1]}.", param=names[0])
     pairs = len(second)
     bound = _repeat_bound(size, first[0], pairs) if len(first) == 1 else \
         size + pairs * _SPECIALS_PER_PAIR

@@ -74,6 +74,8 @@ def test_score_pairs_one_to_many_and_many_to_many() -> None:
     assert parse(Endpoint.SCORE, text_1="q", text_2="a").prompts == 1
     assert refused(Endpoint.SCORE, text_1=["q", "r"], text_2=["a", "b", "c"]).param == "text_1"
     assert refused(Endpoint.SCORE, text_1="q").param == "text_2"
+    assert parse(Endpoint.SCORE, queries="q", documents=["a", "b", "c"]).prompts == 3
+    assert refused(Endpoint.SCORE, queries=["q", "r"], items=["a"]).param == "queries"
 
 
 def test_responses_spec() -> None:

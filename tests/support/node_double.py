@@ -53,8 +53,10 @@ __all__ = [
     "stream_events",
 ]
 
-#: Paths of a node whose calls a script applies to.
-COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions")
+#: Paths of a node whose calls a script applies to (the metered routes; not /tokenize,
+#: which the edge itself calls to count).
+COMPLETION_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings",
+                    "/v1/responses", "/v1/messages", "/v1/rerank", "/v1/score")
 
 
 class NodeAction:
