@@ -27,6 +27,18 @@ def test_models_add_is_idempotent_and_reports_changes(portal: PortalServer) -> N
     assert row["served_name"] == "meta/llama"
     assert row["output_usd_per_1m"] == "0.700000"
     assert row["context"] == 4096
+    assert row["kind"] == "generate"  # the default
+
+
+def test_a_model_says_what_its_nodes_serve(portal: PortalServer) -> None:
+    args = ["models", "add", "bge", "--input-price", "0.02", "--output-price", "0", "--json"]
+    assert json.loads(portal.cli(*args, "--kind", "embed").stdout)["outcome"] == "created"
+    # Leaving --kind out keeps the kind it has.
+    assert json.loads(portal.cli(*args).stdout)["outcome"] == "unchanged"
+    assert json.loads(portal.cli(*args, "--kind", "rerank").stdout)["outcome"] == "updated"
+    assert [m["kind"] for m in portal.cli_json("models", "list")] == ["rerank"]
+    wrong = portal.cli(*args, "--kind", "vision", check=False)
+    assert wrong.returncode == 2 and "invalid choice" in wrong.stderr
 
 
 def test_prices_must_be_exact_and_non_negative(portal: PortalServer) -> None:
