@@ -97,7 +97,7 @@ def _trace(request: Request) -> str:
 
 #: Paths whose errors are JSON whatever the client accepts.
 _API_PREFIXES = ("/v1/", "/api/", "/admin", "/ws/", "/webhooks/", "/metrics", "/healthz",
-                 "/readyz", "/openapi.json", "/static/")
+                 "/readyz", "/openapi.json", "/static/", "/tokenize", "/detokenize")
 
 
 #: The route whose clients are Anthropic's: its errors are in Anthropic's shape.

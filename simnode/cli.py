@@ -12,7 +12,7 @@ from sanic import Sanic
 from sanic.worker.loader import AppLoader
 
 from simnode.app import create_app
-from simnode.config import USAGE_MODES, SimConfig
+from simnode.config import KINDS, USAGE_MODES, SimConfig
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -20,6 +20,21 @@ __all__ = ["add_arguments", "config_from_args", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the simnode options to ``parser`` (the caller owns the parser and its help)."""
     parser.add_argument("--model", required=True, help="served model name")
+    parser.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="generate",
+        help="what the model does, like vLLM's runner: generate (chat, completions, "
+        "responses, messages), embed (embeddings, score, rerank) or rerank (a "
+        "cross-encoder: score, rerank); default %(default)s",
+    )
+    parser.add_argument(
+        "--embedding-dim",
+        type=int,
+        default=384,
+        help="embedding size of an embed model; `dimensions` may ask for fewer "
+        "(default %(default)s)",
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
     parser.add_argument("--port", type=int, required=True, help="port to bind")
     parser.add_argument(
@@ -130,6 +145,8 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         hang=args.hang,
         usage=args.usage,
         tokenize=args.tokenize,
+        kind=args.kind,
+        embedding_dim=args.embedding_dim,
     )
 
 

@@ -7,7 +7,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["USAGE_MODES", "Faults", "SimConfig"]
+__all__ = ["KINDS", "USAGE_MODES", "Faults", "SimConfig"]
+
+#: What a node's one model does, like vLLM's runner and task: ``generate`` text (chat,
+#: completions, responses, messages), ``embed`` (embeddings, and score/rerank by cosine
+#: similarity) or ``rerank`` (a cross-encoder: score and rerank only).
+KINDS = ("generate", "embed", "rerank")
 
 #: How a node reports usage: ``vllm`` as vLLM does; ``none`` never (llama.cpp's server,
 #: old vLLM releases): no per-chunk usage, no final usage chunk, no ``usage`` in answers.
@@ -39,10 +44,16 @@ class SimConfig:
     hang: bool = False
     usage: str = "vllm"
     tokenize: bool = True
+    kind: str = "generate"
+    embedding_dim: int = 384
 
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model must not be empty")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}")
+        if not 1 <= self.embedding_dim <= 65536:
+            raise ValueError("embedding_dim must be in [1, 65536]")
         if self.usage not in USAGE_MODES:
             raise ValueError(f"usage must be one of {', '.join(USAGE_MODES)}")
         if self.reply_tokens < 1:

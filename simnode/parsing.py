@@ -14,7 +14,14 @@ from simnode.config import SimConfig
 from simnode.errors import BadRequest, InvalidBody, ModelNotFound
 from simnode.tokenizer import chat_prompt_tokens, chat_seed_text, completion_prompt_tokens
 
-__all__ = ["Job", "load_body", "parse_chat", "parse_completion"]
+__all__ = [
+    "Job",
+    "check_prompt_length",
+    "load_body",
+    "optional_int",
+    "parse_chat",
+    "parse_completion",
+]
 
 
 @dataclass(slots=True, kw_only=True)
@@ -39,18 +46,16 @@ def load_body(body: bytes, content_type: str) -> dict[str, Any]:
     """
     media_type = content_type.split(";", 1)[0].strip().lower()
     if media_type != "application/json":
-        raise InvalidBody(
-            "value_error",
-            (),
-            "Unsupported Media Type: Only 'application/json' is allowed",
-        )
+        raise InvalidBody.media_type()
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         pos = getattr(exc, "pos", 0)
-        raise InvalidBody("json_invalid", (pos,), "JSON decode error") from None
+        raise InvalidBody("json_invalid", (pos,), "JSON decode error", {}) from None
     if not isinstance(data, dict):
-        raise InvalidBody("model_attributes_type", (), "Input should be a valid dictionary")
+        raise InvalidBody(
+            "model_attributes_type", (), "Input should be a valid dictionary", data
+        )
     return data
 
 
@@ -60,29 +65,58 @@ def _check_model(data: dict[str, Any], config: SimConfig) -> None:
         raise ModelNotFound(model)
 
 
-def _optional_int(data: dict[str, Any], key: str) -> int | None:
+def optional_int(data: dict[str, Any], key: str) -> int | None:
+    """Return ``data[key]`` if it is an integer, None if absent or null.
+
+    Raises:
+        InvalidBody: when it is something else.
+    """
     value = data.get(key)
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidBody("int_type", (key,), "Input should be a valid integer")
+        raise InvalidBody("int_type", (key,), "Input should be a valid integer", value)
     return value
+
+
+def check_prompt_length(tokens: int, max_model_len: int, *, clipped: bool = True) -> None:
+    """Refuse a prompt longer than the context window, in vLLM 0.33's words.
+
+    vLLM tokenizes text with truncation at ``max_model_len + 1`` tokens, so a text
+    prompt over the limit reports "at least" that many (``clipped``); token ids are
+    counted whole.
+
+    Raises:
+        BadRequest: when ``tokens`` exceeds ``max_model_len``.
+    """
+    if tokens <= max_model_len:
+        return
+    shown = min(tokens, max_model_len + 1) if clipped else tokens
+    qualifier = "at least " if shown == max_model_len + 1 else ""
+    raise BadRequest(
+        f"This model's maximum context length is {max_model_len} tokens. However, your "
+        f"prompt contains {qualifier}{shown} input tokens, which exceeds this limit even "
+        "without any output tokens. Please reduce the length of the input prompt.",
+        param="input_tokens",
+        value=shown,
+    )
 
 
 def _stream_flags(data: dict[str, Any]) -> tuple[bool, bool, bool]:
     stream = data.get("stream") or False
     if not isinstance(stream, bool):
-        raise InvalidBody("bool_type", ("stream",), "Input should be a valid boolean")
+        raise InvalidBody("bool_type", ("stream",), "Input should be a valid boolean", stream)
     options = data.get("stream_options")
     if options is None:
         return stream, False, False
     if not isinstance(options, dict):
-        raise InvalidBody("model_type", ("stream_options",), "Input should be an object")
+        raise InvalidBody("model_type", ("stream_options",), "Input should be an object", options)
     if not stream:
         raise InvalidBody(
             "value_error",
             (),
             "Value error, Stream options can only be defined when `stream=True`.",
+            data,
         )
     # vLLM's StreamOptions defaults include_usage to true once stream_options is given.
     include_usage = options.get("include_usage", True) is not False
@@ -99,15 +133,15 @@ def _plan(
     seed_text: str,
 ) -> Job:
     """Check the lengths against the context window and decide the reply length."""
-    n = _optional_int(data, "n")
+    n = optional_int(data, "n")
     if n is not None and n != 1:
         raise BadRequest("simnode serves only n=1 (one choice per request)", param="n", value=n)
     if chat:
-        max_tokens = _optional_int(data, "max_completion_tokens") or _optional_int(
+        max_tokens = optional_int(data, "max_completion_tokens") or optional_int(
             data, "max_tokens"
         )
     else:
-        max_tokens = _optional_int(data, "max_tokens")
+        max_tokens = optional_int(data, "max_tokens")
     if max_tokens is not None and max_tokens < 1:
         raise BadRequest(
             f"max_tokens must be at least 1, got {max_tokens}.",
@@ -166,14 +200,14 @@ def parse_chat(data: dict[str, Any], config: SimConfig) -> Job:
     """
     messages = data.get("messages")
     if messages is None:
-        raise InvalidBody("missing", ("messages",), "Field required")
+        raise InvalidBody("missing", ("messages",), "Field required", data)
     if not isinstance(messages, list):
-        raise InvalidBody("list_type", ("messages",), "Input should be a valid list")
+        raise InvalidBody("list_type", ("messages",), "Input should be a valid list", messages)
     try:
         prompt_tokens = chat_prompt_tokens(messages)
         seed_text = chat_seed_text(messages)
     except ValueError as exc:
-        raise InvalidBody("value_error", ("messages",), str(exc)) from None
+        raise InvalidBody("value_error", ("messages",), str(exc), messages) from None
     _check_model(data, config)
     return _plan(data, config, chat=True, prompt_tokens=prompt_tokens, seed_text=seed_text)
 
@@ -189,7 +223,9 @@ def _completion_prompt(prompt: Any) -> tuple[int, str]:
             return completion_prompt_tokens(prompt[0]), prompt[0]
         if all(isinstance(x, str) for x in prompt):
             raise BadRequest("simnode serves one prompt per request", param="prompt")
-    raise InvalidBody("value_error", ("prompt",), "Input should be a string or a list of tokens")
+    raise InvalidBody(
+        "value_error", ("prompt",), "Input should be a string or a list of tokens", prompt
+    )
 
 
 def parse_completion(data: dict[str, Any], config: SimConfig) -> Job:
@@ -202,7 +238,7 @@ def parse_completion(data: dict[str, Any], config: SimConfig) -> Job:
     """
     prompt = data.get("prompt")
     if prompt is None:
-        raise InvalidBody("missing", ("prompt",), "Field required")
+        raise InvalidBody("missing", ("prompt",), "Field required", data)
     prompt_tokens, seed_text = _completion_prompt(prompt)
     _check_model(data, config)
     return _plan(data, config, chat=False, prompt_tokens=prompt_tokens, seed_text=seed_text)

@@ -3,6 +3,9 @@
 vLLM's own endpoints (``/health``, ``/v1/models``, ``/tokenize``, ``/detokenize``,
 ``/metrics``) plus ``/sim/faults``, which only a simnode has. ``--no-tokenize`` leaves out
 ``/tokenize`` and ``/detokenize``, as servers other than vLLM lack them.
+
+The model routes depend on the kind, as vLLM registers only the routers of its model's
+tasks: a route of another kind is not there at all (404 ``{"detail":"Not Found"}``).
 """
 
 from __future__ import annotations
@@ -16,12 +19,22 @@ from sanic import HTTPResponse, Sanic
 from simnode.completions import chat_completions, completions
 from simnode.context import SimContext, SimRequest
 from simnode.errors import BadRequest, InvalidBody, ModelNotFound
+from simnode.messages import messages
 from simnode.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from simnode.metrics import render_metrics
 from simnode.parsing import load_body
+from simnode.pooling import embeddings, rerank, score
+from simnode.responses import responses
 from simnode.tokenizer import chat_prompt_ids, completion_prompt_ids, decode_ids
 
-__all__ = ["add_routes"]
+__all__ = ["MODEL_ROUTES", "add_routes"]
+
+#: The model routes each kind serves (all ``POST``).
+MODEL_ROUTES = {
+    "generate": ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/messages"),
+    "embed": ("/v1/embeddings", "/score", "/v1/score", "/rerank", "/v1/rerank", "/v2/rerank"),
+    "rerank": ("/score", "/v1/score", "/rerank", "/v1/rerank", "/v2/rerank"),
+}
 
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
@@ -66,15 +79,15 @@ async def tokenize(request: SimRequest) -> HTTPResponse:
     if "messages" in data:
         messages = data["messages"]
         if not isinstance(messages, list):
-            raise InvalidBody("list_type", ("messages",), "Input should be a valid list")
+            raise InvalidBody("list_type", ("messages",), "Input should be a valid list", messages)
         try:
             ids = chat_prompt_ids(messages)
         except ValueError as exc:
-            raise InvalidBody("value_error", ("messages",), str(exc)) from None
+            raise InvalidBody("value_error", ("messages",), str(exc), messages) from None
     else:
         prompt = data.get("prompt")
         if not isinstance(prompt, str):
-            raise InvalidBody("missing", ("prompt",), "Field required")
+            raise InvalidBody("missing", ("prompt",), "Field required", data)
         ids = completion_prompt_ids(prompt, add_special_tokens=data.get("add_special_tokens", True))
     token_strs = [decode_ids([i]) for i in ids] if data.get("return_token_strs") else None
     return _json(
@@ -95,7 +108,9 @@ async def detokenize(request: SimRequest) -> HTTPResponse:
     if not isinstance(tokens, list) or not all(
         isinstance(t, int) and not isinstance(t, bool) for t in tokens
     ):
-        raise InvalidBody("list_type", ("tokens",), "Input should be a valid list of integers")
+        raise InvalidBody(
+            "list_type", ("tokens",), "Input should be a valid list of integers", tokens
+        )
     return _json({"prompt": decode_ids(tokens)})
 
 
@@ -131,8 +146,21 @@ def add_routes(app: Sanic) -> None:
     """Register every simnode route on ``app``."""
     app.add_route(health, "/health", methods=["GET"])
     app.add_route(models, "/v1/models", methods=["GET"])
-    app.add_route(chat_completions, "/v1/chat/completions", methods=["POST"])
-    app.add_route(completions, "/v1/completions", methods=["POST"])
+    handlers = {
+        "/v1/chat/completions": chat_completions,
+        "/v1/completions": completions,
+        "/v1/responses": responses,
+        "/v1/messages": messages,
+        "/v1/embeddings": embeddings,
+        "/score": score,
+        "/v1/score": score,
+        "/rerank": rerank,
+        "/v1/rerank": rerank,
+        "/v2/rerank": rerank,
+    }
+    for path in MODEL_ROUTES[app.ctx.config.kind]:
+        name = path.strip("/").replace("/", "_")
+        app.add_route(handlers[path], path, methods=["POST"], name=name)
     if app.ctx.config.tokenize:  # off with --no-tokenize, like servers without it
         app.add_route(tokenize, "/tokenize", methods=["POST"])
         app.add_route(detokenize, "/detokenize", methods=["POST"])

@@ -16,7 +16,14 @@ from typing import Any, Self
 
 import httpx
 
-__all__ = ["SimnodeProcess", "free_port", "json_events", "sse_events", "start_simnode"]
+__all__ = [
+    "SimnodeProcess",
+    "free_port",
+    "json_events",
+    "named_events",
+    "sse_events",
+    "start_simnode",
+]
 
 
 def free_port() -> int:
@@ -120,3 +127,26 @@ def json_events(raw: str) -> tuple[list[dict[str, Any]], bool]:
     if done:
         events = events[:-1]
     return [json.loads(event) for event in events], done
+
+
+def named_events(raw: str) -> tuple[list[tuple[str, dict[str, Any]]], bool]:
+    """Return the ``(event type, JSON data)`` of a named-event SSE body (Responses,
+    Messages), and whether it ended with ``data: [DONE]``.
+
+    Raises:
+        ValueError: on an event that is not ``event: <type>`` then one ``data:`` line.
+    """
+    events: list[tuple[str, dict[str, Any]]] = []
+    done = False
+    for block in raw.split("\n\n"):
+        if not block:
+            continue
+        if block == "data: [DONE]":
+            done = True
+            continue
+        lines = block.split("\n")
+        if len(lines) != 2 or not lines[0].startswith("event: ") or \
+                not lines[1].startswith("data: "):
+            raise ValueError(f"not a named event: {block!r}")
+        events.append((lines[0][len("event: "):], json.loads(lines[1][len("data: "):])))
+    return events, done

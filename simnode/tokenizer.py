@@ -8,7 +8,12 @@ rather than a real vocabulary:
 * a completion prompt costs ``count_text(prompt) + 1`` (the BOS token);
 * generated text is C words, each with a leading space, picked from :data:`VOCABULARY`
   by a stable hash of the prompt, so the same request always gets the same reply and
-  ``count_text(reply) == C``.
+  ``count_text(reply) == C``;
+* a cross-encoder pair (rerank, score) is ``count_text(query) + count_text(document) + 3``
+  (BOS, a separator, an end token, as BERT's ``[CLS] q [SEP] d [SEP]``).
+
+Ids are below :data:`VOCAB_SIZE`; a prompt of ids outside ``[0, VOCAB_SIZE)`` is out of
+the vocabulary.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ __all__ = [
     "BOS_TOKEN_ID",
     "CHAT_MESSAGE_OVERHEAD",
     "CHAT_TEMPLATE_OVERHEAD",
+    "PAIR_OVERHEAD",
     "VOCABULARY",
+    "VOCAB_SIZE",
     "chat_prompt_ids",
     "chat_prompt_tokens",
     "chat_seed_text",
@@ -32,7 +39,9 @@ __all__ = [
     "decode_ids",
     "generate_text",
     "generate_tokens",
+    "is_special",
     "message_text",
+    "pair_ids",
     "text_ids",
 ]
 
@@ -71,6 +80,10 @@ _VOCAB_BASE_ID = 100
 _VOCAB_IDS = {word: _VOCAB_BASE_ID + i for i, word in enumerate(VOCABULARY)}
 _HASHED_BASE_ID = 1000
 _HASHED_SPAN = 150_000
+#: Size of the simulated vocabulary: every id the tokenizer gives is below it.
+VOCAB_SIZE = _HASHED_BASE_ID + _HASHED_SPAN
+#: Tokens a cross-encoder adds around a (query, document) pair: BOS, separator, end.
+PAIR_OVERHEAD = 3
 #: Bound on the id -> piece memory used by :func:`decode_ids` for words outside the vocabulary.
 _MAX_REMEMBERED = 65_536
 _remembered: dict[int, str] = {}
@@ -193,6 +206,16 @@ def chat_prompt_ids(messages: Sequence[Any]) -> list[int]:
         ids += [_START_ID, _piece_id(role), _SEP_ID, *text_ids(text), _END_ID]
     ids += [_START_ID, _piece_id("assistant")]
     return ids
+
+
+def pair_ids(query: str, document: str) -> list[int]:
+    """Return the ids of a cross-encoder pair: BOS, query, separator, document, end."""
+    return [BOS_TOKEN_ID, *text_ids(query), _SEP_ID, *text_ids(document), _END_ID]
+
+
+def is_special(token_id: int) -> bool:
+    """Whether ``token_id`` is one of the template's special tokens (BOS, separators)."""
+    return token_id in _SPECIAL_PIECES
 
 
 def decode_ids(ids: Sequence[int]) -> str:

@@ -15,7 +15,7 @@ import json
 
 import httpx
 
-from edge.errors import APIError, InvalidRequest, NodeFailed, Unprocessable
+from edge.errors import APIError, InvalidRequest, NodeFailed, NotFound, Unprocessable
 from edge.fleet.transport import NodeTransport
 
 __all__ = ["NODE_FAILURES", "Upstream", "make_client", "node_error"]
@@ -73,10 +73,14 @@ def node_error(status: int, body: bytes) -> APIError:
     """The error to answer when a node replied ``status`` with ``body``.
 
     A 400 or 422 is the client's mistake: passed on with the node's message,
-    ``code`` and ``param`` (vLLM's, in OpenAI's shape). Anything else is the
-    node's failure.
+    ``code`` and ``param`` (vLLM's, in OpenAI's shape). A 404 is the node's
+    "not here" (a stored response it lacks), passed on when the caller decides it
+    is the client's to hear. Anything else is the node's failure.
     """
     message, code, param = _details(body)
+    if status == 404:  # state only that node had (a stored response): passed on as such
+        return NotFound(message or "The GPU node does not have what the request names.",
+                        param=param)
     if status in (400, 422):
         kind = Unprocessable if status == 422 else InvalidRequest
         return kind(message or f"The GPU node refused the request (HTTP {status}).",

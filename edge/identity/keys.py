@@ -61,8 +61,10 @@ def generate_key() -> tuple[str, str]:
 
 
 def key_prefix(key: str) -> str | None:
-    """The public prefix of a well-formed key, or None."""
-    if len(key) < PREFIX_LENGTH + 20 or len(key) > 128 or not key.startswith(KEY_PREFIX):
+    """The public prefix of a well-formed key, or None (keys are ASCII: a header's other
+    bytes arrive as surrogates, which neither Redis nor the hash can take)."""
+    if len(key) < PREFIX_LENGTH + 20 or len(key) > 128 or not key.startswith(KEY_PREFIX) \
+            or not key.isascii():
         return None
     return key[:PREFIX_LENGTH]
 

@@ -5,7 +5,7 @@ into an answer whose node said none.
 | --- | --- |
 | chat, completions | ``prompt_tokens``, ``completion_tokens`` |
 | embeddings, score | ``prompt_tokens`` (no output) |
-| rerank | ``total_tokens`` (vLLM's ``RerankUsage``), or ``prompt_tokens`` |
+| rerank | ``prompt_tokens``, or ``total_tokens`` (older releases' only field) |
 | responses, messages | ``input_tokens``, ``output_tokens`` |
 """
 
@@ -47,7 +47,7 @@ def usage_object(endpoint: Endpoint, prompt: int, completion: int) -> dict[str, 
             usage["total_tokens"] = prompt + completion
         return usage
     if endpoint is Endpoint.RERANK:
-        return {"total_tokens": prompt}
+        return {"prompt_tokens": prompt, "total_tokens": prompt}
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}
 

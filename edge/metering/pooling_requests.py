@@ -117,20 +117,29 @@ def parse_rerank(body: dict[str, Any], model: str, size: int) -> RequestSpec:
     flag = body.get("return_documents")
     if flag is not None and not isinstance(flag, bool):
         raise InvalidRequest("'return_documents' must be a boolean.", param="return_documents")
-    return _spec(Endpoint.RERANK, body, model, len(documents),
+    # The query and each document may each fill the context (an embedding model embeds
+    # each on its own; a cross-encoder's pairs are fewer).
+    return _spec(Endpoint.RERANK, body, model, len(documents) + 1,
                  _repeat_bound(size, query, len(documents)))
 
 
-#: The pairs of fields ``/score`` takes, as vLLM's request shapes name them.
-_SCORE_FIELDS = (("text_1", "text_2"), ("queries", "documents"), ("queries", "items"),
-                 ("data_1", "data_2"))
+#: The pairs of fields ``/score`` takes, in the order vLLM's request union tries them.
+_SCORE_FIELDS = (("queries", "documents"), ("queries", "items"), ("data_1", "data_2"),
+                 ("text_1", "text_2"))
 
 
 def parse_score(body: dict[str, Any], model: str, size: int) -> RequestSpec:
     """``POST /v1/score`` (vLLM's): ``text_1`` against ``text_2`` (or ``queries`` against
     ``documents``...), one to one, one to many, or many to many of the same length."""
-    names = next((pair for pair in _SCORE_FIELDS if pair[0] in body and pair[1] in body),
-                 next((pair for pair in _SCORE_FIELDS if pair[0] in body), _SCORE_FIELDS[0]))
+    named = {name for pair in _SCORE_FIELDS for name in pair if name in body}
+    pairs_named = [pair for pair in _SCORE_FIELDS if pair[0] in named and pair[1] in named]
+    if len(named) > 2:
+        # The node would score one pair of them and the reservation bound another.
+        raise InvalidRequest("Name one pair of texts to score: 'text_1' and 'text_2', "
+                             "'queries' and 'documents' (or 'items'), or 'data_1' and "
+                             "'data_2'.", param=sorted(named)[0])
+    names = pairs_named[0] if pairs_named else next(
+        (pair for pair in _SCORE_FIELDS if pair[0] in named), ("text_1", "text_2"))
     first = _texts(body.get(names[0]), names[0], one_ok=True)
     second = _texts(body.get(names[1]), names[1], one_ok=True)
     if len(first) > 1 and len(first) != len(second):
@@ -140,7 +149,9 @@ def parse_score(body: dict[str, Any], model: str, size: int) -> RequestSpec:
     pairs = len(second)
     bound = _repeat_bound(size, first[0], pairs) if len(first) == 1 else \
         size + pairs * _SPECIALS_PER_PAIR
-    return _spec(Endpoint.SCORE, body, model, pairs, bound)
+    # Each text may fill the context: a cross-encoder reads each pair as one prompt, an
+    # embedding model embeds every text on its own.
+    return _spec(Endpoint.SCORE, body, model, len(first) + pairs, bound)
 
 
 def parse_tokenize(body: dict[str, Any], model: str, _size: int) -> RequestSpec:

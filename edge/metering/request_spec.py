@@ -78,7 +78,9 @@ class RequestSpec:
     max_tokens: int | None  # generated tokens allowed per choice (0: the route generates none)
     choices: int  # completions the node will generate (n × prompts)
     n: int  # completions per prompt
-    prompts: int  # prompts in the request (completions may batch several, embeddings too)
+    #: Prompts in the request (completions may batch several, embeddings too): each is
+    #: at most the context. For rerank and score, the texts the node reads.
+    prompts: int
     include_usage: bool  # the client asked for the final usage chunk
     continuous_usage: bool  # the client asked for usage on every chunk
     #: An upper bound of the prompt's tokens when the body's length is none (a rerank

@@ -34,7 +34,6 @@ from edge.metering.request_spec import Endpoint, check_fits, parse_request
 if TYPE_CHECKING:
     from edge.billing.reservations import Settlement
     from edge.context import PortalContext
-    from edge.fleet.registry import NodeInfo
 
 __all__ = ["bp", "tokenizer_bp"]
 
@@ -80,7 +79,10 @@ async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
                        request_id=request.ctx.request_id, endpoint=endpoint.value,
                        started=started)
     call.authorize(key)
-    node = call.choose() or await _wait(request, call)
+    wait = wait_seconds(request, endpoint)
+    node = call.choose()
+    if node is None and wait:
+        node = await portal.metering.wait_for_node(model, wait)
     if node is None:
         refusal = await portal.metering.cold(model)
         # Nothing was reserved, but an operator must see a cold model's 503s.
@@ -106,24 +108,24 @@ async def forward(request: Request, endpoint: Endpoint) -> HTTPResponse | None:
                             headers={**limits, **cost_headers(settlement)})
 
 
-async def _wait(request: Request, call: MeteredCall) -> NodeInfo | None:
-    """The node a client that sent ``X-Portal-Wait`` waited for, or None (no wait asked,
-    or none came up in time)."""
+def wait_seconds(request: Request, endpoint: Endpoint) -> int:
+    """How long the client asked to wait for a cold model (``X-Portal-Wait``), cut to
+    ``PORTAL_MAX_WAIT``; 0: not at all. Checked on every call, warm or cold, so a bad
+    header is heard at once and not only the day the model idles out.
+
+    Raises:
+      InvalidRequest: not a whole number of seconds.
+    """
     value = request.headers.get(WAIT_HEADER)
-    if value is None or call.spec.endpoint.free:
-        return None
-    try:
-        seconds = int(value.strip())
-    except ValueError:
-        seconds = -1
-    if seconds < 0:
+    if value is None:
+        return 0
+    value = value.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 100:
         raise InvalidRequest("'X-Portal-Wait' must be a whole number of seconds to wait "
                              "for a cold model's node.", param="X-Portal-Wait")
-    seconds = min(seconds, request.app.ctx.settings.max_wait)
-    if seconds == 0:
-        return None
-    portal: PortalContext = request.app.ctx.portal
-    return await portal.metering.wait_for_node(call.model, seconds)
+    if endpoint.free:
+        return 0
+    return min(int(value), request.app.ctx.settings.max_wait)
 
 
 async def _stream(request: Request, call: MeteredCall, limits: dict[str, str]) -> None:

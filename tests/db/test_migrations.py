@@ -42,7 +42,10 @@ async def test_upgrading_a_database_with_rows(database: str) -> None:
     finally:
         EXECUTOR_CACHE.clear()
     assert applied == ["0002_jobs_and_node_health", "0003_chat_and_payments",
-                       "0004_installation", "0005_money_survives_redis", "0006_accounts"]
+                       "0004_installation", "0005_money_survives_redis", "0006_accounts",
+                       "0007_model_kinds"]
+    # A model offered before kinds existed generated text.
+    assert sql_query(database, "SELECT name, kind FROM llm_models") == [("m", "generate")]
     assert sql_query(database, "SELECT url, hourly_cost, health_failures, running_requests "
                      "FROM nodes") == [("http://n", 0, 0, 0)]
     ((identity,),) = sql_query(database, "SELECT identity FROM installation WHERE id = 1")

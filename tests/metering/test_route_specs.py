@@ -51,11 +51,11 @@ def test_a_rerank_reserves_the_query_once_per_document() -> None:
     query = "q" * 500
     raw = json.dumps({"model": "m", "query": query, "documents": ["d1", "d2", "d3"]}).encode()
     spec = parse_request(raw, Endpoint.RERANK)
-    assert spec.prompts == 3
+    assert spec.prompts == 4  # the query and three documents, each up to the context
     assert spec.prompt_bound is not None and spec.prompt_bound >= len(raw) + 3 * len(query)
     cohere = parse(Endpoint.RERANK, query="q", documents=[{"text": "d"}], top_n=1,
                    return_documents=True)
-    assert cohere.prompts == 1
+    assert cohere.prompts == 2
 
 
 @pytest.mark.parametrize(("body", "param"), [
@@ -69,12 +69,16 @@ def test_rerank_refusals(body, param) -> None:
 
 
 def test_score_pairs_one_to_many_and_many_to_many() -> None:
-    assert parse(Endpoint.SCORE, text_1="q", text_2=["a", "b"]).prompts == 2
-    assert parse(Endpoint.SCORE, text_1=["q", "r"], text_2=["a", "b"]).prompts == 2
-    assert parse(Endpoint.SCORE, text_1="q", text_2="a").prompts == 1
+    # Texts the node may read, each up to the context (an embedding model embeds each).
+    assert parse(Endpoint.SCORE, text_1="q", text_2=["a", "b"]).prompts == 3
+    assert parse(Endpoint.SCORE, text_1=["q", "r"], text_2=["a", "b"]).prompts == 4
+    assert parse(Endpoint.SCORE, text_1="q", text_2="a").prompts == 2
     assert refused(Endpoint.SCORE, text_1=["q", "r"], text_2=["a", "b", "c"]).param == "text_1"
     assert refused(Endpoint.SCORE, text_1="q").param == "text_2"
-    assert parse(Endpoint.SCORE, queries="q", documents=["a", "b", "c"]).prompts == 3
+    assert parse(Endpoint.SCORE, queries="q", documents=["a", "b", "c"]).prompts == 4
+    # Two pairs named: the node would score one and the reservation bound the other.
+    assert refused(Endpoint.SCORE, text_1="a", text_2="b", queries="q",
+                   documents=["d"]).param == "documents"
     assert refused(Endpoint.SCORE, queries=["q", "r"], items=["a"]).param == "queries"
 
 

@@ -1,4 +1,4 @@
-"""Fixtures: one shared simnode process and clients for it."""
+"""Fixtures: one shared simnode process of each kind and clients for them."""
 
 from __future__ import annotations
 
@@ -25,6 +25,13 @@ NODE_ARGS = (
     "--max-num-seqs",
     str(MAX_NUM_SEQS),
 )
+#: Served model names of the embed and rerank nodes.
+EMBED_MODEL = "sim-embed"
+RERANK_MODEL = "sim-rerank"
+#: Options of the embed and rerank nodes (the context window as the generate node's).
+EMBED_ARGS = ("--model", EMBED_MODEL, "--kind", "embed", "--max-model-len", str(MAX_MODEL_LEN))
+RERANK_ARGS = ("--model", RERANK_MODEL, "--kind", "rerank", "--max-model-len",
+               str(MAX_MODEL_LEN))
 #: Fault switches of a fresh node.
 DEFAULT_FAULTS = {
     "fail_after": None,
@@ -43,13 +50,46 @@ def node() -> Iterator[SimnodeProcess]:
         yield started
 
 
-@pytest.fixture
-async def client(node: SimnodeProcess) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for the shared node; puts the node's faults back afterwards."""
+@pytest.fixture(scope="session")
+def embed_node() -> Iterator[SimnodeProcess]:
+    """One embed node (384 dimensions) shared by the session."""
+    with start_simnode(*EMBED_ARGS) as started:
+        yield started
+
+
+@pytest.fixture(scope="session")
+def rerank_node() -> Iterator[SimnodeProcess]:
+    """One rerank node (a cross-encoder) shared by the session."""
+    with start_simnode(*RERANK_ARGS) as started:
+        yield started
+
+
+async def _client(node: SimnodeProcess) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=node.url, timeout=10) as http:
         yield http
         reset = await http.post("/sim/faults", json=DEFAULT_FAULTS)
         assert reset.status_code == 200
+
+
+@pytest.fixture
+async def client(node: SimnodeProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the shared node; puts the node's faults back afterwards."""
+    async for http in _client(node):
+        yield http
+
+
+@pytest.fixture
+async def embed_client(embed_node: SimnodeProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the embed node; puts its faults back afterwards."""
+    async for http in _client(embed_node):
+        yield http
+
+
+@pytest.fixture
+async def rerank_client(rerank_node: SimnodeProcess) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client for the rerank node; puts its faults back afterwards."""
+    async for http in _client(rerank_node):
+        yield http
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ import importlib
 
 import pytest
 
-MODULES = ["simnode", "simnode.tokenizer", "simnode.testing", "simnode.cli", "simnode.errors"]
+MODULES = ["simnode", "simnode.tokenizer", "simnode.testing", "simnode.cli", "simnode.errors",
+           "simnode.vectors", "simnode.pooling", "simnode.responses", "simnode.messages",
+           "simnode.serving", "simnode.routes", "simnode.parsing"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -94,3 +94,26 @@ async def test_a_client_that_goes_away_frees_its_slot(
             break
         await asyncio.sleep(0.02)
     assert await _running(client, model) == 0
+
+
+async def test_responses_and_messages_count_their_tokens(
+    client: httpx.AsyncClient, model: str
+) -> None:
+    def counters(text: str) -> tuple[float, float, float]:
+        length = re.search(r'^vllm:request_success_total\{finished_reason="length",\S+ (\S+)$',
+                           text, re.M)
+        assert length
+        return (sample(text, "vllm:prompt_tokens_total", model),
+                sample(text, "vllm:generation_tokens_total", model), float(length.group(1)))
+
+    before = counters((await client.get("/metrics")).text)
+    one = await client.post("/v1/responses", json={"model": model, "input": PROMPT,
+                                                   "max_output_tokens": 4})
+    messages = [{"role": "user", "content": PROMPT}]
+    two = await client.post("/v1/messages", json={"model": model, "max_tokens": 3,
+                                                  "stream": True, "messages": messages})
+    assert one.is_success and two.is_success
+    after = counters((await client.get("/metrics")).text)
+    prompt = one.json()["usage"]["input_tokens"]
+    assert prompt == 3 + 4 + 6
+    assert (after[0] - before[0], after[1] - before[1], after[2] - before[2]) == (2 * prompt, 7, 2)

@@ -138,3 +138,13 @@ def test_json_of_a_bare_chunk_is_compact(bare: SimnodeProcess, model: str) -> No
                                               "stream": True, "max_tokens": 1}).text
     first = raw.split("\n\n")[0].removeprefix("data: ")
     assert first == json.dumps(json.loads(first), separators=(",", ":"))
+
+
+def test_responses_and_messages_report_usage_in_any_mode(bare: SimnodeProcess,
+                                                         model: str) -> None:
+    responses = post(bare, "/v1/responses", {"model": model, "input": "Hello, world!",
+                                             "max_output_tokens": 3}).json()
+    assert (responses["usage"]["input_tokens"], responses["usage"]["output_tokens"]) == (11, 3)
+    messages = post(bare, "/v1/messages", {"model": model, "max_tokens": 3,
+                                           "messages": MESSAGES}).json()
+    assert messages["usage"] == {"input_tokens": 11, "output_tokens": 3}
