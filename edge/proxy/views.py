@@ -125,7 +125,8 @@ def wait_seconds(request: Request, endpoint: Endpoint) -> int:
                              "for a cold model's node.", param="X-Portal-Wait")
     if endpoint.free:
         return 0
-    return min(int(value), request.app.ctx.settings.max_wait)
+    longest: int = request.app.ctx.settings.max_wait
+    return min(int(value), longest)
 
 
 async def _stream(request: Request, call: MeteredCall, limits: dict[str, str]) -> None:
