@@ -316,8 +316,7 @@ class MeteredCall:
                     self._release()  # the client's mistake, or state only it can fix
                     raise node_error(status, body)
                 retry_after = max(retry_after, _retry_after(response))
-                reason = "The GPU node failed (HTTP 404)." if status == 404 else \
-                    node_error(status, body).message
+                reason = node_error(status, body).message
                 self._refused(node, str(status), cool_down=retry_after)
             if len(tried) >= metering.max_attempts or self._past_deadline():
                 break
