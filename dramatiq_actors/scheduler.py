@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def run_scheduler(settings: Settings) -> None:
+    from dramatiq_actors.conversations import purge_conversations
     from dramatiq_actors.jobs import sweep_jobs
     from dramatiq_actors.maintenance import autostop_idle, check_health, sync_nodes
 
@@ -30,6 +31,7 @@ def run_scheduler(settings: Settings) -> None:
         (check_health, settings.health_interval),
         (autostop_idle, settings.autostop_interval),
         (sweep_jobs, settings.jobs_sweep_interval),
+        (purge_conversations, settings.chat_purge_interval),
     )
     for actor, seconds in periodic:
         if seconds > 0:

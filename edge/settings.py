@@ -125,6 +125,10 @@ class Settings:
     chat_sockets_per_worker: int = _setting(4096, "Chat sockets one edge worker keeps open "
                                             "at most; more are closed with 1013 (try again "
                                             "later).")
+    chat_purge_days: int = _setting(30, "Days a deleted conversation can be restored before "
+                                    "it is removed for good.")
+    chat_purge_interval: int = _setting(3600, "Seconds between two purges of deleted "
+                                        "conversations (scheduler).")
     signup_credit: str = _setting("0", "USD of credit a key made on the web page starts with.")
     signups_per_hour: int = _setting(20, "Keys one IP address may make on the web page per hour.")
     real_ip_header: str = _setting("", "Header in which a trusted reverse proxy passes the "
@@ -180,7 +184,7 @@ class Settings:
         for name in ("port", "workers", "max_body_bytes", "default_rpm", "default_tpm",
                      "max_keys_per_account",
                      "worker_processes", "worker_threads", "job_deadline", "job_lease",
-                     "chat_sockets_per_key", "chat_sockets_per_worker"):
+                     "chat_sockets_per_key", "chat_sockets_per_worker", "chat_purge_days"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"PORTAL_{name.upper()} is out of range")
         if self.max_wait < 0:

@@ -178,6 +178,9 @@ def _plan(
         else:
             completion_tokens, finish_reason = natural, "stop"
     stream, include_usage, continuous = _stream_flags(data)
+    seed = optional_int(data, "seed")
+    if seed is not None:  # as vLLM: the same seed, the same reply; another, another
+        seed_text += f"\nseed: {seed}"
     return Job(
         chat=chat,
         prompt_tokens=prompt_tokens,

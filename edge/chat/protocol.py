@@ -7,14 +7,21 @@ Client → server (JSON text frames, ``type`` first):
      "params": {"temperature": 0.7, "max_tokens": 256, "top_p": 1}}
                                                             ("ask": false: no reply)
     {"type": "stop", "reply_id": 123}                       cancel a reply (its asker)
+    {"type": "regenerate", "reply_id": 123, "model": "…", "system": "…", "params": {…}}
+                                 another reply to the last question (the old one is kept)
+    {"type": "edit", "message_id": 122, "text": "…", "model": "…", "ask": true, …}
+                                 a new version of your last message, and a reply to it
+    {"type": "choose", "message_id": 121}                   show this alternative instead
     {"type": "history", "before": 456, "limit": 50}         older messages
     {"type": "resume", "after": 789}                        what I missed
     {"type": "ping"}
 
 Server → client: ``ready``, ``message``, ``delta``, ``done``, ``status``,
 ``presence`` (who ``joined`` and ``left`` lately, up to 100 ``members``
-and their ``count``), ``history``, ``error``, ``pong``, and ``sent`` (to the sender
-only: the id its message got, so it knows which reply is its own). Every frame is checked here; a
+and their ``count``), ``history``, ``error``, ``pong``, ``sent`` (to the sender
+only: the id its message got, so it knows which reply is its own), ``chosen`` (which
+alternatives are now shown: ``show`` and ``hide``, lists of ids) and ``room`` (its
+title, model, system prompt or sampling settings changed). Every frame is checked here; a
 bad one becomes a :class:`FrameError` for an ``error`` event, never a crash.
 
 Close codes: a socket the server ends gets an ``error`` event first (``code``
@@ -36,14 +43,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 from edge.identity.keys import KeyRefusal
 from edge.jsonbody import loads
 
 __all__ = ["CLOSE_BAD_KEY", "CLOSE_BUSY", "CLOSE_FROZEN", "CLOSE_NO_ROOM", "CLOSE_POLICY",
-           "CLOSE_TOO_MANY_ROOMS", "CLOSE_TOO_MANY_SOCKETS", "ClientFrame", "FrameError",
-           "event", "parse_frame", "refusal_close"]
+           "CLOSE_TOO_MANY_ROOMS", "CLOSE_TOO_MANY_SOCKETS", "MAX_SYSTEM", "ROOM_NAME",
+           "ClientFrame", "FrameError", "check_params", "event", "parse_frame", "refusal_close"]
 
 #: The client stopped reading (RFC 6455's policy violation).
 CLOSE_POLICY = 1008
@@ -60,6 +68,8 @@ CLOSE_TOO_MANY_ROOMS = 4008
 #: The key has too many sockets open at once.
 CLOSE_TOO_MANY_SOCKETS = 4029
 
+#: What a room name may be.
+ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 #: Longest text of a message, in characters.
 MAX_TEXT = 8_000
 #: Longest system prompt, in characters.
@@ -75,7 +85,8 @@ PARAMS: dict[str, tuple[type, float, float]] = {
     "frequency_penalty": (float, -2.0, 2.0),
     "seed": (int, 0, 2**31 - 1),
 }
-TYPES = ("auth", "message", "stop", "history", "resume", "ping")
+TYPES = ("auth", "message", "stop", "history", "resume", "ping", "regenerate", "edit",
+         "choose")
 
 
 class FrameError(ValueError):
@@ -97,6 +108,7 @@ class ClientFrame:
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
     ask: bool = True
     reply_id: int | None = None
+    message_id: int | None = None
     before: int | None = None
     after: int | None = None
     limit: int = 50
@@ -122,18 +134,20 @@ def parse_frame(raw: str | bytes) -> ClientFrame:
         raise FrameError("unknown_type", f"Unknown frame type {kind!r}; one of {TYPES}.")
     if kind == "auth":
         return ClientFrame("auth", key=_string(data, "key", 200, required=True))
-    if kind == "message":
+    if kind in ("message", "edit"):
         text = _string(data, "text", MAX_TEXT, required=True)
         if not text.strip():
             raise FrameError("bad_field", "'text' is empty.")
-        system = data.get("system")
-        if system is not None:
-            system = _string(data, "system", MAX_SYSTEM)
         ask = data.get("ask", True)
         if not isinstance(ask, bool):
             raise FrameError("bad_field", "'ask' must be true or false.")
-        return ClientFrame("message", text=text, model=_string(data, "model", 128),
-                           system=system, ask=ask, params=_params(data.get("params")))
+        message_id = _int(data, "message_id", required=True) if kind == "edit" else None
+        return ClientFrame(kind, text=text, ask=ask, message_id=message_id, **_asking(data))
+    if kind == "regenerate":
+        return ClientFrame("regenerate", reply_id=_int(data, "reply_id", required=True),
+                           **_asking(data))
+    if kind == "choose":
+        return ClientFrame("choose", message_id=_int(data, "message_id", required=True))
     if kind == "stop":
         return ClientFrame("stop", reply_id=_int(data, "reply_id", required=False))
     if kind == "history":
@@ -142,6 +156,15 @@ def parse_frame(raw: str | bytes) -> ClientFrame:
     if kind == "resume":
         return ClientFrame("resume", after=_int(data, "after", required=True))
     return ClientFrame("ping")
+
+
+def _asking(data: dict) -> dict[str, Any]:
+    """The model, system prompt and sampling settings a frame that asks may name."""
+    system = data.get("system")
+    if system is not None:
+        system = _string(data, "system", MAX_SYSTEM)
+    return {"model": _string(data, "model", 128), "system": system,
+            "params": check_params(data.get("params"))}
 
 
 def _string(data: dict, name: str, limit: int, *, required: bool = False) -> str:
@@ -164,7 +187,8 @@ def _int(data: dict, name: str, *, required: bool) -> int | None:
     return value
 
 
-def _params(raw: Any) -> dict[str, Any]:
+def check_params(raw: Any) -> dict[str, Any]:
+    """Sampling settings, each known and within its range (:data:`PARAMS`)."""
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -17,6 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from edge.chat.protocol import event
+from edge.chat.turns import visible_history
 from edge.db.models import ChatMessage
 from edge.errors import APIError, ModelWarming
 from edge.metering.call import MeteredCall, new_request_id
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
     from edge.fleet.registry import ModelInfo, NodeInfo
     from edge.identity.keys import KeyRecord
 
-__all__ = ["ReplyRunner", "build_context"]
+__all__ = ["ReplyRunner", "build_context", "message_view"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,22 @@ DEFAULT_MAX_TOKENS = 512
 CONTEXT_MESSAGES = 60
 #: Seconds between two looks for a node of a warming model.
 WARM_POLL = 0.5
+
+
+def message_view(message: ChatMessage) -> dict[str, Any]:
+    """A message as clients get it (``message`` events, history, exports)."""
+    reply = message.role == "assistant"
+    return {"id": message.id, "role": message.role, "who": message.author,
+            "text": message.content, "model": message.model or None,
+            "reply_to": message.reply_to, "status": message.status,
+            "variant_of": message.variant_of, "current": message.current,
+            "usage": {"prompt_tokens": message.prompt_tokens,
+                      "completion_tokens": message.completion_tokens,
+                      "total_tokens": message.prompt_tokens + message.completion_tokens}
+            if reply else None,
+            "cost": f"{message.cost / 1_000_000:.6f}" if reply else None,
+            "cost_micros": message.cost if reply else None,
+            "time": message.created_at.isoformat()}
 
 
 def estimate_tokens(text: str) -> int:
@@ -98,19 +115,21 @@ class ReplyRunner:
             {"type": "_stop", "reply_id": reply_id, "key": key_id}, separators=(",", ":")))
 
     def start(self, room: str, asker: KeyRecord, question: ChatMessage, model: ModelInfo,
-              *, system: str, params: dict[str, Any]) -> None:
-        task = asyncio.create_task(self._run(room, asker, question, model, system, params))
+              *, system: str, params: dict[str, Any], variant_of: int | None = None) -> None:
+        """Answer ``question`` (``variant_of``: as another alternative of that reply)."""
+        task = asyncio.create_task(self._run(room, asker, question, model, system, params,
+                                             variant_of))
         self.tasks.add(task)  # the loop keeps only weak references to tasks
         task.add_done_callback(self.tasks.discard)
 
     async def _run(self, room: str, asker: KeyRecord, question: ChatMessage,
-                   model: ModelInfo, system: str, params: dict[str, Any]) -> None:
+                   model: ModelInfo, system: str, params: dict[str, Any],
+                   variant_of: int | None) -> None:
         reply = await ChatMessage.create(room_id=question.room_id, role="assistant",
                                          author=model.name, key_id=asker.id, model=model.name,
-                                         reply_to=question.id, status="streaming")
-        await self.hub.publish(room, event(
-            "message", id=reply.id, role="assistant", who=model.name, text="",
-            reply_to=question.id, status="streaming", time=reply.created_at.isoformat()))
+                                         reply_to=question.id, status="streaming",
+                                         variant_of=variant_of)
+        await self.hub.publish(room, event("message", **message_view(reply)))
         task = asyncio.current_task()
         assert task is not None
         self.active[reply.id] = (task, asker.id)
@@ -135,9 +154,7 @@ class ReplyRunner:
             return
         max_tokens = min(int(params.get("max_tokens") or DEFAULT_MAX_TOKENS),
                          model.context_length)
-        history = list(reversed(await ChatMessage.filter(
-            room_id=question.room_id, id__lte=question.id).order_by("-id")
-            .limit(CONTEXT_MESSAGES)))
+        history = await visible_history(question.room_id, question.id, CONTEXT_MESSAGES)
         budget = max(64, model.context_length - max_tokens - 16)
         messages = build_context(history, system, budget)
         body = {"model": model.served_name, "messages": messages, "stream": True,

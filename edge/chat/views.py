@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -31,9 +30,10 @@ from urllib.parse import urlparse
 from redis.exceptions import RedisError
 from sanic import Blueprint, Request
 from sanic.exceptions import WebsocketClosed
-from sanic.response import json as json_response
 from websockets.exceptions import ConnectionClosed as _WebsocketsClosed
 
+from edge.chat import turns
+from edge.chat.conversations import join, open_room, touch
 from edge.chat.guard import KeyGuard
 from edge.chat.hub import Member
 from edge.chat.limits import Crowded, MessageRate, SetupBusy
@@ -45,26 +45,29 @@ from edge.chat.protocol import (
     CLOSE_POLICY,
     CLOSE_TOO_MANY_ROOMS,
     CLOSE_TOO_MANY_SOCKETS,
+    ROOM_NAME,
     ClientFrame,
     FrameError,
     event,
     parse_frame,
     refusal_close,
 )
-from edge.db.models import ChatMessage, ChatRoom
-from edge.errors import APIError, InvalidRequest
-from edge.identity.auth import authenticate, check_key, credentials, require_usable
+from edge.chat.replies import message_view
+from edge.db.models import ApiKey, ChatMessage, ChatRoom
+from edge.errors import APIError
+from edge.identity.auth import check_key
 from edge.identity.keys import KeyRefusal
 from edge.identity.sessions import COOKIE, session_key
-from edge.jsonbody import json_object
 from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
     from edge.chat import ChatService
     from edge.context import PortalContext
+    from edge.fleet.registry import ModelInfo
     from edge.identity.keys import KeyRecord
 
 __all__ = ["bp", "message_view"]
+
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +79,6 @@ WRITER_DRAIN = 2.0
 
 bp = Blueprint("chat")
 
-#: What a room name may be.
-ROOM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 #: Seconds a program has to send its ``auth`` frame.
 AUTH_TIMEOUT = 10.0
 #: Messages shown when joining.
@@ -87,16 +88,6 @@ try:
     from sanic.server.websockets.impl import WebsocketImplProtocol as Socket
 except ImportError:  # pragma: no cover
     Socket = Any  # type: ignore[misc,assignment]
-
-
-def message_view(message: ChatMessage) -> dict[str, Any]:
-    return {"id": message.id, "role": message.role, "who": message.author,
-            "text": message.content, "model": message.model or None,
-            "reply_to": message.reply_to, "status": message.status,
-            "usage": {"prompt_tokens": message.prompt_tokens,
-                      "completion_tokens": message.completion_tokens}
-            if message.role == "assistant" else None,
-            "time": message.created_at.isoformat()}
 
 
 def origin_allowed(request: Request, settings) -> bool:
@@ -186,7 +177,11 @@ async def _serve(portal: PortalContext, chat: ChatService, request: Request, ws:
                               "sockets open at once.")
                 return
             entered = True
-            row, _ = await ChatRoom.get_or_create(name=room, defaults={"created_by_id": key.id})
+            row = await open_room(key.account_id, key.id, room)
+            if row is None:  # another account's private room, or a deleted one
+                await _refuse(ws, CLOSE_NO_ROOM, "No such room.")
+                return
+            await join(key.account_id, row)
             # Join first, so nothing published from now on is missed; the history read
             # after may repeat an event, which clients drop by id. ``ready`` goes out
             # before anything queued meanwhile.
@@ -194,8 +189,11 @@ async def _serve(portal: PortalContext, chat: ChatService, request: Request, ws:
             recent = list(reversed(await ChatMessage.filter(room_id=row.id).order_by("-id")
                                    .limit(RECENT)))
             names, count = await chat.hub.members(room)
-        ready = event("ready", room=room, you=key.name, worker=portal.worker_id,
-                      private=row.private, model=row.model or None, members=names,
+            own = await _own(key, recent)
+        ready = event("ready", own=own, room=room, you=key.name, worker=portal.worker_id,
+                      private=row.private, model=row.model or None, title=row.title or room,
+                      system=row.system_prompt, params=row.params or {},
+                      mine=row.account_id == key.account_id, members=names,
                       count=count, messages=[message_view(m) for m in recent])
         writer = asyncio.create_task(_write(ws, member, first=ready))
         if chat.guard is not None:
@@ -318,17 +316,42 @@ async def _handle(portal: PortalContext, chat: ChatService, member: Member, key:
         if frame.before is not None:
             query = query.filter(id__lt=frame.before)
         older = list(reversed(await query.order_by("-id").limit(frame.limit)))
-        member.deliver(event("history", before=frame.before,
+        member.deliver(event("history", before=frame.before, own=await _own(key, older),
                              messages=[message_view(m) for m in older]))
     elif frame.type == "resume":
         missed = await ChatMessage.filter(room_id=room.id, id__gt=frame.after).order_by(
             "id").limit(500)
-        member.deliver(event("history", after=frame.after,
+        member.deliver(event("history", after=frame.after, own=await _own(key, missed),
                              messages=[message_view(m) for m in missed]))
     elif frame.type == "stop":
         await chat.replies.request_stop(room.name, frame.reply_id, key.id)
-    elif frame.type == "message":
-        await _message(portal, chat, member, key, room, frame)
+    elif frame.type == "choose":
+        assert frame.message_id is not None
+        await _publish_flip(chat, room, await turns.choose(room, frame.message_id))
+    elif frame.type in ("message", "edit", "regenerate"):
+        await room.refresh_from_db(fields=["title", "model", "system_prompt", "params",
+                                           "deleted_at", "last_message_at"])
+        if room.deleted_at is not None:
+            raise FrameError("deleted", "This conversation was deleted.")
+        if frame.type == "regenerate":
+            await _regenerate(portal, chat, key, room, frame)
+        else:
+            await _message(portal, chat, member, key, room, frame)
+
+
+async def _own(key: KeyRecord, messages: list[ChatMessage]) -> list[int]:
+    """Which of ``messages`` the key's account said (it may edit the last of them)."""
+    senders = {m.key_id for m in messages if m.role == "user" and m.key_id is not None}
+    if not senders:
+        return []
+    ours = {row.id for row in await ApiKey.filter(id__in=senders,
+                                                  account_id=key.account_id).only("id")}
+    return [m.id for m in messages if m.role == "user" and m.key_id in ours]
+
+
+async def _publish_flip(chat: ChatService, room: ChatRoom, flip: turns.Flip) -> None:
+    if flip.show or flip.hide:
+        await chat.hub.publish(room.name, event("chosen", show=flip.show, hide=flip.hide))
 
 
 async def _usable_key(portal: PortalContext, member: Member,
@@ -346,78 +369,53 @@ async def _usable_key(portal: PortalContext, member: Member,
     return None
 
 
+def _chat_model(portal: PortalContext, room: ChatRoom, name: str) -> ModelInfo:
+    """The model a question goes to: the frame's, the room's, the default, or the first."""
+    name = name or room.model or portal.settings.chat_default_model or next(
+        iter(sorted(m.name for m in portal.registry.models.values() if m.kind == "generate")),
+        "")
+    model = portal.registry.model(name)
+    if model is None:
+        raise FrameError("model_not_found", f"No model named {name!r}.")
+    if model.kind != "generate":
+        raise FrameError("model_kind_mismatch", f"The model {name!r} is a {model.kind} "
+                         "model: it does not chat.")
+    return model
+
+
+def _asking(room: ChatRoom, frame: ClientFrame) -> tuple[str, dict[str, Any]]:
+    """The system prompt and sampling settings of a reply: the room's, then the frame's."""
+    system = frame.system if frame.system is not None else room.system_prompt
+    return system, {**(room.params or {}), **frame.params}
+
+
 async def _message(portal: PortalContext, chat: ChatService, member: Member, key: KeyRecord,
                    room: ChatRoom, frame: ClientFrame) -> None:
-    model = None
-    if frame.ask:
-        name = frame.model or room.model or portal.settings.chat_default_model or next(
-            iter(sorted(m.name for m in portal.registry.models.values()
-                        if m.kind == "generate")), "")
-        model = portal.registry.model(name)
-        if model is None:
-            raise FrameError("model_not_found", f"No model named {name!r}.")
-        if model.kind != "generate":
-            raise FrameError("model_kind_mismatch", f"The model {name!r} is a {model.kind} "
-                             "model: it does not chat.")
-    question = await ChatMessage.create(room_id=room.id, role="user", author=key.name,
-                                        key_id=key.id, content=frame.text)
+    """A person speaks (``message``), or says their last message again (``edit``)."""
+    model = _chat_model(portal, room, frame.model) if frame.ask else None
+    if frame.type == "edit":
+        assert frame.message_id is not None
+        old = await turns.editable(room, frame.message_id, key.account_id)
+        question, flip = await turns.edit(old, frame.text, author=key.name, key_id=key.id)
+        await _publish_flip(chat, room, flip)
+    else:
+        question = await ChatMessage.create(room_id=room.id, role="user", author=key.name,
+                                            key_id=key.id, content=frame.text)
+    await touch(room, frame.text)
     member.deliver(event("sent", id=question.id))  # so the sender knows which reply is theirs
-    await chat.hub.publish(room.name, event(
-        "message", id=question.id, role="user", who=key.name, text=frame.text,
-        time=question.created_at.isoformat()))
+    await chat.hub.publish(room.name, event("message", **message_view(question)))
     if model is not None:
-        system = frame.system if frame.system is not None else room.system_prompt
-        chat.replies.start(room.name, key, question, model, system=system,
-                           params=frame.params)
+        system, params = _asking(room, frame)
+        chat.replies.start(room.name, key, question, model, system=system, params=params)
 
 
-@bp.post("/api/rooms")
-async def create_room(request: Request):
-    """A room named by you, or (``"private": true``) an unguessable one."""
-    portal = request.app.ctx.portal
-    key = await _api_key(request)
-    body = json_object(request.body, empty_ok=True)
-    private = body.get("private") is True
-    name = body.get("name")
-    if private or not name:
-        name = "p-" + secrets.token_urlsafe(12).replace("_", "-")
-    if not isinstance(name, str) or not ROOM_NAME.match(name):
-        raise InvalidRequest("Room names are 1-64 letters, digits, - and _.", param="name")
-    model = body.get("model") or ""
-    if not isinstance(model, str):
-        raise InvalidRequest("'model' must be a string.", param="model")
-    info = portal.registry.model(model) if model else None
-    if model and info is None:
-        raise InvalidRequest(f"No model named {model!r}.", param="model")
-    if info is not None and info.kind != "generate":
-        raise InvalidRequest(f"The model {model!r} is a {info.kind} model: it does not chat.",
-                             param="model", code="model_kind_mismatch")
-    system = body.get("system_prompt") or ""
-    if not isinstance(system, str) or len(system) > 4000:
-        raise InvalidRequest("'system_prompt' must be a string of at most 4000 characters.",
-                             param="system_prompt")
-    row, created = await ChatRoom.get_or_create(name=name, defaults={
-        "private": private, "created_by_id": key.id, "model": model, "system_prompt": system})
-    return json_response({"name": row.name, "private": row.private, "model": row.model or None,
-                          "created": created}, status=201 if created else 200)
-
-
-@bp.get("/api/rooms")
-async def list_rooms(request: Request):
-    """Public rooms, busiest first, and the caller's own private ones."""
-    key = await _api_key(request)
-    rooms = await ChatRoom.filter(private=False).order_by("-id").limit(100)
-    mine = await ChatRoom.filter(private=True, created_by_id=key.id).order_by("-id").limit(50)
-    return json_response({"data": [{"name": r.name, "private": r.private,
-                                    "model": r.model or None} for r in [*mine, *rooms]]})
-
-
-async def _api_key(request: Request) -> KeyRecord:
-    portal = request.app.ctx.portal
-    key = await session_key(portal, request.cookies.get(COOKIE))
-    if key is not None:
-        from edge.identity.csrf import check_csrf
-
-        await check_csrf(request)
-        return require_usable(key)  # the session lets a frozen key read its account only
-    return await authenticate(portal, credentials(request.headers))
+async def _regenerate(portal: PortalContext, chat: ChatService, key: KeyRecord, room: ChatRoom,
+                      frame: ClientFrame) -> None:
+    """Another reply to the last question, billed to whoever asks for it."""
+    assert frame.reply_id is not None
+    question, old = await turns.regenerable(room, frame.reply_id)
+    model = _chat_model(portal, room, frame.model or old.model)
+    await _publish_flip(chat, room, await turns.hide_replies(question))
+    system, params = _asking(room, frame)
+    chat.replies.start(room.name, key, question, model, system=system, params=params,
+                       variant_of=turns.root(old))

@@ -293,12 +293,60 @@ class ChatRoom(Model):
     created_by: fields.ForeignKeyNullableRelation[ApiKey] = fields.ForeignKeyField(
         "portal.ApiKey", related_name="rooms", null=True, on_delete=fields.SET_NULL)
     created_by_id: int | None
+    account: fields.ForeignKeyNullableRelation[Account] = fields.ForeignKeyField(
+        "portal.Account", related_name="rooms", null=True, on_delete=fields.SET_NULL,
+        description="the account whose conversation it is (the only reader of a private room)")
+    account_id: int | None
+    title = fields.CharField(max_length=200, default="", db_default="",
+                             description="shown in the sidebar, made from the first message")
     model = fields.CharField(max_length=128, default="", description="model it talks with")
     system_prompt = fields.TextField(default="")
+    params: dict | None = fields.JSONField(null=True, description="sampling settings of its "
+                                           "replies (temperature, max_tokens and so on)")
+    last_message_at = fields.DatetimeField(null=True, description="orders the sidebar")
+    deleted_at = fields.DatetimeField(null=True, description="soft-deleted then and purged later")
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
         table = "chat_rooms"
+
+
+class ChatMembership(Model):
+    """A room in the sidebar of an account: its own private rooms and the public ones it joined."""
+
+    id = fields.BigIntField(primary_key=True)
+    account: fields.ForeignKeyRelation[Account] = fields.ForeignKeyField(
+        "portal.Account", related_name="memberships", on_delete=fields.CASCADE)
+    account_id: int
+    room: fields.ForeignKeyRelation[ChatRoom] = fields.ForeignKeyField(
+        "portal.ChatRoom", related_name="memberships", on_delete=fields.CASCADE)
+    room_id: int
+    pinned = fields.BooleanField(default=False, db_default=False)
+    joined_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "chat_memberships"
+        unique_together = (("account", "room"),)
+
+
+class ChatShare(Model):
+    """A read-only link to a snapshot of a conversation: what it held when shared, no more."""
+
+    id = fields.IntField(primary_key=True)
+    token = fields.CharField(max_length=64, unique=True, description="the secret part of the link")
+    room: fields.ForeignKeyRelation[ChatRoom] = fields.ForeignKeyField(
+        "portal.ChatRoom", related_name="shares", on_delete=fields.CASCADE)
+    room_id: int
+    account: fields.ForeignKeyRelation[Account] = fields.ForeignKeyField(
+        "portal.Account", related_name="shares", on_delete=fields.CASCADE)
+    account_id: int
+    title = fields.CharField(max_length=200, default="")
+    snapshot: dict = fields.JSONField(description="the messages of the conversation when shared")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "chat_shares"
 
 
 class ChatMessage(Model):
@@ -320,6 +368,10 @@ class ChatMessage(Model):
     request_id = fields.CharField(max_length=64, null=True, description="its billed request")
     status = fields.CharField(max_length=16, default="done",
                               description="done, streaming, stopped or failed")
+    variant_of = fields.BigIntField(null=True, description="the first of its alternatives "
+                                    "(a regenerated reply, an edited question)")
+    current = fields.BooleanField(default=True, db_default=True,
+                                  description="the alternative shown and sent to the model")
     prompt_tokens = fields.IntField(default=0)
     completion_tokens = fields.IntField(default=0)
     cost = fields.BigIntField(default=0, description="micro-dollars charged")

@@ -1,4 +1,4 @@
-"""The pages: home, get a key, log in, top up, chat, API docs.
+"""The pages: home, get a key, log in, top up, chat, shared conversations, API docs.
 
 The account and its keys are in :mod:`edge.web.keys`, spend and usage in
 :mod:`edge.web.activity`; all share this blueprint (:mod:`edge.web.common`).
@@ -6,14 +6,15 @@ The account and its keys are in :mod:`edge.web.keys`, spend and usage in
 
 from __future__ import annotations
 
+import re
 import time
 
 from sanic import Request, redirect
 from sanic.response import json as json_response
 
 from edge.billing.money import format_usd, parse_usd
-from edge.db.models import ChatRoom
-from edge.errors import APIError, InvalidRequest, RateLimited
+from edge.db.models import ChatRoom, ChatShare
+from edge.errors import APIError, InvalidRequest, NotFound, RateLimited
 from edge.identity.accounts import create_key
 from edge.identity.auth import check_key, require_manager
 from edge.identity.csrf import check_csrf
@@ -128,24 +129,50 @@ async def chat_lobby(request: Request):
 
 @bp.get("/chat/<room:str>")
 async def chat_room(request: Request, room: str):
-    from edge.chat.views import ROOM_NAME
+    from edge.chat.protocol import ROOM_NAME
 
     if not ROOM_NAME.match(room):
         raise InvalidRequest("Room names are 1-64 letters, digits, - and _.")
     return await _chat(request, room)
 
 
-async def _chat(request: Request, room: str | None):
+async def _chat(request: Request, name: str | None):
+    """The chat: the account's conversations beside the open one."""
+    from edge.chat.conversations import list_conversations
+
     key, away = await signed_in(request)
     if away:
         return away
     assert key is not None
     portal = request.app.ctx.portal
+    room = await ChatRoom.get_or_none(name=name) if name else None
+    if room is not None and room.private and (
+            room.account_id != key.account_id or room.deleted_at is not None):
+        raise NotFound("No such conversation.")  # as for a name never used
     public = await ChatRoom.filter(private=False).order_by("-id").limit(30)
-    own = await ChatRoom.filter(private=True, created_by_id=key.id).order_by("-id").limit(20)
-    return await render(request, "chat.html", key=key, room=room, rooms=[*own, *public],
+    return await render(request, "chat.html", key=key, room=name, conversation=room,
+                        conversations=await list_conversations(key.account_id),
+                        public_rooms=public, purge_days=portal.settings.chat_purge_days,
                         models=[m for m in catalog_models(request) if m["kind"] == "generate"],
                         balance=format_usd(await portal.billing.balance(key.account_id)))
+
+
+#: What a share link's token may be.
+SHARE_TOKEN = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+@bp.get("/s/<token:str>")
+async def shared_conversation(request: Request, token: str):
+    """A read-only snapshot anyone with the link may read, until it is revoked."""
+    share = await ChatShare.get_or_none(token=token, revoked_at=None).select_related(
+        "room") if SHARE_TOKEN.match(token) else None
+    if share is None or share.room.deleted_at is not None:
+        raise NotFound("This share link does not exist, or its owner revoked it.")
+    response = await render(request, "share.html", share=share, snapshot=share.snapshot)
+    response.headers.update({"X-Robots-Tag": "noindex, nofollow",
+                             "Referrer-Policy": "no-referrer",
+                             "Cache-Control": "private, no-store"})
+    return response
 
 
 @bp.get("/docs")

@@ -205,7 +205,7 @@ async def test_private_rooms_and_room_list(room_portal: Deployment) -> None:
         public = (await http.post("/api/rooms", json={"name": "open-house",
                                                        "model": MODEL})).json()
         assert public == {"name": "open-house", "private": False, "model": MODEL,
-                          "created": True}
+                          "title": "open-house", "created": True}
         bad = await http.post("/api/rooms", json={"name": "no spaces allowed"})
         assert bad.status_code == 400
         names = [r["name"] for r in (await http.get("/api/rooms")).json()["data"]]

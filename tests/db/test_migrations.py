@@ -43,7 +43,7 @@ async def test_upgrading_a_database_with_rows(database: str) -> None:
         EXECUTOR_CACHE.clear()
     assert applied == ["0002_jobs_and_node_health", "0003_chat_and_payments",
                        "0004_installation", "0005_money_survives_redis", "0006_accounts",
-                       "0007_model_kinds"]
+                       "0007_model_kinds", "0008_conversations"]
     # A model offered before kinds existed generated text.
     assert sql_query(database, "SELECT name, kind FROM llm_models") == [("m", "generate")]
     assert sql_query(database, "SELECT url, hourly_cost, health_failures, running_requests "

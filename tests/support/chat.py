@@ -7,9 +7,13 @@ import json
 import time
 from typing import Any
 
+import httpx
 import websockets
 
-__all__ = ["ChatClient", "clients_on_both_workers"]
+__all__ = ["CHAT_MODEL", "ChatClient", "Person", "clients_on_both_workers", "say"]
+
+#: The model the conversation tests talk with (served by a node double as ``sim-m1``).
+CHAT_MODEL = "m1"
 
 
 class ChatClient:
@@ -105,3 +109,37 @@ async def clients_on_both_workers(base_url: str, room: str, keys: list[str]) -> 
         else:
             raise RuntimeError("could not reach both workers")
     return clients
+
+
+class Person:
+    """An account with one key, and an HTTP client that sends it (``portal``: any portal
+    with a ``url``)."""
+
+    def __init__(self, portal: Any, key_id: int, secret: str) -> None:
+        self.portal, self.key_id, self.secret = portal, key_id, secret
+        self.http = httpx.AsyncClient(base_url=portal.url, timeout=30,
+                                      headers={"authorization": f"Bearer {secret}"})
+
+    async def room(self, **body: Any) -> str:
+        """Make a room (private unless ``body`` says otherwise); its name."""
+        made = await self.http.post("/api/rooms", json=body or {"private": True})
+        assert made.status_code in (200, 201), made.text
+        return str(made.json()["name"])
+
+    async def sidebar(self, query: str = "", **params: str) -> list[dict[str, Any]]:
+        response = await self.http.get("/api/conversations",
+                                       params={"q": query, **params} if query else params)
+        assert response.status_code == 200, response.text
+        return list(response.json()["data"])
+
+    async def join(self, room: str) -> ChatClient:
+        return await ChatClient.connect(self.portal.url, room, self.secret)
+
+
+async def say(client: ChatClient, text: str, *, model: str = CHAT_MODEL,
+              **frame: Any) -> dict[str, Any]:
+    """Send a message that asks the model; the reply's ``done`` event."""
+    await client.send(type="message", text=text, model=model, **frame)
+    sent = await client.wait_for("sent")
+    reply = await client.wait_for("message", role="assistant", reply_to=sent["id"])
+    return await client.wait_for("done", reply_id=reply["id"])

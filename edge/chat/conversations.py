@@ -1,0 +1,158 @@
+"""An account's conversations: which rooms it may read, its sidebar, search, settings.
+
+One rule says who may read a room (:func:`readable_room`): a public room is open to
+every account, a private room only to the account it belongs to, and a deleted one
+to nobody. The sidebar is the account's memberships: its own private rooms, and the
+public rooms it joined, pinned first, then newest first. Deleting a private room
+marks it deleted (it can be restored until :mod:`dramatiq_actors.conversations`
+purges it); deleting a public room from the sidebar only leaves it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from tortoise.expressions import F, Q
+from tortoise.functions import Coalesce
+
+from edge.db.models import ChatMembership, ChatMessage, ChatRoom
+
+__all__ = ["LIST_LIMIT", "MAX_TITLE", "QUERY", "conversation_view", "forget", "join",
+           "list_conversations", "open_room", "readable", "readable_room",
+           "restore", "soft_delete", "title_from", "touch"]
+
+#: Conversations listed (and found by a search) at most.
+LIST_LIMIT = 200
+#: Longest title, in characters.
+MAX_TITLE = 200
+#: Characters of a made-up title (from the first message).
+AUTO_TITLE = 60
+#: Characters around a search hit shown in the sidebar.
+SNIPPET = 80
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def readable(room: ChatRoom, account_id: int) -> bool:
+    """The one rule: a room not deleted, and public or the account's own."""
+    return room.deleted_at is None and (not room.private or room.account_id == account_id)
+
+
+async def readable_room(account_id: int, name: str) -> ChatRoom | None:
+    """The room ``name`` if ``account_id`` may read it (:func:`readable`)."""
+    room = await ChatRoom.get_or_none(name=name)
+    return room if room is not None and readable(room, account_id) else None
+
+
+async def open_room(account_id: int, key_id: int, name: str) -> ChatRoom | None:
+    """The room a socket joins: an unknown name makes a public room; None: not readable."""
+    room, created = await ChatRoom.get_or_create(
+        name=name, defaults={"created_by_id": key_id, "account_id": account_id})
+    return room if created or readable(room, account_id) else None
+
+
+async def join(account_id: int, room: ChatRoom) -> None:
+    """Put ``room`` in the account's sidebar (once; a rejoined room comes back)."""
+    await ChatMembership.get_or_create(account_id=account_id, room_id=room.id)
+
+
+def title_from(text: str) -> str:
+    """A title for a conversation from its first message: its first line, cut at a word."""
+    line = " ".join(text.split())
+    if len(line) <= AUTO_TITLE:
+        return line
+    cut = line[:AUTO_TITLE].rsplit(" ", 1)[0] or line[:AUTO_TITLE]
+    return cut + "…"
+
+
+async def touch(room: ChatRoom, text: str) -> None:
+    """A person spoke: the room moves to the top, and gets a title if it has none."""
+    stamp = now()
+    await ChatRoom.filter(id=room.id).update(last_message_at=stamp)
+    room.last_message_at = stamp
+    if not room.title:
+        title = title_from(text)[:MAX_TITLE]
+        if await ChatRoom.filter(id=room.id, title="").update(title=title):
+            room.title = title
+
+
+def conversation_view(room: ChatRoom, membership: ChatMembership | None,
+                      account_id: int) -> dict[str, Any]:
+    """A conversation as the sidebar and the API show it."""
+    return {
+        "name": room.name, "title": room.title or room.name, "private": room.private,
+        "mine": room.account_id == account_id, "model": room.model or None,
+        "system_prompt": room.system_prompt, "params": room.params or {},
+        "pinned": bool(membership and membership.pinned),
+        "last_message_at": room.last_message_at.isoformat() if room.last_message_at else None,
+        "created_at": room.created_at.isoformat(),
+        "deleted_at": room.deleted_at.isoformat() if room.deleted_at else None,
+    }
+
+
+async def list_conversations(account_id: int, *, query: str = "", deleted: bool = False,
+                             limit: int = LIST_LIMIT) -> list[dict[str, Any]]:
+    """The account's sidebar, pinned first, then by last message; or its deleted rooms.
+
+    With ``query``, only conversations whose title or any message holds it (any case),
+    each with a ``match``: a snippet of the newest message that holds it.
+    """
+    visible = Q(room__private=False) | Q(room__account_id=account_id)
+    rows = ChatMembership.filter(visible, account_id=account_id,
+                                 room__deleted_at__isnull=not deleted)
+    if deleted:
+        rows = rows.filter(room__account_id=account_id)
+    matched: dict[int, str] = {}
+    if query:
+        hits = await ChatMessage.filter(
+            content__icontains=query, room__memberships__account_id=account_id,
+        ).order_by("-id").limit(1000).values("room_id", "content")
+        for hit in hits:
+            matched.setdefault(hit["room_id"], snippet(hit["content"], query))
+        rows = rows.filter(Q(room__title__icontains=query) | Q(room__name__icontains=query)
+                           | Q(room_id__in=list(matched)))
+    memberships = await (rows.select_related("room")
+                         .annotate(active=Coalesce(F("room__last_message_at"), F("room__created_at")))
+                         .order_by("-pinned", "-active", "-id").limit(limit))
+    views = []
+    for membership in memberships:
+        view = conversation_view(membership.room, membership, account_id)
+        if query:
+            view["match"] = matched.get(membership.room_id)
+        views.append(view)
+    return views
+
+
+def snippet(text: str, query: str) -> str:
+    """The part of ``text`` around the first ``query``, on one line."""
+    flat = " ".join(text.split())
+    at = flat.lower().find(query.lower())
+    if at < 0:
+        return flat[:SNIPPET]
+    start = max(0, at - SNIPPET // 2)
+    piece = flat[start:start + SNIPPET]
+    return ("…" if start else "") + piece + ("…" if start + SNIPPET < len(flat) else "")
+
+
+async def soft_delete(room: ChatRoom) -> None:
+    """Hide a private room from everyone; its share links stop; it can still be restored."""
+    room.deleted_at = now()
+    await room.save(update_fields=["deleted_at"])
+
+
+async def restore(room: ChatRoom) -> None:
+    room.deleted_at = None
+    await room.save(update_fields=["deleted_at"])
+
+
+async def forget(account_id: int, room: ChatRoom) -> None:
+    """Take a public room out of the account's sidebar (joining it again brings it back)."""
+    await ChatMembership.filter(account_id=account_id, room_id=room.id).delete()
+
+
+#: What a search may be: printable text of sensible length.
+QUERY = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")

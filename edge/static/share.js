@@ -1,0 +1,13 @@
+// A shared conversation: the snapshot's messages, drawn with the chat's escaped
+// Markdown. The page shows them as plain text first, so it reads without scripts.
+"use strict";
+
+(function () {
+  const data = document.getElementById("snapshot");
+  if (!data || !window.renderMarkdown) return;
+  const messages = JSON.parse(data.textContent);
+  const bodies = document.querySelectorAll("#messages .msg .body");
+  messages.forEach((message, i) => {
+    if (bodies[i]) bodies[i].innerHTML = window.renderMarkdown(message.text || "");
+  });
+})();
