@@ -43,7 +43,8 @@ def openapi_document(base_url: str) -> Json:
             "securitySchemes": _SECURITY_SCHEMES,
             "schemas": {**_error_schemas(), **_inference_schemas(), **_catalog_schemas(),
                         **_account_schemas(), **_job_schemas(), **_payment_schemas(),
-                        **_admin_schemas(), **_operations_schemas()},
+                        **_admin_schemas(), **_operations_schemas(),
+                        **_conversation_schemas()},
             "parameters": _parameters(),
             "headers": _headers(),
             "responses": _refusals(),
@@ -778,23 +779,129 @@ _SOCKET = (
     "A WebSocket (`GET` with `Upgrade: websocket`). It is signed in by the pages' session "
     "cookie (browsers, from the portal's own origin), or by a first text frame "
     "`{\"type\": \"auth\", \"key\": \"sk-ip-…\"}` within 10 seconds. Client frames (JSON, "
-    "`type` first): `auth`, `message` (`text`, `model`, `system`, `ask`, `params`), `stop`, "
+    "`type` first): `auth`, `message` (`text`, `model`, `system`, `ask`, `params`), "
+    "`regenerate` (`reply_id`, and a message's `model`, `system`, `params`), `edit` "
+    "(`message_id`, `text`, and a message's fields), `choose` (`message_id`), `stop`, "
     "`history`, `resume`, `ping`. Server events: `ready`, `message`, `delta`, `done`, "
-    "`status`, `presence`, `history`, `error`, `pong`, `sent`. Close codes: 1008 (not "
-    "reading), 1013 (busy: try again later), 4001 (bad key), 4003 (frozen key or foreign "
-    "origin), 4004 (no such room), 4008 (too many rooms), 4029 (too many sockets).")
+    "`chosen` (`show` and `hide`: the alternatives now shown and set aside), `room` (its "
+    "title or settings changed, or it was deleted), `status`, `presence`, `history`, "
+    "`error`, `pong`, `sent`. Close codes: 1008 (not reading), 1013 (busy: try again "
+    "later), 4001 (bad key), 4003 (frozen key or foreign origin), 4004 (no such room, or "
+    "another account's private one), 4008 (too many rooms), 4029 (too many sockets).")
 
 
-#: ``edge.chat.views.ROOM_NAME`` (not imported: it would bring the chat's machinery here;
+#: ``edge.chat.protocol.ROOM_NAME`` (not imported: it would bring the chat's machinery here;
 #: tests/web/test_openapi.py checks they agree).
 _ROOM_NAME = "^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
+_PARAMS: Json = _object({
+    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+    "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+    "max_tokens": {"type": "integer", "minimum": 1, "maximum": 8192},
+    "presence_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+    "frequency_penalty": {"type": "number", "minimum": -2, "maximum": 2},
+    "seed": {"type": "integer", "minimum": 0}}, description="Sampling settings of its replies")
+
+
+def _conversation_schemas() -> Json:
+    return {
+        "Conversation": _object({
+            "name": _STRING, "title": _STRING, "private": _BOOLEAN,
+            "mine": {"type": "boolean", "description": "The caller's account made it"},
+            "model": {"type": ["string", "null"]}, "system_prompt": _STRING,
+            "params": _PARAMS, "pinned": _BOOLEAN, "last_message_at": _TIME,
+            "created_at": _TIME, "deleted_at": _TIME,
+            "match": {"type": ["string", "null"],
+                      "description": "With `q`: the text around the newest hit"}},
+            "name", "title", "private", "pinned"),
+        "Share": _object({
+            "token": _STRING, "url": {"type": "string", "format": "uri"}, "title": _STRING,
+            "created_at": _TIME, "messages": {"type": "integer",
+                                              "description": "Messages in the snapshot"}},
+            "token", "url"),
+    }
+
+
+def _conversation_paths() -> Json:
+    name = _path_parameter("name", {"type": "string", "pattern": _ROOM_NAME},
+                           "The conversation's room name")
+    conversation = _answer("The conversation", _schema("Conversation"))
+    path = "/api/conversations/{name}"
+    return {
+        "/api/conversations": {"get": _operation(
+            "listConversations", "The caller's conversations: own rooms, joined public ones",
+            "chat", {"200": _answer("Pinned first, then the newest", _list_of(
+                _schema("Conversation"))), **_errors(400, 401, 403)},
+            parameters=[_query("q", {"type": "string", "maxLength": 200},
+                               "Only those whose title or messages hold this"),
+                        _query("deleted", {"type": "string", "enum": ["1", "true"]},
+                               "The deleted ones instead (restorable for a while)")],
+            security=_KEY_OR_SESSION)},
+        path: {
+            "get": _operation("getConversation", "A conversation", "chat", {
+                "200": conversation, **_errors(401, 403, 404)}, parameters=[name],
+                security=_KEY_OR_SESSION),
+            "patch": _operation(
+                "updateConversation", "Rename, pin, or change its model or settings", "chat",
+                {"200": conversation, **_errors(400, 401, 403, 404)}, parameters=[name],
+                body=_object({"title": {"type": "string", "minLength": 1, "maxLength": 200},
+                              "pinned": _BOOLEAN, "model": _STRING,
+                              "system_prompt": {"type": "string", "maxLength": 4000},
+                              "params": _PARAMS}),
+                security=_KEY_OR_SESSION,
+                description="Anyone who may read it pins it (for themselves); only the "
+                            "account that made it changes its title, model and settings."),
+            "delete": _operation(
+                "deleteConversation", "Delete a private conversation, or leave a public room",
+                "chat", {"200": _answer("Deleted (restorable) or left", _object({
+                    "name": _STRING, "deleted": _BOOLEAN, "restorable": _BOOLEAN,
+                    "purged_after_days": {"type": ["integer", "null"]}}, "name", "deleted")),
+                    **_errors(401, 403, 404)}, parameters=[name], security=_KEY_OR_SESSION),
+        },
+        path + "/restore": {"post": _operation(
+            "restoreConversation", "Bring a deleted conversation back", "chat",
+            {"200": conversation, **_errors(401, 403, 404)}, parameters=[name],
+            security=_KEY_OR_SESSION)},
+        path + "/export": {"get": _operation(
+            "exportConversation", "Download it as Markdown or JSON", "chat",
+            {"200": {"description": "The file (Content-Disposition: attachment)",
+                     "headers": {"x-request-id": _ref("headers", "RequestId")},
+                     "content": {"text/markdown": {"schema": _STRING},
+                                 "application/json": {"schema": {"type": "object"}}}},
+             **_errors(400, 401, 403, 404)},
+            parameters=[name, _query("format", _enum(["markdown", "md", "json"]),
+                                     "markdown (the default) or json (every alternative, "
+                                     "tokens and cost)")],
+            security=_KEY_OR_SESSION)},
+        path + "/shares": {
+            "get": _operation("listShares", "Its live share links", "chat", {
+                "200": _answer("The links", _list_of(_schema("Share"))),
+                **_errors(401, 403, 404)}, parameters=[name], security=_KEY_OR_SESSION),
+            "post": _operation(
+                "shareConversation", "A read-only link to a snapshot of it, as it is now",
+                "chat", {"201": _answer("The link", _schema("Share")),
+                         **_errors(400, 401, 403, 404)}, parameters=[name],
+                security=_KEY_OR_SESSION,
+                description="Anyone with the link reads the snapshot at /s/{token}, without "
+                            "signing in; nothing said after it shows."),
+        },
+        "/api/shares/{token}": {"delete": _operation(
+            "revokeShare", "End a share link, for everyone", "chat",
+            {"200": _answer("Revoked", _object({"token": _STRING, "revoked": _BOOLEAN},
+                                               "token", "revoked")),
+             **_errors(401, 403, 404)},
+            parameters=[_path_parameter("token", _STRING, "The link's token")],
+            security=_KEY_OR_SESSION)},
+    }
+
+
 def _chat_paths() -> Json:
     room_name = {"type": "string", "pattern": _ROOM_NAME}
-    room = _object({"name": _STRING, "private": _BOOLEAN, "model": {"type": ["string", "null"]}},
-                   "name", "private")
+    room = _object({"name": _STRING, "private": _BOOLEAN, "model": {"type": ["string", "null"]},
+                    "title": _STRING}, "name", "private")
     return {
+        **_conversation_paths(),
         "/ws/chat/{room}": {"get": _operation(
             "chatSocket", "A chat room over WebSocket", "chat",
             {"101": {"description": "Switching to the WebSocket protocol"}},
@@ -814,7 +921,9 @@ def _chat_paths() -> Json:
                     "name": room_name,
                     "private": _BOOLEAN, "model": {"type": "string",
                                                    "description": "Who answers in it"},
-                    "system_prompt": {"type": "string", "maxLength": 4000}}),
+                    "system_prompt": {"type": "string", "maxLength": 4000},
+                    "title": {"type": "string", "minLength": 1, "maxLength": 200},
+                    "params": _PARAMS}),
                 body_required=False, security=_KEY_OR_SESSION),
         },
     }

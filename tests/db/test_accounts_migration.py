@@ -130,6 +130,8 @@ def _fill_previous_schema(database: str) -> None:
     sql_query(database, "INSERT INTO chat_rooms (id, name, private, created_by_id, model, "
               "system_prompt, created_at) VALUES (2, 'lobby', FALSE, 7, 'm', 'be kind', ?)",
               stamp)
+    sql_query(database, "INSERT INTO chat_rooms (id, name, private, created_by_id, model, "
+              "system_prompt, created_at) VALUES (3, 'p-secret', TRUE, 12, '', '', ?)", stamp)
     for message_id, key_id, role, content in ((30, 7, "user", "hello"),
                                               (31, 12, "user", "hi bob"),
                                               (32, None, "assistant", "welcome")):
@@ -194,7 +196,19 @@ async def test_every_key_becomes_an_account_holding_it(database: str) -> None:
 
     # What belongs to keys, not accounts, is untouched.
     assert sql_query(database, "SELECT id, name, created_by_id, system_prompt "
-                     "FROM chat_rooms") == [(2, "lobby", 7, "be kind")]
+                     "FROM chat_rooms ORDER BY id") == [(2, "lobby", 7, "be kind"),
+                                                        (3, "p-secret", 12, "")]
+    # Conversations (0008): each room is its maker's account's, in the sidebar of that
+    # account and of every account that spoke in it, ordered by its last message.
+    assert sql_query(database, "SELECT id, account_id, title FROM chat_rooms ORDER BY id") == [
+        (2, 7, ""), (3, 12, "")]
+    assert sql_query(database, "SELECT account_id, room_id, pinned FROM chat_memberships "
+                     "ORDER BY account_id, room_id") == [(7, 2, False), (12, 2, False),
+                                                         (12, 3, False)]
+    assert sql_query(database, "SELECT COUNT(*) FROM chat_messages WHERE current") == [(3,)]
+    ((last_message_at,),) = sql_query(database, "SELECT last_message_at FROM chat_rooms "
+                                      "WHERE id = 2")
+    assert last_message_at == _stamp(database, 4)
     assert sql_query(database, "SELECT id, room_id, key_id, role, content FROM chat_messages "
                      "ORDER BY id") == [(30, 2, 7, "user", "hello"), (31, 2, 12, "user", "hi bob"),
                                         (32, 2, None, "assistant", "welcome")]

@@ -31,8 +31,9 @@ OPERATIONS = ("get", "put", "post", "delete", "options", "head", "patch", "trace
 #: The routes that are not API: pages for people (HTML, or a download from a page), signed
 #: in by the session cookie, their forms checked by CSRF. Every other route is documented.
 PAGES = frozenset({
-    # home, get a key, log in and out, top up, chat, the API's docs page
-    "/", "/keys/new", "/login", "/logout", "/topup", "/chat", "/chat/{room}", "/docs",
+    # home, get a key, log in and out, top up, chat, a shared conversation, the API's docs
+    "/", "/keys/new", "/login", "/logout", "/topup", "/chat", "/chat/{room}", "/s/{token}",
+    "/docs",
     # the account page and its forms: make, change, rotate and revoke keys
     "/account", "/account/keys", "/account/keys/{key_id}", "/account/keys/{key_id}/rotate",
     "/account/keys/{key_id}/revoke", "/account/revoke",
@@ -194,7 +195,7 @@ def test_every_operation_is_complete(document: dict[str, Any]) -> None:
 
 def test_shapes_copied_from_the_code_agree_with_it(document: dict[str, Any]) -> None:
     """What the document restates rather than imports (to stay light) is still the code's."""
-    from edge.chat.views import ROOM_NAME
+    from edge.chat.protocol import ROOM_NAME
 
     socket = document["paths"]["/ws/chat/{room}"]["get"]
     assert socket["parameters"][0]["schema"]["pattern"] == ROOM_NAME.pattern
