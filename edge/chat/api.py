@@ -9,6 +9,7 @@ so every open page shows them.
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import TYPE_CHECKING, Any
 
@@ -80,11 +81,15 @@ def _chat_model(request: Request, body: dict[str, Any]) -> str:
     return model
 
 
+#: Characters no title holds (control characters: a title is one line of text).
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _system(body: dict[str, Any]) -> str:
     system = body.get("system_prompt") or ""
-    if not isinstance(system, str) or len(system) > MAX_SYSTEM:
+    if not isinstance(system, str) or len(system) > MAX_SYSTEM or "\x00" in system:
         raise InvalidRequest(f"'system_prompt' must be a string of at most {MAX_SYSTEM} "
-                             "characters.", param="system_prompt")
+                             "characters, without NUL characters.", param="system_prompt")
     return system
 
 
@@ -93,7 +98,10 @@ def _title(body: dict[str, Any]) -> str:
     if not isinstance(title, str) or not title.strip() or len(title) > conversations.MAX_TITLE:
         raise InvalidRequest(f"'title' must be a string of 1 to {conversations.MAX_TITLE} "
                              "characters.", param="title")
-    return " ".join(title.split())
+    title = " ".join(title.split())
+    if CONTROL.search(title):
+        raise InvalidRequest("'title' may not contain control characters.", param="title")
+    return title
 
 
 def _params(body: dict[str, Any]) -> dict[str, Any]:

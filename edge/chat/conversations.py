@@ -115,8 +115,8 @@ async def list_conversations(account_id: int, *, query: str = "", deleted: bool 
             matched.setdefault(hit["room_id"], snippet(hit["content"], query))
         rows = rows.filter(Q(room__title__icontains=query) | Q(room__name__icontains=query)
                            | Q(room_id__in=list(matched)))
-    memberships = await (rows.select_related("room")
-                         .annotate(active=Coalesce(F("room__last_message_at"), F("room__created_at")))
+    active = Coalesce(F("room__last_message_at"), F("room__created_at"))
+    memberships = await (rows.select_related("room").annotate(active=active)
                          .order_by("-pinned", "-active", "-id").limit(limit))
     views = []
     for membership in memberships:

@@ -175,6 +175,8 @@ def _string(data: dict, name: str, limit: int, *, required: bool = False) -> str
         raise FrameError("bad_field", f"'{name}' must be a string.")
     if len(value) > limit:
         raise FrameError("too_large", f"'{name}' may be at most {limit} characters.")
+    if "\x00" in value:  # no database stores it in text
+        raise FrameError("bad_field", f"'{name}' may not contain NUL characters.")
     return value
 
 

@@ -146,6 +146,8 @@ async def test_edit_and_regenerate_frames_are_checked(people: list[Person]) -> N
                         ({"type": "choose", "message_id": True}, "bad_field"),
                         ({"type": "regenerate", "reply_id": 1, "params": {"top_k": 3}},
                          "bad_field"),
+                        ({"type": "message", "text": "a\x00b"}, "bad_field"),
+                        ({"type": "edit", "message_id": 1, "text": "\x00"}, "bad_field"),
                         ({"type": "choose", "message_id": 5}, "not_found")):
         await client.send(**frame)
         assert (await client.wait_for("error"))["code"] == code, frame
