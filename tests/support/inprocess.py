@@ -272,6 +272,7 @@ def _settings(root: Path, redis_url: str, database_url: str, **overrides: Any) -
 
 @asynccontextmanager
 async def open_portal(root: Path, redis_url: str, *, template: Path | None = None,
+                      database_url: str | None = None, migrated: bool = False,
                       **settings: Any) -> AsyncIterator[InProcessPortal]:
     """Serve a new portal worker in this loop; its Redis namespace is emptied after.
 
@@ -279,6 +280,8 @@ async def open_portal(root: Path, redis_url: str, *, template: Path | None = Non
       root: a directory of its own (the SQLite file, the spool).
       redis_url: the shared test Redis.
       template: a migrated SQLite file to copy (see :func:`migrated_template`).
+      database_url: another database instead (a fresh PostgreSQL one), migrated here
+        unless ``migrated`` (a copy of a migrated one).
       settings: :class:`edge.settings.Settings` fields (``upstream_timeout=1.0``…).
     """
     from tortoise.backends.base.executor import EXECUTOR_CACHE
@@ -286,15 +289,19 @@ async def open_portal(root: Path, redis_url: str, *, template: Path | None = Non
     from edge.app import create_app
     from edge.store.hotstore import connect_redis
 
+    from edge.db import migrate
+
     (root / "data").mkdir(parents=True, exist_ok=True)
     database = root / "data" / "portal.sqlite3"
-    if template is not None:
+    if database_url is not None:
+        EXECUTOR_CACHE.clear()
+        if not migrated:
+            await migrate(database_url)
+    elif template is not None:
         shutil.copyfile(template, database)
     else:
-        from edge.db import migrate
-
         await migrate(f"sqlite://{database}")
-    config = _settings(root, redis_url, f"sqlite://{database}", **settings)
+    config = _settings(root, redis_url, database_url or f"sqlite://{database}", **settings)
     app = create_app(config, name=f"portal-inprocess-{uuid.uuid4().hex[:10]}")
     portal: InProcessPortal | None = None
     try:

@@ -68,12 +68,17 @@ async def _execute(url: str, statement: str) -> None:
 
 
 @contextmanager
-def postgres_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one use, dropped afterwards."""
+def postgres_database(template: str | None = None) -> Iterator[str]:
+    """A fresh PostgreSQL database for one use, dropped afterwards.
+
+    ``template``: the URL of a database to copy (one migrated once, say): a copy takes a
+    fraction of a second where migrating takes seconds.
+    """
     admin = _admin_url()
     name = f"portal_test_{uuid.uuid4().hex[:12]}"
+    copy = f' TEMPLATE "{template.rpartition("/")[2]}"' if template else ""
     try:
-        _run(lambda: _execute(admin, f'CREATE DATABASE "{name}"'))
+        _run(lambda: _execute(admin, f'CREATE DATABASE "{name}"{copy}'))
     except Exception as exc:  # not running, refused, no asyncpg
         message = f"PostgreSQL at {admin} is not usable: {exc}"
         if strict():
