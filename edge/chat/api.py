@@ -62,6 +62,12 @@ async def _conversation(key: KeyRecord, name: str) -> ChatRoom:
     return room
 
 
+async def _answer(key: KeyRecord, room: ChatRoom) -> HTTPResponse:
+    """The conversation as the caller sees it (with its own pin)."""
+    membership = await ChatMembership.get_or_none(account_id=key.account_id, room_id=room.id)
+    return json_response(conversations.conversation_view(room, membership, key.account_id))
+
+
 def _owned(key: KeyRecord, room: ChatRoom) -> None:
     if room.account_id != key.account_id:
         raise PermissionDenied("Only the account that made this room can change it.")
@@ -163,8 +169,7 @@ async def list_conversations(request: Request):
 async def get_conversation(request: Request, name: str):
     key = await chat_key(request)
     room = await _conversation(key, name)
-    membership = await ChatMembership.get_or_none(account_id=key.account_id, room_id=room.id)
-    return json_response(conversations.conversation_view(room, membership, key.account_id))
+    return await _answer(key, room)
 
 
 @bp.patch("/api/conversations/<name:str>")
@@ -202,8 +207,7 @@ async def update_conversation(request: Request, name: str):
     if isinstance(pinned, bool):
         await ChatMembership.filter(account_id=key.account_id, room_id=room.id).update(
             pinned=pinned)
-    membership = await ChatMembership.get(account_id=key.account_id, room_id=room.id)
-    return json_response(conversations.conversation_view(room, membership, key.account_id))
+    return await _answer(key, room)
 
 
 @bp.delete("/api/conversations/<name:str>")
@@ -229,8 +233,7 @@ async def restore_conversation(request: Request, name: str):
     if room is None:
         raise NotFound(f"No deleted conversation named {name!r}.")
     await conversations.restore(room)
-    membership = await ChatMembership.get_or_none(account_id=key.account_id, room_id=room.id)
-    return json_response(conversations.conversation_view(room, membership, key.account_id))
+    return await _answer(key, room)
 
 
 @bp.get("/api/conversations/<name:str>/export")

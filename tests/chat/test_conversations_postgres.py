@@ -2,7 +2,8 @@
 
 Search (ILIKE and its escapes), the sidebar's order (COALESCE over a join), JSON
 settings, cascading purges and text without NUL are where the two databases could
-differ; the same tests run here with ``people`` on a fresh PostgreSQL database.
+differ; the same tests run here, ``people`` (tests/chat/conftest.py) on this module's
+portal, whose database is a fresh copy of a migrated PostgreSQL one.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import pytest
 from tests.chat.test_alternatives import *  # noqa: F403  (collected again, here)
 from tests.chat.test_conversation_probes import *  # noqa: F403
 from tests.chat.test_conversations import *  # noqa: F403
-from tests.support.chat import CHAT_MODEL, Person
-from tests.support.inprocess import InProcessPortal, NodeDouble, open_portal
+from tests.support.inprocess import InProcessPortal, open_portal
 from tests.support.services import postgres_database
 
 
@@ -43,13 +43,7 @@ async def inprocess_portal(tmp_path: Path, redis_url: str, migrated_postgres: st
             yield made
 
 
-@pytest.fixture
-async def people(inprocess_portal: InProcessPortal, chat_node: NodeDouble
-                 ) -> AsyncIterator[list[Person]]:
-    await inprocess_portal.add_model(CHAT_MODEL, served_name="sim-m1")
-    await inprocess_portal.add_node(CHAT_MODEL, chat_node)
-    made = [Person(inprocess_portal, *await inprocess_portal.create_key("5"))
-            for _ in range(2)]
-    yield made
-    for person in made:
-        await person.http.aclose()
+async def test_the_tests_here_run_on_postgresql(people, inprocess_portal: InProcessPortal
+                                                ) -> None:
+    assert inprocess_portal.database_url.startswith("postgres")
+    assert people[0].portal is inprocess_portal  # people live on this module's portal
