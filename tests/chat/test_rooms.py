@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -254,3 +256,35 @@ async def test_huge_ids_are_refused_not_fatal(room_portal: Deployment) -> None:
     await client.send(type="ping")
     await client.wait_for("pong")
     await client.close()
+
+
+def test_the_scheduled_purge_removes_only_conversations_deleted_long_ago(
+        room_portal: Deployment) -> None:
+    """``portal scheduler`` enqueues the purge, ``portal worker`` removes rooms deleted
+    longer ago than ``PORTAL_CHAT_PURGE_DAYS`` and leaves the recently deleted."""
+    _id, key = room_portal.key("1")
+    headers = {"authorization": f"Bearer {key}"}
+    names = []
+    for _ in range(2):
+        made = httpx.post(room_portal.url + "/api/rooms", json={"private": True}, headers=headers)
+        names.append(made.json()["name"])
+        gone = httpx.delete(room_portal.url + f"/api/conversations/{names[-1]}", headers=headers)
+        assert gone.json()["restorable"] is True
+    old, recent = names
+    long_ago = str(datetime.now(UTC) - timedelta(days=31))
+    room_portal.sql("UPDATE chat_rooms SET deleted_at = ? WHERE name = ?", long_ago, old)
+
+    portal = room_portal.portal
+    portal.start_worker("purge-worker")
+    portal.spawn("purge-scheduler", "scheduler")  # it sends every periodic actor at start
+    try:
+        deadline = time.monotonic() + 60
+        while room_portal.sql("SELECT 1 FROM chat_rooms WHERE name = ?", old):
+            assert time.monotonic() < deadline, portal.log("purge-worker")[-2000:]
+            time.sleep(0.2)
+    finally:
+        portal.stop_child("purge-scheduler")
+        portal.stop_child("purge-worker")
+    assert room_portal.sql("SELECT 1 FROM chat_rooms WHERE name = ?", recent) == [(1,)]
+    bin_ = httpx.get(room_portal.url + "/api/conversations?deleted=1", headers=headers).json()
+    assert [c["name"] for c in bin_["data"]] == [recent]
