@@ -75,7 +75,7 @@ async def test_non_streaming_chat_has_vllms_shape_and_exact_usage(
         ({"max_completion_tokens": 3, "max_tokens": 50}, 3, "length"),
         ({"max_tokens": 40, "ignore_eos": True}, 40, "length"),
         ({"max_tokens": 40, "min_tokens": 20}, 20, "stop"),
-        ({"temperature": 0.2, "top_p": 0.9, "seed": 7, "stop": ["x"], "top_k": 5}, 16, "stop"),
+        ({"temperature": 0.2, "top_p": 0.9, "stop": ["x"], "top_k": 5}, 16, "stop"),
     ],
 )
 async def test_max_tokens_decides_length_and_finish_reason(
@@ -87,6 +87,20 @@ async def test_max_tokens_decides_length_and_finish_reason(
     assert choice["message"]["content"] == generate_text(SEED, tokens)
     assert body["usage"]["completion_tokens"] == tokens
     assert body["usage"]["total_tokens"] == PROMPT_TOKENS + tokens
+
+
+async def test_a_seed_picks_another_reply_and_the_same_seed_the_same(
+    client: httpx.AsyncClient, model: str
+) -> None:
+    """As vLLM's per-request ``seed``: replies differ by seed and repeat for one seed."""
+
+    async def reply(**extra: Any) -> str:
+        body = (await client.post("/v1/chat/completions", json=_chat(model, **extra))).json()
+        return str(body["choices"][0]["message"]["content"])
+
+    seven = await reply(seed=7)
+    assert seven == await reply(seed=7) == generate_text(SEED + "\nseed: 7", 16)
+    assert len({seven, await reply(seed=8), await reply()}) == 3
 
 
 async def test_ignore_eos_without_max_tokens_fills_the_context(
