@@ -200,9 +200,7 @@ async def update_conversation(request: Request, name: str):
         await ChatRoom.filter(id=room.id).update(**changes)
         for field, value in changes.items():
             setattr(room, field, value)
-        await request.app.ctx.chat.hub.publish(room.name, event(
-            "room", title=room.title or room.name, model=room.model or None,
-            system=room.system_prompt, params=room.params or {}))
+        await request.app.ctx.chat.hub.publish(room.name, conversations.room_event(room))
     await conversations.join(key.account_id, room)
     if isinstance(pinned, bool):
         await ChatMembership.filter(account_id=key.account_id, room_id=room.id).update(

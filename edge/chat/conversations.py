@@ -17,11 +17,12 @@ from typing import Any
 from tortoise.expressions import F, Q
 from tortoise.functions import Coalesce
 
+from edge.chat.protocol import event
 from edge.db.models import ChatMembership, ChatMessage, ChatRoom
 
 __all__ = ["LIST_LIMIT", "MAX_TITLE", "QUERY", "conversation_view", "forget", "join",
            "list_conversations", "open_room", "readable", "readable_room",
-           "restore", "soft_delete", "title_from", "touch"]
+           "restore", "room_event", "soft_delete", "title_from", "touch"]
 
 #: Conversations listed (and found by a search) at most.
 LIST_LIMIT = 200
@@ -60,24 +61,42 @@ async def join(account_id: int, room: ChatRoom) -> None:
     await ChatMembership.get_or_create(account_id=account_id, room_id=room.id)
 
 
+#: Markdown's marks, which a title shows as plain text.
+MARKS = re.compile(r"[*_`#>~|]+|\$\$?|\\[()\[\]]")
+
+
 def title_from(text: str) -> str:
-    """A title for a conversation from its first message: its first line, cut at a word."""
-    line = " ".join(text.split())
+    """A title for a conversation from its first message: its words before any code
+    block, without Markdown's marks, cut at a word."""
+    prose = text.split("```", 1)[0].split("~~~", 1)[0]
+    line = " ".join(MARKS.sub("", prose).split()) or " ".join(MARKS.sub("", text).split())
     if len(line) <= AUTO_TITLE:
         return line
     cut = line[:AUTO_TITLE].rsplit(" ", 1)[0] or line[:AUTO_TITLE]
     return cut + "…"
 
 
-async def touch(room: ChatRoom, text: str) -> None:
-    """A person spoke: the room moves to the top, and gets a title if it has none."""
+async def touch(room: ChatRoom, text: str) -> bool:
+    """A person spoke: the room moves to the top, and gets a title if it has none.
+
+    Returns whether it got its title now (the room's pages should hear of it).
+    """
     stamp = now()
     await ChatRoom.filter(id=room.id).update(last_message_at=stamp)
     room.last_message_at = stamp
-    if not room.title:
-        title = title_from(text)[:MAX_TITLE]
-        if await ChatRoom.filter(id=room.id, title="").update(title=title):
-            room.title = title
+    if room.title:
+        return False
+    title = title_from(text)[:MAX_TITLE]
+    if not await ChatRoom.filter(id=room.id, title="").update(title=title):
+        return False
+    room.title = title
+    return True
+
+
+def room_event(room: ChatRoom) -> str:
+    """The ``room`` event: its title or settings changed; open pages show them."""
+    return event("room", title=room.title or room.name, model=room.model or None,
+                 system=room.system_prompt, params=room.params or {})
 
 
 def conversation_view(room: ChatRoom, membership: ChatMembership | None,

@@ -33,7 +33,7 @@ from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed as _WebsocketsClosed
 
 from edge.chat import turns
-from edge.chat.conversations import join, open_room, touch
+from edge.chat.conversations import join, open_room, room_event, touch
 from edge.chat.guard import KeyGuard
 from edge.chat.hub import Member
 from edge.chat.limits import Crowded, MessageRate, SetupBusy
@@ -401,9 +401,11 @@ async def _message(portal: PortalContext, chat: ChatService, member: Member, key
     else:
         question = await ChatMessage.create(room_id=room.id, role="user", author=key.name,
                                             key_id=key.id, content=frame.text)
-    await touch(room, frame.text)
+    titled = await touch(room, frame.text)
     member.deliver(event("sent", id=question.id))  # so the sender knows which reply is theirs
     await chat.hub.publish(room.name, event("message", **message_view(question)))
+    if titled:
+        await chat.hub.publish(room.name, room_event(room))
     if model is not None:
         system, params = _asking(room, frame)
         chat.replies.start(room.name, key, question, model, system=system, params=params)

@@ -31,6 +31,9 @@
   const noResults = $("no-results");
   const search = $("search");
 
+  // An untitled private room's title is its random name: call it what it is.
+  const shownTitle = (c) => (c.private && c.title === c.name ? "New chat" : c.title);
+
   function conversationItem(conversation, restore) {
     const item = document.createElement("li");
     item.dataset.name = conversation.name;
@@ -39,7 +42,7 @@
     if (!restore) link.href = "/chat/" + encodeURIComponent(conversation.name);
     const title = document.createElement("span");
     title.className = "title";
-    title.textContent = conversation.title;
+    title.textContent = shownTitle(conversation);
     link.appendChild(title);
     if (conversation.pinned) {
       const pin = document.createElement("span");
@@ -61,9 +64,10 @@
       const button = document.createElement("button");
       button.type = "button"; button.className = "small secondary restore";
       button.textContent = "Restore";
-      button.addEventListener("click", async () => {
-        await api("POST", conversationPath(conversation.name) + "/restore");
-        window.location.href = "/chat/" + encodeURIComponent(conversation.name);
+      button.addEventListener("click", () => {
+        api("POST", conversationPath(conversation.name) + "/restore").then(() => {
+          window.location.href = "/chat/" + encodeURIComponent(conversation.name);
+        }).catch(showError);
       });
       item.appendChild(button);
     }
@@ -76,6 +80,7 @@
     list.replaceChildren(...data.data.map((c) => conversationItem(c, false)));
     noResults.hidden = data.data.length > 0;
     noResults.textContent = query ? "No conversation matches." : "No conversations yet: start one.";
+    return data.data;
   }
 
   let searchTimer = null;
@@ -84,8 +89,10 @@
     searchTimer = setTimeout(() => refreshList().catch(showError), 250);
   });
 
-  $("bin").addEventListener("toggle", async (event) => {
-    if (!event.target.open) return;
+  $("bin").addEventListener("toggle", (event) => {
+    if (event.target.open) showBin().catch(showError);
+  });
+  async function showBin() {
     const data = await api("GET", "/api/conversations?deleted=1");
     const bin = $("deleted-list");
     bin.replaceChildren(...data.data.map((c) => conversationItem(c, true)));
@@ -94,11 +101,12 @@
       empty.className = "muted"; empty.textContent = "Nothing deleted.";
       bin.appendChild(empty);
     }
-  });
+  }
 
-  $("new-chat").addEventListener("click", async () => {
-    const room = await api("POST", "/api/rooms", { private: true });
-    window.location.href = "/chat/" + encodeURIComponent(room.name);
+  $("new-chat").addEventListener("click", () => {
+    api("POST", "/api/rooms", { private: true }).then((room) => {
+      window.location.href = "/chat/" + encodeURIComponent(room.name);
+    }).catch(showError);
   });
 
   const join = $("join-room");
@@ -111,9 +119,9 @@
   $("close-sidebar").addEventListener("click", () => root.classList.remove("sidebar-open"));
 
   function showError(error) {
-    const line = $("status");
-    if (line) line.textContent = error.message || String(error);
-    else console.error(error);
+    const line = $("status") || noResults;
+    line.textContent = error.message || String(error);
+    line.hidden = false;
   }
 
   if (!roomName) return;
@@ -141,6 +149,7 @@
   let socket = null;
   let retry = 500;
   let editing = null;
+  let titled = root.dataset.titled === "yes";
 
   $("open-sidebar").addEventListener("click", () => root.classList.add("sidebar-open"));
 
@@ -149,6 +158,11 @@
     catch (error) { return ""; }
   }
 
+  // Follow new text to the bottom, unless the reader scrolled up to read.
+  let stick = true;
+  messagesBox.addEventListener("scroll", () => {
+    stick = messagesBox.scrollHeight - messagesBox.scrollTop - messagesBox.clientHeight < 48;
+  });
   function draw() {
     dirty.forEach((id) => {
       const message = messages.get(id);
@@ -158,7 +172,7 @@
       }
     });
     dirty.clear();
-    messagesBox.scrollTop = messagesBox.scrollHeight;
+    if (stick) messagesBox.scrollTop = messagesBox.scrollHeight;
   }
   function redraw(id) {
     if (!dirty.size) window.requestAnimationFrame(draw);
@@ -313,23 +327,38 @@
     if (message) {
       show(Object.assign({}, message, { text: done.text || message.text, status: done.status,
         usage: done.usage, cost: done.cost, error: done.error }));
+      draw(); // the final text now, with the final line under it (not a frame later)
     }
-    mine.delete(done.reply_id);
+    // Every member gets "done"; its balance is the payer's, so only the asker shows it.
+    const paid = mine.delete(done.reply_id);
     stopButton.hidden = mine.size === 0;
-    if (done.balance !== undefined && done.balance !== null) {
+    if (paid && done.balance !== undefined && done.balance !== null) {
       balance.textContent = "$" + (done.balance / 1e6).toFixed(6);
     }
     statusLine.textContent = done.error || "";
     refreshControls();
   }
 
+  // "count" is sockets and "members" distinct names (one person may have two tabs open);
+  // the names are all there unless the server cut the list at its limit of 100.
   function showMembers(event) {
-    const more = (event.count || 0) - event.members.length;
+    const more = event.members.length >= 100 ? (event.count || 0) - event.members.length : 0;
     members.textContent = event.members.join(", ") + (more > 0 ? " and " + more + " more" : "");
   }
 
+  function showTitle(title) {
+    titleLine.textContent = title;
+    document.title = title + " · Chat · Inference Portal";
+  }
+  function fetchTitle() {
+    api("GET", conversationPath(roomName)).then((room) => {
+      if (room.title !== room.name) { titled = true; showTitle(room.title); }
+      return refreshList();
+    }).catch(() => {});
+  }
+
   function applySettings(room) {
-    if (room.title) { titleLine.textContent = room.title; document.title = room.title + " · Chat · Inference Portal"; }
+    if (room.title && room.title !== roomName) { titled = true; showTitle(room.title); }
     if (room.model && [...form.model.options].some((o) => o.value === room.model)) form.model.value = room.model;
     if (room.system !== undefined) form.system.value = room.system || "";
     const params = room.params || {};
@@ -349,6 +378,8 @@
         $("settings-note").textContent = owner ? "Saved with this conversation." :
           "This room's settings belong to whoever made it; yours apply to your own messages.";
         $("rename").hidden = !owner;
+        // Joining put the room on this account's list (a public room opened by its name).
+        if (!search.value.trim() && !list.querySelector("li.active")) refreshList().catch(() => {});
         event.messages.forEach(show);
         showMembers(event);
         refreshControls();
@@ -358,6 +389,9 @@
         own.add(event.id);
         if (expecting) asked.add(event.id);
         expecting = false;
+        // The server titles a room from its first message, and moves it to the top.
+        if (!titled) fetchTitle();
+        else if (list.firstElementChild && list.firstElementChild.dataset.name !== roomName) refreshList().catch(() => {});
         break;
       case "message":
         show(event);
@@ -374,19 +408,22 @@
         break;
       }
       case "done": finish(event); break;
-      case "chosen":
+      case "chosen": {
         event.hide.forEach((id) => { const m = messages.get(id); if (m) m.current = false; });
         event.show.forEach((id) => { const m = messages.get(id); if (m) m.current = true; });
         const missing = event.show.filter((id) => !messages.has(id));
         if (missing.length) send({ type: "resume", after: Math.min(...missing) - 1 });
         refreshControls();
         break;
+      }
       case "room":
         if (event.deleted) {
           statusLine.textContent = "This conversation was deleted.";
           composer.hidden = true;
           break;
         }
+        // Renamed (here or in another tab): the sidebar shows titles too.
+        if (event.title && event.title !== roomName && event.title !== titleLine.textContent) refreshList().catch(() => {});
         applySettings(event);
         break;
       case "status": statusLine.textContent = event.message || event.kind; break;
@@ -456,11 +493,11 @@
     expecting = form.ask.checked;
     send(Object.assign({ type: "message", text: text, ask: form.ask.checked }, asking()));
     form.text.value = "";
-    if (titleLine.textContent === roomName) setTimeout(() => refreshList().catch(() => {}), 500);
+    stick = true;
   });
 
   form.text.addEventListener("keydown", (event) => {
-    if (event.key === "Enter" && !event.shiftKey) {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {  // not while an IME composes
       event.preventDefault();
       composer.requestSubmit();
     }
@@ -482,7 +519,7 @@
     event.preventDefault();
     try {
       const room = await api("PATCH", conversationPath(roomName), { title: renameForm.elements.title.value });
-      titleLine.textContent = room.title;
+      titled = true; showTitle(room.title);
       await refreshList();
     } catch (error) { showError(error); }
     renameForm.hidden = true; titleLine.hidden = false;
@@ -502,12 +539,25 @@
     } catch (error) { showError(error); }
   });
 
-  $("delete").addEventListener("click", async () => {
-    if (!window.confirm("Delete this conversation? You can restore it from Recently deleted.")) return;
+  const deleteButton = $("delete");
+  deleteButton.addEventListener("click", async () => {
+    // A private room goes to the bin; a public one only leaves this account's list.
+    const question = deleteButton.dataset.private ? "Delete this conversation? You can restore it from Recently deleted." :
+      "Leave this room? It goes off your list; join it again to bring it back.";
+    if (!window.confirm(question)) return;
     try {
       await api("DELETE", conversationPath(roomName));
       window.location.href = "/chat";
     } catch (error) { showError(error); }
+  });
+
+  // The export menu closes once a format is picked, or on a click elsewhere.
+  const exportMenu = $("export-menu");
+  exportMenu.querySelectorAll(".menu-items a").forEach((link) => {
+    link.addEventListener("click", () => { exportMenu.open = false; });
+  });
+  document.addEventListener("click", (event) => {
+    if (exportMenu.open && !exportMenu.contains(event.target)) exportMenu.open = false;
   });
 
   const sharePanel = $("share-panel");
@@ -519,24 +569,37 @@
     link.setAttribute("aria-label", "Share link");
     const when = document.createElement("span");
     when.className = "muted small";
-    when.textContent = share.messages + " messages, " + formatTime(share.created_at);
-    const revoke = button("Revoke", "revoke", async () => {
-      await api("DELETE", "/api/shares/" + encodeURIComponent(share.token));
-      item.remove();
+    let made = "";
+    try { made = new Date(share.created_at).toLocaleString([], { dateStyle: "medium", timeStyle: "short" }); }
+    catch (error) { made = share.created_at; }
+    when.textContent = share.messages + (share.messages === 1 ? " message, " : " messages, ") + made;
+    const revoke = button("Revoke", "revoke", () => {
+      api("DELETE", "/api/shares/" + encodeURIComponent(share.token)).then(() => item.remove()).catch(showError);
     });
     item.append(link, when, revoke);
     return item;
   }
-  $("share").addEventListener("click", async () => {
+  async function makeShare() {
+    const made = await api("POST", conversationPath(roomName) + "/shares");
+    shareList.prepend(shareItem(made));
+    shareList.querySelector(".share-url").select();
+  }
+  // Share opens the links there are (making the first); each link is a snapshot, so a
+  // new one is made only when asked for, not on every click.
+  const shareButton = $("share");
+  shareButton.addEventListener("click", async () => {
+    if (!sharePanel.hidden) {
+      sharePanel.hidden = true; shareButton.setAttribute("aria-expanded", "false");
+      return;
+    }
     try {
-      const made = await api("POST", conversationPath(roomName) + "/shares");
       const all = await api("GET", conversationPath(roomName) + "/shares");
       shareList.replaceChildren(...all.data.map(shareItem));
-      sharePanel.hidden = false;
-      const first = shareList.querySelector(".share-url");
-      if (first && first.value === made.url) first.select();
+      if (!all.data.length) await makeShare();
+      sharePanel.hidden = false; shareButton.setAttribute("aria-expanded", "true");
     } catch (error) { showError(error); }
   });
+  $("new-share").addEventListener("click", () => makeShare().catch(showError));
 
   connect();
 })();

@@ -41,6 +41,8 @@ async def test_a_title_comes_from_the_first_message_and_can_be_renamed(
     client = await alice.join(room)
     long = "Plan a three day trip to Lisbon with museums, food markets and a day at the coast"
     await say(client, long)
+    titled = await client.wait_for("room")  # every open page learns the title
+    assert titled["title"] == "Plan a three day trip to Lisbon with museums, food markets…"
     await client.send(type="message", text="second message", ask=False)
     await client.wait_for("message", text="second message")
     (view,) = await alice.sidebar()
@@ -168,7 +170,7 @@ async def test_delete_restore_and_purge(people: list[Person]) -> None:
     gone = await alice.http.delete(f"/api/conversations/{room}")
     assert gone.json() == {"name": room, "deleted": True, "restorable": True,
                            "purged_after_days": 30}
-    assert (await client.wait_for("room"))["deleted"] is True
+    assert (await client.wait_for("room", deleted=True))["deleted"] is True
     await client.send(type="message", text="still here?", ask=False)
     assert (await client.wait_for("error"))["code"] == "deleted"
     assert room not in [c["name"] for c in await alice.sidebar()]
@@ -277,3 +279,13 @@ async def test_a_share_link_shows_its_snapshot_and_stops_when_revoked(
         assert (await anonymous.get(f"/s/{share['token']}")).status_code == 404
     assert (await alice.http.get(f"/api/conversations/{room}/shares")).json()["data"] == []
     await client.close()
+
+
+def test_a_made_up_title_is_plain_words_before_any_code() -> None:
+    from edge.chat.conversations import title_from
+
+    assert title_from("Some **code**: ```python\ndef f(): return 1\n```") == "Some code:"
+    assert title_from("# Heading\n\n> quoted `x` and $x^2$") == "Heading quoted x and x^2"
+    assert title_from("```\nonly code\n```") == "only code"  # nothing before it: the words
+    assert title_from("  many   spaces\n\tand lines ") == "many spaces and lines"
+    assert title_from("word " * 30) == ("word " * 12).strip() + "…"

@@ -287,9 +287,8 @@ async def open_portal(root: Path, redis_url: str, *, template: Path | None = Non
     from tortoise.backends.base.executor import EXECUTOR_CACHE
 
     from edge.app import create_app
-    from edge.store.hotstore import connect_redis
-
     from edge.db import migrate
+    from edge.store.hotstore import connect_redis
 
     (root / "data").mkdir(parents=True, exist_ok=True)
     database = root / "data" / "portal.sqlite3"

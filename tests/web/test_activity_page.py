@@ -17,7 +17,6 @@ from typing import Any
 import httpx
 
 from tests.support.deployment import Deployment
-from tests.web.test_browser import chromium  # noqa: F401  (the browser fixture)
 from tests.web.test_key_management import (  # noqa: F401  (the two-model portal fixture)
     ARTIFACTS,
     ask,

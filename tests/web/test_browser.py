@@ -2,35 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 
-import pytest
-
-from tests.support.services import strict
 from tests.support.standard import Deployment
-
-CHROMIUM = os.environ.get("PORTAL_TEST_CHROMIUM", "/usr/bin/chromium")
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        message = f"Chromium not found at {CHROMIUM} (make test installs it)"
-        if strict():
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--disable-quic"])
-        yield browser
-        browser.close()
 
 
 def test_get_a_key_log_in_chat_and_pay_for_it(chromium, room_portal: Deployment) -> None:
@@ -66,6 +40,7 @@ def test_get_a_key_log_in_chat_and_pay_for_it(chromium, room_portal: Deployment)
     fresh.wait_for_url("**/chat/browser-room")
     expect(fresh.locator("#conn")).to_have_text("connected")
     fresh.fill("#composer textarea[name=text]", "Hello from a **browser**")
+    fresh.click("#settings summary")  # the model's settings are folded away
     fresh.fill("#composer input[name=max_tokens]", "12")
     fresh.press("#composer textarea[name=text]", "Enter")
     expect(fresh.locator(".msg.user .body strong")).to_have_text("browser")

@@ -15,7 +15,6 @@ import pytest
 from simnode.testing import free_port
 from tests.support.deployment import deploy
 from tests.support.standard import MODEL, SERVED, Deployment
-from tests.web.test_browser import chromium  # noqa: F401  (the module's browser)
 
 PAGE_PORT = free_port()
 #: The app's page is served from 127.0.0.1; "localhost" is another origin, not allowed.
@@ -55,7 +54,7 @@ FETCH = """async ([url, key, model]) => {
 }"""
 
 
-def test_a_page_of_an_allowed_origin_calls_the_api(chromium, app_page: str,  # noqa: F811
+def test_a_page_of_an_allowed_origin_calls_the_api(chromium, app_page: str,
                                                    cors_portal: Deployment) -> None:
     _key_id, key = cors_portal.key("1")
     page = chromium.new_page()

@@ -23,7 +23,6 @@ import pytest
 from simnode.testing import start_simnode
 from tests.support.deployment import Deployment
 from tests.support.portal import PortalServer
-from tests.web.test_browser import chromium  # noqa: F401  (the browser fixture)
 
 #: Where the Chromium tests leave what a person may want to look at (screenshots).
 ARTIFACTS = Path(os.environ.get("PORTAL_TEST_ARTIFACTS")
@@ -109,7 +108,7 @@ def account_of(deployment: Deployment, key_id: int) -> int:
     return account_id
 
 
-def test_make_limit_edit_rotate_and_revoke_keys(chromium, two_models: Deployment) -> None:  # noqa: F811
+def test_make_limit_edit_rotate_and_revoke_keys(chromium, two_models: Deployment) -> None:
     from playwright.sync_api import expect
 
     manager_id, manager = two_models.key("5")
@@ -208,7 +207,7 @@ def test_make_limit_edit_rotate_and_revoke_keys(chromium, two_models: Deployment
 
 
 def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(
-        chromium, two_models: Deployment) -> None:  # noqa: F811
+        chromium, two_models: Deployment) -> None:
     from playwright.sync_api import expect
 
     manager_id, manager = two_models.key("3")
@@ -271,7 +270,7 @@ def test_bad_input_is_a_400_naming_the_field_and_changes_nothing(
     page.context.close()
 
 
-def test_another_accounts_key_is_not_found_anywhere(chromium, two_models: Deployment) -> None:  # noqa: F811
+def test_another_accounts_key_is_not_found_anywhere(chromium, two_models: Deployment) -> None:
     manager_id, manager = two_models.key("2")
     other_id, other = two_models.key("2")
     other_account = account_of(two_models, other_id)
@@ -309,7 +308,7 @@ def test_another_accounts_key_is_not_found_anywhere(chromium, two_models: Deploy
 
 
 def test_rotating_the_key_signed_in_keeps_the_session_and_revoking_it_signs_out(
-        chromium, two_models: Deployment) -> None:  # noqa: F811
+        chromium, two_models: Deployment) -> None:
     from playwright.sync_api import expect
 
     manager_id, manager = two_models.key("1")

@@ -11,9 +11,7 @@ markdown.js applies them) are as in production.
 from __future__ import annotations
 
 import functools
-import os
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -21,9 +19,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.services import strict
-
-CHROMIUM = os.environ.get("PORTAL_TEST_CHROMIUM", "/usr/bin/chromium")
 EDGE = Path(__file__).resolve().parents[2] / "edge"
 STATIC = EDGE / "static"
 VENDOR = STATIC / "vendor"
@@ -76,25 +71,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    if not (os.path.exists(CHROMIUM) or shutil.which("chromium")):
-        message = f"Chromium not found at {CHROMIUM} (make test installs it)"
-        if strict():
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--disable-quic"])
-        yield browser
-        browser.close()
 
 
 class RenderPage:
