@@ -77,13 +77,11 @@ def _chat_model(request: Request, body: dict[str, Any]) -> str:
     model = body.get("model") or ""
     if not isinstance(model, str):
         raise InvalidRequest("'model' must be a string.", param="model")
-    info = request.app.ctx.portal.registry.model(model) if model else None
-    if model and info is None:
-        raise InvalidRequest(f"No model named {model!r}.", param="model",
-                             code="model_not_found")
-    if info is not None and info.kind != "generate":
-        raise InvalidRequest(f"The model {model!r} is a {info.kind} model: it does not chat.",
-                             param="model", code="model_kind_mismatch")
+    if model:
+        try:
+            conversations.chat_model(request.app.ctx.portal.registry, model)
+        except FrameError as exc:
+            raise InvalidRequest(exc.message, param="model", code=exc.code) from None
     return model
 
 

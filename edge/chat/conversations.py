@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tortoise.expressions import F, Q
 from tortoise.functions import Coalesce
 
-from edge.chat.protocol import event
+from edge.chat.protocol import FrameError, event
 from edge.db.models import ChatMembership, ChatMessage, ChatRoom
 
-__all__ = ["LIST_LIMIT", "MAX_TITLE", "QUERY", "conversation_view", "forget", "join",
+if TYPE_CHECKING:
+    from edge.fleet.registry import ModelInfo, Registry
+
+__all__ = ["LIST_LIMIT", "MAX_TITLE", "QUERY", "chat_model", "conversation_view", "forget", "join",
            "list_conversations", "open_room", "readable", "readable_room",
            "restore", "room_event", "soft_delete", "title_from", "touch"]
 
@@ -32,6 +35,24 @@ MAX_TITLE = 200
 AUTO_TITLE = 60
 #: Characters around a search hit shown in the sidebar.
 SNIPPET = 80
+#: What a search may be: printable text of sensible length.
+QUERY = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
+
+
+def chat_model(registry: Registry, name: str) -> ModelInfo:
+    """The model named ``name`` if a room may talk with it: it exists and generates text.
+
+    Raises:
+      FrameError: ``model_not_found`` or ``model_kind_mismatch`` (the API says the same
+        in its own shape).
+    """
+    model = registry.model(name)
+    if model is None:
+        raise FrameError("model_not_found", f"No model named {name!r}.")
+    if model.kind != "generate":
+        raise FrameError("model_kind_mismatch", f"The model {name!r} is a {model.kind} "
+                         "model: it does not chat.")
+    return model
 
 
 def now() -> dt.datetime:
@@ -172,6 +193,3 @@ async def forget(account_id: int, room: ChatRoom) -> None:
     """Take a public room out of the account's sidebar (joining it again brings it back)."""
     await ChatMembership.filter(account_id=account_id, room_id=room.id).delete()
 
-
-#: What a search may be: printable text of sensible length.
-QUERY = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")

@@ -33,7 +33,7 @@ from sanic.exceptions import WebsocketClosed
 from websockets.exceptions import ConnectionClosed as _WebsocketsClosed
 
 from edge.chat import turns
-from edge.chat.conversations import join, open_room, room_event, touch
+from edge.chat.conversations import chat_model, join, open_room, room_event, touch
 from edge.chat.guard import KeyGuard
 from edge.chat.hub import Member
 from edge.chat.limits import Crowded, MessageRate, SetupBusy
@@ -66,8 +66,7 @@ if TYPE_CHECKING:
     from edge.fleet.registry import ModelInfo
     from edge.identity.keys import KeyRecord
 
-__all__ = ["bp", "message_view"]
-
+__all__ = ["bp"]
 
 log = logging.getLogger(__name__)
 
@@ -371,16 +370,9 @@ async def _usable_key(portal: PortalContext, member: Member,
 
 def _chat_model(portal: PortalContext, room: ChatRoom, name: str) -> ModelInfo:
     """The model a question goes to: the frame's, the room's, the default, or the first."""
-    name = name or room.model or portal.settings.chat_default_model or next(
-        iter(sorted(m.name for m in portal.registry.models.values() if m.kind == "generate")),
-        "")
-    model = portal.registry.model(name)
-    if model is None:
-        raise FrameError("model_not_found", f"No model named {name!r}.")
-    if model.kind != "generate":
-        raise FrameError("model_kind_mismatch", f"The model {name!r} is a {model.kind} "
-                         "model: it does not chat.")
-    return model
+    return chat_model(portal.registry, name or room.model or portal.settings.chat_default_model
+                      or next(iter(sorted(m.name for m in portal.registry.models.values()
+                                          if m.kind == "generate")), ""))
 
 
 def _asking(room: ChatRoom, frame: ClientFrame) -> tuple[str, dict[str, Any]]:

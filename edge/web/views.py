@@ -138,7 +138,7 @@ async def chat_room(request: Request, room: str):
 
 async def _chat(request: Request, name: str | None):
     """The chat: the account's conversations beside the open one."""
-    from edge.chat.conversations import list_conversations
+    from edge.chat.conversations import list_conversations, readable
 
     key, away = await signed_in(request)
     if away:
@@ -146,8 +146,7 @@ async def _chat(request: Request, name: str | None):
     assert key is not None
     portal = request.app.ctx.portal
     room = await ChatRoom.get_or_none(name=name) if name else None
-    if room is not None and room.private and (
-            room.account_id != key.account_id or room.deleted_at is not None):
+    if room is not None and not readable(room, key.account_id):
         raise NotFound("No such conversation.")  # as for a name never used
     public = await ChatRoom.filter(private=False).order_by("-id").limit(30)
     return await render(request, "chat.html", key=key, room=name, conversation=room,
