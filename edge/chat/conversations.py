@@ -35,6 +35,9 @@ MAX_TITLE = 200
 AUTO_TITLE = 60
 #: Characters around a search hit shown in the sidebar.
 SNIPPET = 80
+#: Seconds within which a room's last message time is not written again: the sidebar's
+#: order needs no finer clock, and a busy room would otherwise write on every message.
+TOUCH_EVERY = 30.0
 #: What a search may be: printable text of sensible length.
 QUERY = re.compile(r"^[^\x00-\x1f\x7f]{1,200}$")
 
@@ -78,8 +81,13 @@ async def open_room(account_id: int, key_id: int, name: str) -> ChatRoom | None:
 
 
 async def join(account_id: int, room: ChatRoom) -> None:
-    """Put ``room`` in the account's sidebar (once; a rejoined room comes back)."""
-    await ChatMembership.get_or_create(account_id=account_id, room_id=room.id)
+    """Put ``room`` in the account's sidebar (once; a rejoined room comes back).
+
+    A read first: most joins are of rooms already there, and a write would queue
+    behind every other worker's on SQLite.
+    """
+    if not await ChatMembership.exists(account_id=account_id, room_id=room.id):
+        await ChatMembership.get_or_create(account_id=account_id, room_id=room.id)
 
 
 #: Markdown's marks, which a title shows as plain text.
@@ -98,13 +106,16 @@ def title_from(text: str) -> str:
 
 
 async def touch(room: ChatRoom, text: str) -> bool:
-    """A person spoke: the room moves to the top, and gets a title if it has none.
+    """A person spoke: the room moves to the top (its time written at most every
+    :data:`TOUCH_EVERY` seconds), and gets a title if it has none.
 
     Returns whether it got its title now (the room's pages should hear of it).
     """
     stamp = now()
-    await ChatRoom.filter(id=room.id).update(last_message_at=stamp)
-    room.last_message_at = stamp
+    last = room.last_message_at
+    if last is None or (stamp - last).total_seconds() >= TOUCH_EVERY:
+        await ChatRoom.filter(id=room.id).update(last_message_at=stamp)
+        room.last_message_at = stamp
     if room.title:
         return False
     title = title_from(text)[:MAX_TITLE]

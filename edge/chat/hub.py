@@ -118,6 +118,9 @@ class RoomHub:
         self._changed = asyncio.Event()
         self._presence: dict[str, tuple[list[str], list[str]]] = {}
         self._flushes: set[asyncio.Task[None]] = set()
+        #: When each room's settings last changed (a ``room`` event passed), by this
+        #: worker's clock: its sockets read the room again before the next message.
+        self.room_changed: dict[str, float] = {}
 
     def channel(self, room: str) -> str:
         return redis_keys.chat_room(self.store.ns, room)
@@ -167,6 +170,7 @@ class RoomHub:
             return False
         if not local:
             del self.rooms[member.room]
+            self.room_changed.pop(member.room, None)
         same_key = self.by_prefix.get(member.prefix)
         if same_key is not None:
             same_key.pop(member.id, None)
@@ -250,6 +254,8 @@ class RoomHub:
             return
         if not local:
             return
+        if text.startswith('{"type":"room"'):
+            self.room_changed[room] = time.monotonic()
         if text.startswith('{"type":"done"'):
             self._deliver_done(local, text)
             return

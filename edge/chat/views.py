@@ -80,6 +80,8 @@ bp = Blueprint("chat")
 
 #: Seconds a program has to send its ``auth`` frame.
 AUTH_TIMEOUT = 10.0
+#: Frames that say something in the room (and so need its settings).
+SPEAKING = ("message", "edit", "regenerate")
 #: Messages shown when joining.
 RECENT = 50
 
@@ -272,6 +274,7 @@ async def _write(ws: Socket, member: Member, *, first: str) -> None:
 async def _read(portal: PortalContext, chat: ChatService, ws: Socket, member: Member,
                 key: KeyRecord, room: ChatRoom) -> None:
     rate = MessageRate()
+    read_at = time.monotonic()  # the room was read as the socket joined
     while not member.closed:
         raw = await ws.recv()
         if raw is None or member.closed:
@@ -288,6 +291,12 @@ async def _read(portal: PortalContext, chat: ChatService, ws: Socket, member: Me
                 return
             key = current
             frame = parse_frame(raw)
+            changed = chat.hub.room_changed.get(room.name, 0.0)
+            if frame.type in SPEAKING and changed >= read_at:
+                # Its settings changed, or it was deleted, since the socket read it.
+                read_at = time.monotonic()
+                await room.refresh_from_db(fields=["title", "model", "system_prompt",
+                                                   "params", "deleted_at", "last_message_at"])
             await _handle(portal, chat, member, key, room, frame)
         except FrameError as exc:
             member.deliver(event("error", code=exc.code, message=exc.message))
@@ -327,9 +336,7 @@ async def _handle(portal: PortalContext, chat: ChatService, member: Member, key:
     elif frame.type == "choose":
         assert frame.message_id is not None
         await _publish_flip(chat, room, await turns.choose(room, frame.message_id))
-    elif frame.type in ("message", "edit", "regenerate"):
-        await room.refresh_from_db(fields=["title", "model", "system_prompt", "params",
-                                           "deleted_at", "last_message_at"])
+    elif frame.type in SPEAKING:
         if room.deleted_at is not None:
             raise FrameError("deleted", "This conversation was deleted.")
         if frame.type == "regenerate":

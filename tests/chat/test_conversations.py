@@ -144,6 +144,12 @@ async def test_settings_are_kept_and_sent_with_every_reply(
     await say(client, "Again", params={"max_tokens": 3})
     again = chat_node.calls[-1].body
     assert again["max_tokens"] == 3 and again["temperature"] == 0.2
+    # A change made while the socket is open applies to its next message.
+    await alice.http.patch(f"/api/conversations/{room}", json={"system_prompt": "Be terse."})
+    await client.wait_for("room", system="Be terse.")
+    await say(client, "Once more")
+    assert chat_node.calls[-1].body["messages"][0] == {"role": "system",
+                                                        "content": "Be terse."}
     for bad in ({"params": {"temperature": 9}}, {"params": {"colour": 1}},
                 {"model": "nope"}, {"system_prompt": "x" * 4001}):
         refused = await alice.http.patch(f"/api/conversations/{room}", json=bad)
