@@ -8,6 +8,7 @@ from sanic import Blueprint, HTTPResponse, Request, json
 from tortoise.connection import get_connection
 
 from edge import metrics
+from edge.api.readings import take_readings
 
 __all__ = ["bp"]
 
@@ -48,4 +49,6 @@ async def readyz(request: Request):
 
 @bp.get("/metrics")
 async def prometheus(request: Request):
-    return HTTPResponse(metrics.render(), content_type=metrics.CONTENT_TYPE_LATEST)
+    """Every process's counters, and the gauges read now (``edge/api/readings.py``)."""
+    readings = await take_readings(request.app.ctx.portal)
+    return HTTPResponse(metrics.render(readings), content_type=metrics.CONTENT_TYPE_LATEST)

@@ -12,6 +12,7 @@ The entries' format is :mod:`edge.billing.entries`'.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import socket
@@ -37,7 +38,7 @@ from edge.store.replies import text
 if TYPE_CHECKING:
     from edge.store.hotstore import HotStore
 
-__all__ = ["LedgerWriter", "persist_entries"]
+__all__ = ["Backlog", "LedgerWriter", "backlog", "persist_entries"]
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,27 @@ class LedgerWriter:
                 log.exception("ledger writer: batch failed; it will be retried")
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, 5.0)
+
+
+@dataclasses.dataclass(slots=True, frozen=True)
+class Backlog:
+    """The ledger stream's entries not yet in SQL: a writer deletes what it wrote."""
+
+    entries: int
+    oldest_age: float  # seconds since the oldest was appended (0: there is none)
+
+
+async def backlog(store: HotStore) -> Backlog:
+    """Read the backlog in one round trip (the metrics' ledger lag), on Redis's clock."""
+    async with store.client.pipeline(transaction=False) as pipe:
+        pipe.time()
+        pipe.xlen(store.ledger_stream)
+        pipe.xrange(store.ledger_stream, count=1)
+        (now_s, now_us), length, first = await pipe.execute()
+    if not first:
+        return Backlog(int(length), 0.0)
+    appended_ms = int(text(first[0][0]).split("-", 1)[0])
+    return Backlog(int(length), max(0.0, now_s + now_us / 1e6 - appended_ms / 1000))
 
 
 def _group_gone(exc: ResponseError) -> bool:

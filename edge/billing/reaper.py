@@ -24,8 +24,9 @@ from edge.store.replies import text
 
 if TYPE_CHECKING:
     from edge.billing.reservations import Billing
+    from edge.store.hotstore import HotStore
 
-__all__ = ["Reaper", "reap_stale_reservations"]
+__all__ = ["Reaper", "open_reservations", "reap_stale_reservations"]
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,19 @@ class Reaper:
                 settled += await _settle_abandoned(self.billing, request_id, now_ms,
                                                    f"owner {owner} is gone")
         return settled
+
+
+async def open_reservations(store: HotStore) -> tuple[int, float]:
+    """How many reservations are open, and how many seconds the earliest deadline is
+    past (0 when none is): what the reaper has before it, for the metrics."""
+    async with store.client.pipeline(transaction=False) as pipe:
+        pipe.time()
+        pipe.zcard(store.open_reservations)
+        pipe.zrange(store.open_reservations, 0, 0, withscores=True)
+        (now_s, now_us), count, earliest = await pipe.execute()
+    now_ms = now_s * 1000 + now_us // 1000
+    overdue = (now_ms - earliest[0][1]) / 1000 if earliest else 0.0
+    return int(count), max(0.0, overdue)
 
 
 async def _now_ms(billing: Billing) -> int:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from tortoise.expressions import F, Q
-from tortoise.functions import Coalesce
+from tortoise.functions import Coalesce, Count
 
 from edge.billing.money import format_usd
 from edge.db.models import Job, JobStatus
@@ -24,8 +24,8 @@ from edge.metering.outcome import Charge, Outcome, settle
 if TYPE_CHECKING:
     from edge.billing.reservations import Billing
 
-__all__ = ["JOB_ID", "claim_job", "finish_job", "job_view", "new_job_id", "renew_lease",
-           "requeue_job", "settle_job"]
+__all__ = ["JOB_ID", "claim_job", "finish_job", "job_view", "new_job_id", "queue_counts",
+           "renew_lease", "requeue_job", "settle_job"]
 
 
 #: What :func:`new_job_id` makes.
@@ -38,6 +38,20 @@ def new_job_id() -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+async def queue_counts() -> tuple[dict[str, int], float]:
+    """Unfinished jobs by status, and the oldest queued one's age in seconds (0: none).
+
+    Two reads on the ``(status, created_at)`` index, for the metrics.
+    """
+    rows = await (Job.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+                  .annotate(n=Count("id")).group_by("status").values_list("status", "n"))
+    counts = {str(status): int(n) for status, n in rows}
+    oldest: Any = await (Job.filter(status=JobStatus.QUEUED).order_by("created_at")
+                         .first().values_list("created_at", flat=True))
+    age = (_now() - oldest).total_seconds() if isinstance(oldest, datetime) else 0.0
+    return counts, max(0.0, age)
 
 
 async def claim_job(job_id: str, lease_seconds: int) -> bool:

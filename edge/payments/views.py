@@ -13,6 +13,7 @@ from __future__ import annotations
 from sanic import Blueprint, Request
 from sanic.response import json as json_response
 
+from edge import metrics
 from edge.admin import require_admin
 from edge.db.models import MAX_ID, PaymentStatus, WebhookEvent
 from edge.errors import InvalidRequest
@@ -86,7 +87,12 @@ async def stripe_webhook(request: Request):
         event = verify_event(request.body, request.headers.get("stripe-signature"), secret)
         outcome, duplicate = await handle_event(event, portal)
     except WebhookRefused as exc:
+        metrics.WEBHOOKS.labels("stripe", "refused").inc()
         raise InvalidRequest(f"Webhook refused: {exc}", code="webhook_refused") from None
+    except BaseException:  # a 5xx (or a cancelled request): Stripe delivers it again
+        metrics.WEBHOOKS.labels("stripe", "failed").inc()
+        raise
+    metrics.WEBHOOKS.labels("stripe", "duplicate" if duplicate else "handled").inc()
     return json_response({"received": True, "id": event.id, "type": event.type,
                           "duplicate": duplicate, "outcome": outcome})
 
