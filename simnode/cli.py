@@ -93,6 +93,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_false",
         help="serve no /tokenize nor /detokenize (404), like servers without them",
     )
+    cache = parser.add_argument_group("prefix cache (like vLLM's automatic prefix caching)")
+    cache.add_argument(
+        "--block-size",
+        type=int,
+        default=16,
+        help="tokens per KV cache block, the unit a prompt prefix matches in "
+        "(default %(default)s, as vLLM)",
+    )
+    cache.add_argument(
+        "--prefix-cache-blocks",
+        type=int,
+        default=8192,
+        metavar="N",
+        help="blocks the prefix cache keeps, least recently used evicted first; "
+        "0 = no prefix caching (default %(default)s)",
+    )
+    cache.add_argument(
+        "--prefill-tokens-per-second",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="prefill pace of the prompt tokens not cached, added to the time to first "
+        "token; 0 = prefill takes no time (default)",
+    )
     faults = parser.add_argument_group("fault injection (changeable at runtime: /sim/faults)")
     faults.add_argument(
         "--fail-after",
@@ -147,6 +171,9 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         tokenize=args.tokenize,
         kind=args.kind,
         embedding_dim=args.embedding_dim,
+        block_size=args.block_size,
+        prefix_cache_blocks=args.prefix_cache_blocks,
+        prefill_tokens_per_second=args.prefill_tokens_per_second,
     )
 
 

@@ -46,6 +46,12 @@ class SimConfig:
     tokenize: bool = True
     kind: str = "generate"
     embedding_dim: int = 384
+    #: Tokens per KV cache block, the unit the prefix cache matches (vLLM's ``--block-size``).
+    block_size: int = 16
+    #: Blocks the prefix cache remembers, least recently used evicted first; 0 turns it off.
+    prefix_cache_blocks: int = 8192
+    #: Pace of prefill, over the prompt tokens the prefix cache did not have; 0 = instant.
+    prefill_tokens_per_second: float = 0.0
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -64,7 +70,12 @@ class SimConfig:
             raise ValueError("max_num_seqs must be at least 1")
         if self.workers < 1:
             raise ValueError("workers must be at least 1")
-        for name in ("tokens_per_second", "ttft", "startup_delay", "keep_alive_timeout"):
+        if not 1 <= self.block_size <= 4096:
+            raise ValueError("block_size must be in [1, 4096]")
+        if self.prefix_cache_blocks < 0:
+            raise ValueError("prefix_cache_blocks must be at least 0")
+        for name in ("tokens_per_second", "ttft", "startup_delay", "keep_alive_timeout",
+                     "prefill_tokens_per_second"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0")

@@ -1,4 +1,4 @@
-"""The typed ``app.ctx`` of a simnode: its settings, faults and scheduler."""
+"""The typed ``app.ctx`` of a simnode: its settings, faults, scheduler and prefix cache."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from sanic import Request, Sanic
 from sanic.config import Config
 
 from simnode.config import Faults, SimConfig
+from simnode.prefix_cache import PrefixCache
 from simnode.render import models_body
 from simnode.scheduler import Scheduler
 
@@ -29,6 +30,7 @@ class SimContext:
             ttft=config.ttft,
         )
         self.scheduler = Scheduler(config.max_num_seqs)
+        self.prefix_cache = PrefixCache(config.prefix_cache_blocks, config.block_size)
         #: Whether answers and streams carry usage (``--usage vllm``).
         self.reports_usage = config.usage == "vllm"
         #: The served model name as a JSON string, spliced into every answer.

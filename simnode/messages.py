@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +28,20 @@ from simnode.config import Faults, SimConfig
 from simnode.context import SimContext, SimRequest
 from simnode.errors import BadRequest, InvalidBody, ModelNotFound, SimError
 from simnode.parsing import check_prompt_length, load_body
-from simnode.serving import SSE_CONTENT_TYPE, enter, generate_whole, stream_tokens
-from simnode.tokenizer import chat_prompt_tokens, chat_seed_text, generate_text, generate_tokens
+from simnode.serving import (
+    SSE_CONTENT_TYPE,
+    enter,
+    generate_whole,
+    prefill_seconds,
+    stream_tokens,
+)
+from simnode.tokenizer import (
+    chat_prompt_ids,
+    chat_prompt_tokens,
+    chat_seed_text,
+    generate_text,
+    generate_tokens,
+)
 
 __all__ = ["anthropic_messages", "messages"]
 
@@ -45,6 +58,8 @@ class _Job:
     """A planned Messages request."""
 
     prompt_tokens: int
+    #: The prompt's token ids, for the prefix cache: computed only if it asks.
+    prompt_ids: Callable[[], Sequence[int]]
     completion_tokens: int
     stop_reason: str
     seed_text: str
@@ -173,8 +188,9 @@ def _plan(data: dict[str, Any], config: SimConfig) -> _Job:
         completion_tokens, stop_reason = limit, "max_tokens"
     else:
         completion_tokens, stop_reason = config.reply_tokens, "end_turn"
-    return _Job(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                stop_reason=stop_reason, seed_text=chat_seed_text(chat), stream=stream)
+    return _Job(prompt_tokens=prompt_tokens, prompt_ids=lambda: chat_prompt_ids(chat),
+                completion_tokens=completion_tokens, stop_reason=stop_reason,
+                seed_text=chat_seed_text(chat), stream=stream)
 
 
 def _usage(job: _Job, output_tokens: int) -> str:
@@ -186,7 +202,12 @@ def _event(kind: str, body: str) -> bytes:
 
 
 async def _stream(
-    request: SimRequest, ctx: SimContext, job: _Job, message_id: str, faults: Faults
+    request: SimRequest,
+    ctx: SimContext,
+    job: _Job,
+    message_id: str,
+    faults: Faults,
+    prefill: float,
 ) -> None:
     """Send the events of one message, one ``content_block_delta`` per token."""
     tokens = generate_tokens(job.seed_text, job.completion_tokens)
@@ -209,7 +230,7 @@ async def _stream(
         )
         return opening + delta if i == 0 else delta
 
-    if not await stream_tokens(request, sent, tokens, render, faults):
+    if not await stream_tokens(request, sent, tokens, render, faults, prefill=prefill):
         return
     ctx.scheduler.finished("length" if job.stop_reason == "max_tokens" else "stop")
     await sent.send(
@@ -232,10 +253,11 @@ async def _serve(request: SimRequest) -> HTTPResponse | None:
     scheduler = ctx.scheduler
     await scheduler.admit(job.prompt_tokens)
     try:
+        prefill = prefill_seconds(ctx, job.prompt_tokens, job.prompt_ids)
         if job.stream:
-            await _stream(request, ctx, job, message_id, faults)
+            await _stream(request, ctx, job, message_id, faults, prefill)
             return None
-        await generate_whole(ctx, job.completion_tokens, faults)
+        await generate_whole(ctx, job.completion_tokens, faults, prefill=prefill)
         scheduler.finished("length" if job.stop_reason == "max_tokens" else "stop")
     finally:
         scheduler.release()

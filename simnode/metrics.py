@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from simnode.prefix_cache import PrefixCache
 from simnode.scheduler import Scheduler
 
 __all__ = ["CONTENT_TYPE", "render_metrics"]
@@ -18,8 +19,8 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def render_metrics(scheduler: Scheduler, model: str) -> str:
-    """Return the exposition text for the scheduler's current state."""
+def render_metrics(scheduler: Scheduler, model: str, prefix_cache: PrefixCache) -> str:
+    """Return the exposition text for the scheduler's and the prefix cache's state."""
     labels = f'model_name="{_label(model)}"'
     created = _number(scheduler.created)
     lines = [
@@ -44,4 +45,16 @@ def render_metrics(scheduler: Scheduler, model: str) -> str:
         reason_labels = f'finished_reason="{_label(reason)}",{labels}'
         lines.append(f"vllm:request_success_total{{{reason_labels}}} {_number(count)}")
         lines.append(f"vllm:request_success_created{{{reason_labels}}} {created}")
+    lines += [
+        "# HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of "
+        "queried tokens.",
+        "# TYPE vllm:prefix_cache_queries_total counter",
+        f"vllm:prefix_cache_queries_total{{{labels}}} {_number(prefix_cache.queries_total)}",
+        f"vllm:prefix_cache_queries_created{{{labels}}} {created}",
+        "# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached "
+        "tokens.",
+        "# TYPE vllm:prefix_cache_hits_total counter",
+        f"vllm:prefix_cache_hits_total{{{labels}}} {_number(prefix_cache.hits_total)}",
+        f"vllm:prefix_cache_hits_created{{{labels}}} {created}",
+    ]
     return "\n".join(lines) + "\n"

@@ -7,12 +7,19 @@ ignored. The checks are plain ``isinstance`` tests: this is on the hot path.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from simnode.config import SimConfig
 from simnode.errors import BadRequest, InvalidBody, ModelNotFound
-from simnode.tokenizer import chat_prompt_tokens, chat_seed_text, completion_prompt_tokens
+from simnode.tokenizer import (
+    chat_prompt_ids,
+    chat_prompt_tokens,
+    chat_seed_text,
+    completion_prompt_ids,
+    completion_prompt_tokens,
+)
 
 __all__ = [
     "Job",
@@ -30,6 +37,8 @@ class Job:
 
     chat: bool
     prompt_tokens: int
+    #: The prompt's token ids, for the prefix cache: computed only if it asks.
+    prompt_ids: Callable[[], Sequence[int]]
     completion_tokens: int
     finish_reason: str
     seed_text: str
@@ -130,6 +139,7 @@ def _plan(
     *,
     chat: bool,
     prompt_tokens: int,
+    prompt_ids: Callable[[], Sequence[int]],
     seed_text: str,
 ) -> Job:
     """Check the lengths against the context window and decide the reply length."""
@@ -184,6 +194,7 @@ def _plan(
     return Job(
         chat=chat,
         prompt_tokens=prompt_tokens,
+        prompt_ids=prompt_ids,
         completion_tokens=completion_tokens,
         finish_reason=finish_reason,
         seed_text=seed_text,
@@ -212,18 +223,21 @@ def parse_chat(data: dict[str, Any], config: SimConfig) -> Job:
     except ValueError as exc:
         raise InvalidBody("value_error", ("messages",), str(exc), messages) from None
     _check_model(data, config)
-    return _plan(data, config, chat=True, prompt_tokens=prompt_tokens, seed_text=seed_text)
+    return _plan(data, config, chat=True, prompt_tokens=prompt_tokens,
+                 prompt_ids=lambda: chat_prompt_ids(messages), seed_text=seed_text)
 
 
-def _completion_prompt(prompt: Any) -> tuple[int, str]:
-    """Return (prompt tokens, seed text) of a completion ``prompt``."""
+def _completion_prompt(prompt: Any) -> tuple[int, Callable[[], Sequence[int]], str]:
+    """Return (prompt tokens, a function giving its ids, seed text) of a completion ``prompt``."""
     if isinstance(prompt, str):
-        return completion_prompt_tokens(prompt), prompt
+        return completion_prompt_tokens(prompt), lambda: completion_prompt_ids(prompt), prompt
     if isinstance(prompt, list) and prompt:
         if all(isinstance(x, int) and not isinstance(x, bool) for x in prompt):
-            return len(prompt), " ".join(map(str, prompt))  # already token ids
+            # already token ids
+            return len(prompt), lambda: prompt, " ".join(map(str, prompt))
         if len(prompt) == 1 and isinstance(prompt[0], str):
-            return completion_prompt_tokens(prompt[0]), prompt[0]
+            text = prompt[0]
+            return completion_prompt_tokens(text), lambda: completion_prompt_ids(text), text
         if all(isinstance(x, str) for x in prompt):
             raise BadRequest("simnode serves one prompt per request", param="prompt")
     raise InvalidBody(
@@ -242,6 +256,7 @@ def parse_completion(data: dict[str, Any], config: SimConfig) -> Job:
     prompt = data.get("prompt")
     if prompt is None:
         raise InvalidBody("missing", ("prompt",), "Field required", data)
-    prompt_tokens, seed_text = _completion_prompt(prompt)
+    prompt_tokens, prompt_ids, seed_text = _completion_prompt(prompt)
     _check_model(data, config)
-    return _plan(data, config, chat=False, prompt_tokens=prompt_tokens, seed_text=seed_text)
+    return _plan(data, config, chat=False, prompt_tokens=prompt_tokens, prompt_ids=prompt_ids,
+                 seed_text=seed_text)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +27,20 @@ from simnode.config import Faults, SimConfig
 from simnode.context import SimContext, SimRequest
 from simnode.errors import BadRequest, InvalidBody, InvalidRequest, ModelNotFound
 from simnode.parsing import check_prompt_length, load_body, optional_int
-from simnode.serving import SSE_CONTENT_TYPE, enter, generate_whole, stream_tokens
-from simnode.tokenizer import chat_prompt_tokens, chat_seed_text, generate_text, generate_tokens
+from simnode.serving import (
+    SSE_CONTENT_TYPE,
+    enter,
+    generate_whole,
+    prefill_seconds,
+    stream_tokens,
+)
+from simnode.tokenizer import (
+    chat_prompt_ids,
+    chat_prompt_tokens,
+    chat_seed_text,
+    generate_text,
+    generate_tokens,
+)
 
 __all__ = ["input_messages", "responses"]
 
@@ -47,6 +60,8 @@ class _Job:
     """A planned Responses request."""
 
     prompt_tokens: int
+    #: The prompt's token ids, for the prefix cache: computed only if it asks.
+    prompt_ids: Callable[[], Sequence[int]]
     completion_tokens: int
     max_output_tokens: int
     incomplete: bool
@@ -235,6 +250,7 @@ def _plan(data: dict[str, Any], config: SimConfig) -> _Job:
     head, middle, settings, tail = _settings(data, config, limit)
     return _Job(
         prompt_tokens=prompt_tokens,
+        prompt_ids=lambda: chat_prompt_ids(messages),
         completion_tokens=completion_tokens,
         max_output_tokens=limit,
         incomplete=incomplete,
@@ -299,7 +315,12 @@ def _event(kind: str, body: str) -> bytes:
 
 
 async def _stream(
-    request: SimRequest, ctx: SimContext, job: _Job, response: _Response, faults: Faults
+    request: SimRequest,
+    ctx: SimContext,
+    job: _Job,
+    response: _Response,
+    faults: Faults,
+    prefill: float,
 ) -> None:
     """Send the events of one response, one ``output_text.delta`` per token."""
     tokens = generate_tokens(job.seed_text, job.completion_tokens)
@@ -332,7 +353,7 @@ async def _stream(
         )
         return opening + delta if i == 0 else delta
 
-    if not await stream_tokens(request, sent, tokens, render, faults):
+    if not await stream_tokens(request, sent, tokens, render, faults, prefill=prefill):
         return
     ctx.scheduler.finished("length" if job.incomplete else "stop")
     text = "".join(tokens)
@@ -369,10 +390,11 @@ async def responses(request: SimRequest) -> HTTPResponse | None:
     scheduler = ctx.scheduler
     await scheduler.admit(job.prompt_tokens)
     try:
+        prefill = prefill_seconds(ctx, job.prompt_tokens, job.prompt_ids)
         if job.stream:
-            await _stream(request, ctx, job, response, faults)
+            await _stream(request, ctx, job, response, faults, prefill)
             return None
-        await generate_whole(ctx, job.completion_tokens, faults)
+        await generate_whole(ctx, job.completion_tokens, faults, prefill=prefill)
         scheduler.finished("length" if job.incomplete else "stop")
     finally:
         scheduler.release()

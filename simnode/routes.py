@@ -117,7 +117,7 @@ async def detokenize(request: SimRequest) -> HTTPResponse:
 async def metrics(request: SimRequest) -> HTTPResponse:
     """Answer ``GET /metrics`` in the Prometheus text format."""
     ctx = _ctx(request)
-    text = render_metrics(ctx.scheduler, ctx.config.model)
+    text = render_metrics(ctx.scheduler, ctx.config.model, ctx.prefix_cache)
     return HTTPResponse(text, content_type=METRICS_CONTENT_TYPE)
 
 

@@ -1,9 +1,12 @@
-"""What every model route shares: the fault switches, pacing, and a broken connection.
+"""What every model route shares: the fault switches, pacing, prefill, a broken connection.
 
 Faults are read once per request, at its start: a runtime change applies to the
 requests that come after it (and releases the ones held by ``hang``). A request
 middleware may give one request its own switches by setting ``request.ctx.faults``
 (the in-process test double scripts calls this way); they win over the node's.
+
+A generate request's first token also waits for the prefill of the prompt tokens the
+prefix cache did not have (:func:`prefill_seconds`), on top of ``ttft``.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ __all__ = [
     "break_connection",
     "enter",
     "generate_whole",
+    "prefill_seconds",
     "stream_tokens",
 ]
 
@@ -45,8 +49,33 @@ async def enter(request: SimRequest) -> Faults:
     return faults
 
 
-async def generate_whole(ctx: SimContext, total: int, faults: Faults) -> None:
-    """Wait as long as generating ``total`` tokens takes, counting them.
+def prefill_seconds(
+    ctx: SimContext, prompt_tokens: int, prompt_ids: Callable[[], Sequence[int]]
+) -> float:
+    """Look the prompt up in the prefix cache; return how long prefilling the rest takes.
+
+    Call it once per request, once it has entered the batch (that is when vLLM looks).
+
+    Parameters:
+        prompt_tokens (int): the prompt's length, in tokens.
+        prompt_ids: returns the prompt's token ids; called only when the cache is on,
+            as tokenizing costs more than counting.
+
+    Returns:
+        Seconds (float): the uncached tokens at ``--prefill-tokens-per-second``, or 0.
+    """
+    cache = ctx.prefix_cache
+    cached = cache.query(prompt_ids()) if cache.enabled else 0
+    rate = ctx.config.prefill_tokens_per_second
+    return (prompt_tokens - cached) / rate if rate > 0 else 0.0
+
+
+async def generate_whole(
+    ctx: SimContext, total: int, faults: Faults, *, prefill: float = 0.0
+) -> None:
+    """Wait as long as prefill (``prefill`` seconds) and generating ``total`` tokens take.
+
+    The generated tokens are counted.
 
     Raises:
         GenerationFailed: when ``fail_after`` is below ``total`` (after the time the
@@ -55,7 +84,7 @@ async def generate_whole(ctx: SimContext, total: int, faults: Faults) -> None:
     fail_after, ttft, tps = faults.fail_after, faults.ttft, faults.tokens_per_second
     breaks = fail_after is not None and total > fail_after
     produced = fail_after if breaks and fail_after is not None else total
-    delay = ttft + (max(produced - 1, 0) / tps if tps > 0 else 0.0)
+    delay = ttft + prefill + (max(produced - 1, 0) / tps if tps > 0 else 0.0)
     if delay > 0:
         await asyncio.sleep(delay)
     ctx.scheduler.generated(produced)
@@ -69,13 +98,17 @@ async def stream_tokens(
     tokens: Sequence[str],
     render: Callable[[int, str], bytes],
     faults: Faults,
+    *,
+    prefill: float = 0.0,
 ) -> bool:
     """Send ``render(i, token)`` for each token, paced; False if ``fail_after`` broke it.
 
-    The first token waits ``ttft``, the next ones ``1 / tokens_per_second`` each. A
-    break closes the connection after ``fail_after`` tokens, mid-body.
+    The first token waits ``ttft`` plus ``prefill`` seconds, the next ones
+    ``1 / tokens_per_second`` each. A break closes the connection after ``fail_after``
+    tokens, mid-body.
     """
-    fail_after, ttft, tps = faults.fail_after, faults.ttft, faults.tokens_per_second
+    fail_after, tps = faults.fail_after, faults.tokens_per_second
+    ttft = faults.ttft + prefill
     loop = asyncio.get_running_loop()
     start = loop.time()
     scheduler = request.app.ctx.scheduler

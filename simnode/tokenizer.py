@@ -18,6 +18,7 @@ the vocabulary.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -173,6 +174,9 @@ def generate_text(seed_text: str, n: int) -> str:
     return "".join(generate_tokens(seed_text, n))
 
 
+# Memoized: a prompt's ids are hashed on every request while the prefix cache is on,
+# and prompts repeat their words (and whole prefixes).
+@functools.lru_cache(maxsize=_MAX_REMEMBERED)
 def _piece_id(piece: str) -> int:
     known = _VOCAB_IDS.get(piece)
     if known is not None:

@@ -8,7 +8,8 @@ import pytest
 
 MODULES = ["simnode", "simnode.tokenizer", "simnode.testing", "simnode.cli", "simnode.errors",
            "simnode.vectors", "simnode.pooling", "simnode.responses", "simnode.messages",
-           "simnode.serving", "simnode.routes", "simnode.parsing"]
+           "simnode.serving", "simnode.routes", "simnode.parsing",
+           "simnode.prefix_cache"]
 
 
 @pytest.mark.parametrize("name", MODULES)
