@@ -1,5 +1,5 @@
-"""Background actors: GPU node lifecycle on EC2, health, idle auto-stop, queued jobs,
-the purge of deleted conversations.
+"""Background actors: GPU node lifecycle on EC2, health, scaling with the load (idle
+nodes stopped included), queued jobs, the purge of deleted conversations.
 
 Importing this package builds the Redis broker from the environment and
 declares every actor, which is what ``portal worker`` (Dramatiq's worker) does.
@@ -10,6 +10,6 @@ from edge.settings import Settings
 
 broker = make_broker(Settings.from_env())
 
-from dramatiq_actors import conversations, jobs, lifecycle, maintenance  # noqa: E402
+from dramatiq_actors import conversations, jobs, lifecycle, maintenance, scaling  # noqa: E402
 
-__all__ = ["broker", "conversations", "jobs", "lifecycle", "maintenance"]
+__all__ = ["broker", "conversations", "jobs", "lifecycle", "maintenance", "scaling"]

@@ -21,8 +21,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from edge.errors import PortalError
 
-__all__ = ["ROLE_TAG", "Fleet", "FleetError", "Instance", "LaunchSpec", "aws_configured",
-           "hourly_price"]
+__all__ = ["CAPACITY_CODES", "ROLE_TAG", "SPOT_SHARE", "Fleet", "FleetError", "Instance",
+           "LaunchSpec", "aws_configured", "hourly_price"]
 
 #: Tag every node instance carries.
 ROLE_TAG = ("role", "vllm_node")
@@ -43,13 +43,37 @@ def aws_configured() -> bool:
     return boto3.session.Session().get_credentials() is not None
 
 
-def hourly_price(instance_type: str) -> int:
+#: What spot capacity costs as a share of on-demand, for reports and the simulator
+#: (EC2's spot prices move; GPU types have sold at 30 to 40 % of on-demand).
+SPOT_SHARE = 0.35
+
+
+def hourly_price(instance_type: str, *, spot: bool = False) -> int:
     """Micro-dollars per hour of an instance type (0 when unknown)."""
-    return round(HOURLY_USD.get(instance_type, 0.0) * 1_000_000)
+    usd = HOURLY_USD.get(instance_type, 0.0) * (SPOT_SHARE if spot else 1.0)
+    return round(usd * 1_000_000)
+
+
+#: EC2's error codes that mean "not this type, subnet or market now": the launch goes on
+#: to the next instance type or subnet of the model's plan.
+CAPACITY_CODES = frozenset({
+    "InsufficientInstanceCapacity", "InsufficientCapacityOnHost", "InstanceLimitExceeded",
+    "VcpuLimitExceeded", "MaxSpotInstanceCountExceeded", "SpotMaxPriceTooLow",
+    "InsufficientFreeAddressesInSubnet", "UnfulfillableCapacity", "Unsupported",
+})
 
 
 class FleetError(PortalError):
-    """EC2 refused or failed an operation."""
+    """EC2 refused or failed an operation; ``code`` is EC2's error code when it gave one."""
+
+    def __init__(self, message: str, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def capacity(self) -> bool:
+        """A refusal for want of capacity or quota, which another type or subnet may not meet."""
+        return self.code in CAPACITY_CODES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,6 +86,7 @@ class Instance:
     public_ip: str
     tags: dict[str, str]
     launched_at: datetime | None
+    spot: bool = False
 
     @property
     def model(self) -> str:
@@ -83,6 +108,7 @@ class LaunchSpec:
     name: str = ""
     disk_gb: int = 0
     user_data: str = ""
+    spot: bool = False  # a one-time spot request, terminated when EC2 takes it back
 
 
 class Fleet:
@@ -152,6 +178,9 @@ class Fleet:
             request["KeyName"] = spec.key_name
         if spec.user_data:
             request["UserData"] = spec.user_data
+        if spec.spot:
+            request["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
+                "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
         if spec.disk_gb:
             request["BlockDeviceMappings"] = [{"DeviceName": "/dev/sda1", "Ebs": {
                 "VolumeSize": spec.disk_gb, "VolumeType": "gp3", "DeleteOnTermination": True}}]
@@ -174,7 +203,9 @@ class Fleet:
 def _call(method: Any, **kwargs: Any) -> Any:
     try:
         return method(**kwargs)
-    except (ClientError, BotoCoreError) as exc:
+    except ClientError as exc:
+        raise FleetError(str(exc), exc.response.get("Error", {}).get("Code", "")) from exc
+    except BotoCoreError as exc:
         raise FleetError(str(exc)) from exc
 
 
@@ -193,6 +224,7 @@ def _instance(raw: dict[str, Any], region: str) -> Instance:
         public_ip=raw.get("PublicIpAddress", "") or "",
         tags={t["Key"]: t["Value"] for t in raw.get("Tags", [])},
         launched_at=raw.get("LaunchTime"),
+        spot=raw.get("InstanceLifecycle") == "spot",
     )
 
 

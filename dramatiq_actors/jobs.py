@@ -23,7 +23,14 @@ from tortoise.expressions import Q
 from dramatiq_actors.broker import QUEUE_JOBS, QUEUE_MAINTENANCE
 from dramatiq_actors.runtime import runtime
 from edge.db.models import Job, JobStatus
-from edge.errors import APIError, InvalidRequest, NodeFailed, NodesUnavailable
+from edge.errors import (
+    APIError,
+    InvalidRequest,
+    NodeFailed,
+    NodesBusy,
+    NodesUnavailable,
+    ScalingOut,
+)
 from edge.jobs.store import claim_job, finish_job, renew_lease, requeue_job, settle_job
 from edge.metering.call import MeteredCall
 from edge.metering.request_spec import Endpoint, RequestSpec, parse_request
@@ -166,7 +173,8 @@ async def _call(job: Job, model: ModelInfo, spec: RequestSpec, payload: bytes) -
             return
         call = MeteredCall(rt.metering, model=model, spec=spec, body=payload,
                            request_id=job.request_id, endpoint=f"job-{spec.endpoint.value}",
-                           settles=False, deadline=time.monotonic() + remaining)
+                           settles=False, deadline=time.monotonic() + remaining,
+                           slot_wait=min(remaining, WAIT_SLICE))
         try:
             async with asyncio.timeout(remaining), call:
                 await call.open()
@@ -176,6 +184,9 @@ async def _call(job: Job, model: ModelInfo, spec: RequestSpec, payload: bytes) -
                 **_error(exc.message, exc.code or "invalid_request_error"),
                 "param": exc.param, "status": exc.status})
             return
+        except (NodesBusy, ScalingOut):  # every node full: the job waits its turn, queued
+            log.info("job %s: every node of %s is busy; queued again", job.id, model.name)
+            raise _NoNodeYet from None
         except (NodeFailed, NodesUnavailable, TimeoutError) as exc:
             failures += 1
             message = exc.message if isinstance(exc, APIError) else "The GPU node timed out."

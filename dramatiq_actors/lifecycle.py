@@ -21,14 +21,15 @@ import dramatiq
 from redis.exceptions import LockError
 
 from dramatiq_actors.broker import QUEUE_LIFECYCLE
-from dramatiq_actors.fleet import FleetError, LaunchSpec, fleet_for, hourly_price
+from dramatiq_actors.fleet import FleetError, Instance, LaunchSpec, fleet_for, hourly_price
 from dramatiq_actors.runtime import runtime
 from edge.db.models import LLM, Node, NodeState
 from edge.fleet.nodes import EC2_STATES, busy_node_ids, learn_contexts, probe_many, update_node
+from edge.fleet.scaling import LaunchPlan
 from edge.store import keys
 
-__all__ = ["boot_model", "boot_node", "drain_node", "launch_node", "reboot_node",
-           "stop_node", "terminate_node"]
+__all__ = ["boot_model", "boot_node", "drain_node", "launch", "launch_node", "reboot_node",
+           "scale_out_model", "set_scaling_status", "stop_node", "terminate_node"]
 
 log = logging.getLogger(__name__)
 
@@ -81,31 +82,98 @@ async def _node(node_id: int) -> Node | None:
 async def launch_node(model: str, instance_type: str, *, region: str = "", image_id: str = "",
                       launch_template: str = "", subnet_id: str = "",
                       security_group_ids: list[str] | None = None, key_name: str = "",
-                      disk_gb: int = 0, count: int = 1) -> None:
-    """Run new instances for ``model`` and register them as nodes."""
-    rt = runtime()
+                      disk_gb: int = 0, count: int = 1, spot: bool = False) -> None:
+    """Run new instances for ``model`` and register them as nodes (an operator's launch)."""
     llm = await LLM.get(name=model)
-    region = region or rt.settings.regions[0]
-    existing = await Node.filter(model=llm).count()
-    spec = LaunchSpec(model=model, instance_type=instance_type, region=region,
-                      image_id=image_id, launch_template=launch_template, subnet_id=subnet_id,
+    plan = LaunchPlan(instance_types=(instance_type,), subnets=(subnet_id,) if subnet_id
+                      else (), image_id=image_id, launch_template=launch_template,
                       security_group_ids=tuple(security_group_ids or ()), key_name=key_name,
-                      disk_gb=disk_gb,
-                      name=f"{rt.settings.node_name_prefix}-{model}-{existing + 1}")
-    instances = await asyncio.to_thread(fleet().launch, spec, count)
-    ids = []
-    for instance in instances:
-        node = await Node.create(
-            model=llm, instance_id=instance.id, region=region, instance_type=instance_type,
-            state=EC2_STATES.get(instance.state, NodeState.PENDING), healthy=False,
-            private_ip=instance.private_ip, public_ip=instance.public_ip,
-            url=f"http://{instance.private_ip}:{rt.settings.node_port}"
-            if instance.private_ip else "",
-            hourly_cost=hourly_price(instance_type), boot_requested_at=datetime.now(UTC))
-        ids.append(node.id)
-        log.info("launched %s for %s as node %s", instance.id, model, node.id)
-    await rt.store.publish("nodes")
+                      disk_gb=disk_gb, region=region)
+    ids = await launch(llm, plan, spot=spot, count=count)
     await asyncio.gather(*(_watch_boot(node_id) for node_id in ids))
+
+
+@dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=3_600_000, max_retries=0)
+async def scale_out_model(model: str, spot: bool = False) -> None:
+    """Launch one more node of ``model`` from its launch plan (the scaler's decision).
+
+    Not retried: a launch EC2 refused everywhere is the next decision's to try again.
+    """
+    llm = await LLM.get_or_none(name=model)
+    if llm is None:
+        return
+    ids = await launch(llm, LaunchPlan.parse(llm.launch), spot=spot)
+    await asyncio.gather(*(_watch_boot(node_id) for node_id in ids))
+
+
+async def launch(llm: LLM, plan: LaunchPlan, *, spot: bool = False, count: int = 1,
+                 note: str = "") -> list[int]:
+    """Run ``count`` instances of ``llm`` from the first instance type and subnet of
+    ``plan`` that EC2 has capacity for (spot first when asked, then on-demand), and
+    register them as pending nodes; their ids ([] when EC2 refused them all, which the
+    model's ``scaling_status`` then says).
+
+    Raises:
+      FleetError: EC2 failed for another reason than capacity or quota.
+    """
+    rt = runtime()
+    region = plan.region or rt.settings.regions[0]
+    refusals: list[str] = []
+    for market in ((True, False) if spot else (False,)):
+        for instance_type in plan.instance_types:
+            for subnet in plan.subnets or ("",):
+                where = instance_type + (f" in {subnet}" if subnet else "") + \
+                    (" (spot)" if market else "")
+                existing = await Node.filter(model=llm).count()
+                spec = LaunchSpec(
+                    model=llm.name, instance_type=instance_type, region=region,
+                    image_id=plan.image_id, launch_template=plan.launch_template,
+                    subnet_id=subnet, security_group_ids=plan.security_group_ids,
+                    key_name=plan.key_name, disk_gb=plan.disk_gb, spot=market,
+                    name=f"{rt.settings.node_name_prefix}-{llm.name}-{existing + 1}")
+                try:
+                    instances = await asyncio.to_thread(fleet().launch, spec, count)
+                except FleetError as exc:
+                    if not exc.capacity:
+                        raise
+                    log.warning("EC2 refused %s for %s: %s", where, llm.name, exc.code)
+                    refusals.append(f"{where}: {exc.code}")
+                    continue
+                said = "; ".join(filter(None, [note, f"launched as {where}" + (
+                    f" after {'; '.join(refusals)}" if refusals else "")]))
+                ids = [await _register_launched(llm, instance, spec, said)
+                       for instance in instances]
+                await set_scaling_status(llm, said)
+                await rt.store.publish("nodes")
+                return ids
+    await set_scaling_status(llm, "no capacity: " + "; ".join(refusals) if refusals
+                             else "no instance type to launch")
+    log.error("no node launched for %s: %s", llm.name, "; ".join(refusals))
+    return []
+
+
+async def _register_launched(llm: LLM, instance: Instance, spec: LaunchSpec,
+                             note: str) -> int:
+    rt = runtime()
+    node = await Node.create(
+        model=llm, instance_id=instance.id, region=spec.region,
+        instance_type=spec.instance_type,
+        state=EC2_STATES.get(instance.state, NodeState.PENDING), healthy=False,
+        private_ip=instance.private_ip, public_ip=instance.public_ip,
+        url=f"http://{instance.private_ip}:{rt.settings.node_port}"
+        if instance.private_ip else "", spot=spec.spot, note=note,
+        hourly_cost=hourly_price(spec.instance_type, spot=spec.spot),
+        boot_requested_at=datetime.now(UTC))
+    log.info("launched %s for %s as node %s (%s)", instance.id, llm.name, node.id, note)
+    return node.id
+
+
+async def set_scaling_status(llm: LLM, status: str) -> None:
+    """Say what the scaler (or a launch) last did or could not do for ``llm``."""
+    status = status[:500]
+    if llm.scaling_status != status:
+        llm.scaling_status = status
+        await llm.save(update_fields=["scaling_status"])
 
 
 @dramatiq.actor(queue_name=QUEUE_LIFECYCLE, time_limit=3_600_000, **RETRIES)
@@ -216,6 +284,10 @@ async def _stop(node: Node) -> None:
         return
     if node.static:
         await update_node(node, store, state=NodeState.STOPPED, healthy=False)
+        return
+    if node.spot:  # a one-time spot instance cannot stop: it goes for good
+        await asyncio.to_thread(fleet().terminate, _region(node), node.instance_id)
+        await update_node(node, store, state=NodeState.TERMINATED, healthy=False)
         return
     await update_node(node, store, state=NodeState.STOPPING, healthy=False)
     await asyncio.to_thread(fleet().stop, _region(node), node.instance_id)

@@ -1,4 +1,6 @@
-"""Periodic actors: keep node rows true to EC2, check health, stop idle nodes.
+"""Periodic actors: keep node rows true to EC2, check their health.
+
+Scaling, stopping idle nodes included, is :mod:`dramatiq_actors.scaling`'s.
 
 The scheduler (``portal scheduler``) enqueues them on an interval; each is
 idempotent and bounded, so overlapping or repeated runs are harmless.
@@ -8,26 +10,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import dramatiq
 
 from dramatiq_actors.broker import QUEUE_MAINTENANCE
 from dramatiq_actors.fleet import Instance, aws_configured, hourly_price
-from dramatiq_actors.lifecycle import _stop, fleet
+from dramatiq_actors.lifecycle import fleet
 from dramatiq_actors.runtime import runtime
 from edge.db.models import LLM, Node, NodeState
 from edge.fleet.nodes import (
     EC2_STATES,
-    busy_node_ids,
     learn_contexts,
     node_url,
     probe_many,
     update_node,
 )
 
-__all__ = ["autostop_idle", "check_health", "sync_nodes"]
+__all__ = ["check_health", "sync_nodes"]
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +130,13 @@ async def probe_running() -> dict[str, int]:
     for node, probe in zip(nodes, probes, strict=True):
         if probe.ok:
             healthy += 1
+            # A queue beside a full batch tells the batch's size: what admission control
+            # lets onto the node when its model sets no node_slots.
+            learned = {"learned_slots": probe.running} \
+                if probe.waiting > 0 and probe.running > 0 else {}
             changed |= await update_node(node, None, healthy=True, health_failures=0,
                                          queue_depth=probe.waiting,
-                                         running_requests=probe.running)
+                                         running_requests=probe.running, **learned)
         else:
             failures = node.health_failures + 1
             still = node.healthy and failures < threshold
@@ -145,38 +150,3 @@ async def probe_running() -> dict[str, int]:
     if await learn_contexts(nodes, probes):
         await rt.store.publish("models")
     return {"healthy": healthy, "unhealthy": len(nodes) - healthy}
-
-
-
-@dramatiq.actor(queue_name=QUEUE_MAINTENANCE, time_limit=600_000, **RETRIES)
-async def autostop_idle() -> None:
-    """Stop running instances of models idle longer than their TTL, keeping min_warm."""
-    await stop_idle()
-
-
-async def stop_idle() -> list[int]:
-    rt = runtime()
-    now = datetime.now(UTC)
-    busy = await busy_node_ids(rt.store)
-    stopped: list[int] = []
-    for model in await LLM.all():
-        ttl = rt.settings.idle_ttl if model.idle_ttl is None else model.idle_ttl
-        if ttl <= 0:
-            continue
-        nodes = await Node.filter(model=model)
-        # Idle since the last request, or since a node came up (a fresh boot is not idle).
-        stamps = [n.last_used_at for n in nodes] + [
-            n.state_changed_at for n in nodes if n.state is NodeState.RUNNING]
-        last = max((t for t in stamps if t), default=None)
-        if last is not None and now - last < timedelta(seconds=ttl):
-            continue
-        running = [n for n in nodes if n.state is NodeState.RUNNING and not n.static]
-        running.sort(key=lambda n: (n.hourly_cost, n.id), reverse=True)
-        for node in running[:max(0, len(running) - model.min_warm)]:
-            if node.id in busy or node.running_requests + node.queue_depth > 0:
-                log.info("node %s is idle by the clock but busy; left running", node.id)
-                continue
-            log.info("stopping node %s: %s idle for %ss", node.id, model.name, ttl)
-            await _stop(node)
-            stopped.append(node.id)
-    return stopped

@@ -7,6 +7,7 @@ closes them at shutdown. Actors reach it with :func:`runtime`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import TYPE_CHECKING
@@ -37,6 +38,9 @@ class Runtime:
     #: The same metered call as the edge's (its routing table reloaded from SQL
     #: before each choice: jobs are few and wait for their nodes anyway).
     metering: Metering
+    #: Set at close: stops the renewal of the slots jobs hold.
+    stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    leases: asyncio.Task[None] | None = None
 
     @property
     def registry(self) -> Registry:
@@ -64,6 +68,7 @@ async def open_runtime(settings: Settings) -> Runtime:
     from edge.db import open_database
     from edge.fleet.boots import BootRequests
     from edge.fleet.registry import Registry
+    from edge.fleet.slots import Slots
     from edge.fleet.upstream import Upstream
     from edge.metering.call import Metering
     from edge.store.hotstore import HotStore, connect_redis
@@ -76,11 +81,17 @@ async def open_runtime(settings: Settings) -> Runtime:
                         timeout=settings.upstream_timeout, max_connections=64,
                         api_key=settings.node_api_key)
     billing = Billing(store, reservation_ttl_ms=int(settings.upstream_timeout * 1000))
-    metering = Metering(billing, Registry(), upstream, boots=BootRequests(store, settings),
+    metering = Metering(billing, Registry(default_slots=settings.node_slots), upstream,
+                        boots=BootRequests(store, settings),
                         max_attempts=settings.upstream_attempts,
                         down_seconds=settings.node_cool_down,
-                        warming_retry_after=settings.warming_retry_after)
+                        warming_retry_after=settings.warming_retry_after,
+                        slots=Slots(store, lease=settings.slot_lease,
+                                    affinity_ttl=settings.affinity_ttl),
+                        admission_wait=settings.admission_wait)
     _current = Runtime(settings=settings, store=store, upstream=upstream, metering=metering)
+    assert metering.slots is not None
+    _current.leases = asyncio.create_task(metering.slots.keep_leases(_current.stop))
     return _current
 
 
@@ -91,6 +102,11 @@ async def close_runtime() -> None:
     if _current is None:
         return
     current, _current = _current, None
+    current.stop.set()
+    if current.leases is not None:
+        await current.leases
+    if current.metering.slots is not None:
+        await current.metering.slots.drain()
     await current.upstream.aclose()
     await current.store.close()
     await close_database()

@@ -21,7 +21,8 @@ log = logging.getLogger(__name__)
 def run_scheduler(settings: Settings) -> None:
     from dramatiq_actors.conversations import purge_conversations
     from dramatiq_actors.jobs import sweep_jobs
-    from dramatiq_actors.maintenance import autostop_idle, check_health, sync_nodes
+    from dramatiq_actors.maintenance import check_health, sync_nodes
+    from dramatiq_actors.scaling import scale_fleet
 
     # "Running job ..." and "executed successfully" every few seconds say nothing.
     logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
@@ -29,7 +30,7 @@ def run_scheduler(settings: Settings) -> None:
     periodic = (
         (sync_nodes, settings.sync_interval),
         (check_health, settings.health_interval),
-        (autostop_idle, settings.autostop_interval),
+        (scale_fleet, settings.scale_interval),
         (sweep_jobs, settings.jobs_sweep_interval),
         (purge_conversations, settings.chat_purge_interval),
     )

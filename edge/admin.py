@@ -14,6 +14,7 @@ from sanic.response import json as json_response
 from edge.billing.money import format_usd
 from edge.db.models import LLM, MAX_ID, Job, JobStatus, Node
 from edge.errors import InvalidAPIKey, InvalidRequest, NotFound, PermissionDenied
+from edge.fleet.scaling import Policy, policy_changes, policy_view
 from edge.identity.auth import same_secret
 from edge.jobs.store import job_view
 from edge.jsonbody import json_object
@@ -53,7 +54,8 @@ def node_entry(node: Node, model: str) -> dict:
         "last_used_at": node.last_used_at.isoformat() if node.last_used_at else None,
         "last_health_at": node.last_health_at.isoformat() if node.last_health_at else None,
         "uptime_seconds": int((now - up).total_seconds()) if up else 0,
-        "hourly_cost": format_usd(node.hourly_cost),
+        "hourly_cost": format_usd(node.hourly_cost), "spot": node.spot, "note": node.note,
+        "slots": node.learned_slots,
     }
 
 
@@ -84,8 +86,12 @@ async def launch(request: Request):
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise InvalidRequest("'security_group_ids' must be a list of strings.",
                              param="security_group_ids")
+    spot = body.get("spot", False)
+    if not isinstance(spot, bool):
+        raise InvalidRequest("'spot' must be true or false.", param="spot")
     message = await enqueue(request.app.ctx.portal.settings, "launch_node", model,
-                            instance_type, security_group_ids=groups, count=count, **options)
+                            instance_type, security_group_ids=groups, count=count, spot=spot,
+                            **options)
     return json_response({"enqueued": "launch_node", "message_id": message}, status=202)
 
 
@@ -97,6 +103,60 @@ async def node_action(request: Request, node_id: int, action: str):
         raise NotFound(f"No node {node_id}.")
     message = await enqueue(request.app.ctx.portal.settings, f"{action}_node", node_id)
     return json_response({"enqueued": f"{action}_node", "node": node_id,
+                          "message_id": message}, status=202)
+
+
+@bp.get("/models/<name:str>/policy")
+async def get_policy(request: Request, name: str):
+    return json_response(policy_view(await _model(name)))
+
+
+@bp.patch("/models/<name:str>/policy")
+async def change_policy(request: Request, name: str):
+    """Change the settings the body names (``launch`` is replaced whole)."""
+    llm = await _model(name)
+    try:
+        cleaned = policy_changes(json_object(request.body),
+                                 Policy.of(llm, request.app.ctx.portal.settings.idle_ttl))
+    except ValueError as exc:
+        raise InvalidRequest(f"{exc}.") from None
+    changed = {k: v for k, v in cleaned.items() if getattr(llm, k) != v}
+    if changed:
+        await llm.update_from_dict(changed).save(update_fields=list(changed))
+        await request.app.ctx.portal.store.publish("models")
+    return json_response(policy_view(llm))
+
+
+async def _model(name: str) -> LLM:
+    llm = await LLM.get_or_none(name=name)
+    if llm is None:
+        raise NotFound(f"No model '{name}'.")
+    return llm
+
+
+#: EventBridge's detail types that mean EC2 is taking an instance back (or soon may).
+INTERRUPTIONS = {"EC2 Spot Instance Interruption Warning": "spot interruption notice",
+                 "EC2 Instance Rebalance Recommendation": "rebalance recommendation"}
+
+
+@bp.post("/fleet/events")
+async def fleet_event(request: Request):
+    """An EC2 event as EventBridge delivers it (an API destination pointed here):
+    a spot interruption notice or a rebalance recommendation drains the node and
+    launches its replacement. Other events are acknowledged and ignored."""
+    event = json_object(request.body)
+    detail = event.get("detail")
+    reason = INTERRUPTIONS.get(str(event.get("detail-type", "")))
+    if reason is None or not isinstance(detail, dict):
+        return json_response({"handled": False, "reason": "not an interruption"})
+    instance_id = detail.get("instance-id")
+    if not isinstance(instance_id, str) or not instance_id:
+        raise InvalidRequest("'detail.instance-id' is required.", param="detail.instance-id")
+    node = await Node.get_or_none(instance_id=instance_id)
+    if node is None:
+        return json_response({"handled": False, "reason": f"no node runs {instance_id}"})
+    message = await enqueue(request.app.ctx.portal.settings, "replace_node", node.id, reason)
+    return json_response({"handled": True, "node": node.id, "enqueued": "replace_node",
                           "message_id": message}, status=202)
 
 

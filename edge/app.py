@@ -262,6 +262,7 @@ async def _open_resources(app: Sanic) -> None:
     from edge.db import open_database
     from edge.fleet.boots import BootRequests
     from edge.fleet.registry import Registry
+    from edge.fleet.slots import Slots
     from edge.fleet.upstream import make_client
     from edge.identity.keys import KeyDirectory, mirror_all_keys
     from edge.identity.pepper import load_pepper
@@ -282,7 +283,7 @@ async def _open_resources(app: Sanic) -> None:
                      check_sql=False)
     await watch.ensure()  # a new, flushed or restarted Redis is healed before serving
     owner = new_owner()
-    registry = Registry()
+    registry = Registry(default_slots=settings.node_slots)
     await registry.reload()
     keys = KeyDirectory(store, ttl=settings.key_cache_ttl)
     job_waiters = JobWaiters()
@@ -308,7 +309,9 @@ async def _open_resources(app: Sanic) -> None:
         portal.billing, registry, portal.http, boots=BootRequests(store, settings),
         stopping=portal.stop, max_attempts=settings.upstream_attempts,
         down_seconds=settings.node_cool_down,
-        warming_retry_after=settings.warming_retry_after)
+        warming_retry_after=settings.warming_retry_after,
+        slots=Slots(store, lease=settings.slot_lease, affinity_ttl=settings.affinity_ttl),
+        admission_wait=settings.admission_wait)
     portal.events.on("job:", job_waiters.on_event)
     portal.sessions = Sessions(store)
     portal.worker_id = _WORKER
@@ -337,6 +340,9 @@ def _start_background(portal: PortalContext, chat: ChatService) -> None:
         asyncio.create_task(housekeeping(portal.registry, portal.stop), name="housekeeping"),
         asyncio.create_task(chat.hub.run(portal.stop), name="chat-hub"),
     ]
+    if portal.metering.slots is not None:
+        portal.tasks.append(asyncio.create_task(
+            portal.metering.slots.keep_leases(portal.stop), name="slot-leases"))
 
 
 async def _close_resources(app: Sanic) -> None:
@@ -352,6 +358,8 @@ async def _close_resources(app: Sanic) -> None:
     with contextlib.suppress(Exception):
         await app.ctx.chat.hub.close()
     await portal.http.aclose()
+    if portal.metering.slots is not None:
+        await portal.metering.slots.drain()  # the slots of the calls just cut
     with contextlib.suppress(Exception):
         await portal.billing.settle_pending()  # a last try: the spool has the rest
     if portal.billing.spool is not None:

@@ -14,11 +14,13 @@ Exception tree (subclasses defined elsewhere are named with their module)::
      │    ├── ModelNotFound           404 model_not_found
      │    ├── NotFound                404 not_found
      │    ├── RateLimited             429 rate_limit_exceeded (Retry-After)
+     │    │    └── NodesBusy            429 nodes_busy: every node full (Retry-After)
      │    ├── NodeFailed              502 upstream_error (the node broke off after answering)
      │    │    └── NodeTimedOut         504 upstream_timeout
      │    ├── ModelWarming            503 model_warming (Retry-After)
      │    └── ServiceUnavailable      503 service_unavailable
      │         ├── NodesUnavailable     503 upstream_unavailable (Retry-After)
+     │         ├── ScalingOut           503 scaling_out: full, a node on its way
      │         ├── HotStoreHealing      (edge.billing.reservations) Redis is being healed
      │         └── PaymentsOff          (edge.payments.config) 503 payments_off
      ├── WebhookRefused           (edge.payments.events) a Stripe delivery refused with 400
@@ -67,11 +69,13 @@ __all__ = [
     "ModelWarming",
     "NodeFailed",
     "NodeTimedOut",
+    "NodesBusy",
     "NodesUnavailable",
     "NotFound",
     "PermissionDenied",
     "PortalError",
     "RateLimited",
+    "ScalingOut",
     "ServiceUnavailable",
     "StoreUnavailable",
     "Unprocessable",
@@ -163,6 +167,13 @@ class RateLimited(APIError):
     code = "rate_limit_exceeded"
 
 
+class NodesBusy(RateLimited):
+    """Every node of the model runs as many calls as it takes, and none came free in
+    the time a call may wait for one (admission control)."""
+
+    code = "nodes_busy"
+
+
 class NodeFailed(APIError):
     status = 502
     type = "upstream_error"
@@ -184,6 +195,12 @@ class ServiceUnavailable(APIError):
     status = 503
     type = "service_unavailable"
     code = "service_unavailable"
+
+
+class ScalingOut(ServiceUnavailable):
+    """Every node of the model is full and another is on its way."""
+
+    code = "scaling_out"
 
 
 class NodesUnavailable(ServiceUnavailable):

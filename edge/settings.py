@@ -102,7 +102,19 @@ class Settings:
                                           "running node leaves routing.")
     sync_interval: int = _setting(60, "Seconds between two EC2 state syncs (scheduler).")
     health_interval: int = _setting(10, "Seconds between two health checks (scheduler).")
-    autostop_interval: int = _setting(60, "Seconds between two idle checks (scheduler).")
+    scale_interval: int = _setting(15, "Seconds between two scaling decisions per model "
+                                   "(scheduler): scale out, scale in, stop idle nodes.")
+    node_slots: int = _setting(256, "Calls a node runs at once when neither its model's "
+                               "node_slots nor its learnt batch size says (vLLM's default "
+                               "max_num_seqs).")
+    admission_wait: float = _setting(10.0, "Seconds an API call waits in the edge for a free "
+                                     "slot when every node of its model is full, before "
+                                     "429 (or 503 while a node is on its way).")
+    affinity_ttl: float = _setting(600.0, "Seconds the node that served a prompt's prefix "
+                                   "is remembered, so that calls sharing it go there while "
+                                   "its load allows (0: least loaded only).")
+    slot_lease: float = _setting(30.0, "Seconds a call's slot outlives a process that died "
+                                 "holding it (renewed every 5 s while the call is open).")
     jobs_sweep_interval: int = _setting(15, "Seconds between two sweeps for stuck jobs "
                                         "(scheduler).")
     job_deadline: int = _setting(900, "Seconds a queued job may wait and run, by default.")
@@ -184,9 +196,17 @@ class Settings:
         for name in ("port", "workers", "max_body_bytes", "default_rpm", "default_tpm",
                      "max_keys_per_account",
                      "worker_processes", "worker_threads", "job_deadline", "job_lease",
-                     "chat_sockets_per_key", "chat_sockets_per_worker", "chat_purge_days"):
+                     "chat_sockets_per_key", "chat_sockets_per_worker", "chat_purge_days",
+                     "node_slots"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"PORTAL_{name.upper()} is out of range")
+        if self.affinity_ttl < 0:
+            raise ConfigError("PORTAL_AFFINITY_TTL is out of range (0 turns it off)")
+        if self.admission_wait < 0:
+            raise ConfigError("PORTAL_ADMISSION_WAIT is out of range (0: refuse at once)")
+        if self.slot_lease < 10:
+            raise ConfigError("PORTAL_SLOT_LEASE must be at least 10 seconds (leases are "
+                              "renewed every 5)")
         if self.max_wait < 0:
             raise ConfigError("PORTAL_MAX_WAIT is out of range (0 turns the wait off)")
         if self.body_budget_bytes < self.max_body_bytes:

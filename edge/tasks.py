@@ -27,7 +27,7 @@ __all__ = [
 QUEUE_LIFECYCLE = "lifecycle"
 #: Queued inference; long-running.
 QUEUE_JOBS = "jobs"
-#: Periodic sync, health and idle checks.
+#: Periodic sync, health checks and scaling decisions.
 QUEUE_MAINTENANCE = "maintenance"
 
 #: The queue of each actor the edge may enqueue.
@@ -42,7 +42,9 @@ ACTOR_QUEUES = {
     "launch_node": QUEUE_LIFECYCLE,
     "sync_nodes": QUEUE_MAINTENANCE,
     "check_health": QUEUE_MAINTENANCE,
-    "autostop_idle": QUEUE_MAINTENANCE,
+    "scale_fleet": QUEUE_MAINTENANCE,
+    "scale_out_model": QUEUE_LIFECYCLE,
+    "replace_node": QUEUE_LIFECYCLE,
     "sweep_jobs": QUEUE_MAINTENANCE,
 }
 

@@ -20,6 +20,7 @@ from edge.chat.protocol import event
 from edge.chat.turns import visible_history
 from edge.db.models import ChatMessage
 from edge.errors import APIError, ModelWarming
+from edge.fleet.affinity import room_affinity
 from edge.metering.call import MeteredCall, new_request_id
 from edge.metering.request_spec import Endpoint, parse_request
 
@@ -40,6 +41,9 @@ DEFAULT_MAX_TOKENS = 512
 CONTEXT_MESSAGES = 60
 #: Seconds between two looks for a node of a warming model.
 WARM_POLL = 0.5
+#: Seconds a reply waits for a free slot when every node is busy: a person who sees
+#: "busy" in the room waits longer than an SDK's retry would.
+SLOT_WAIT = 120.0
 
 
 def message_view(message: ChatMessage) -> dict[str, Any]:
@@ -161,9 +165,16 @@ class ReplyRunner:
                 "stream_options": {"include_usage": True, "continuous_usage_stats": True},
                 **params, "max_tokens": max_tokens}
         payload = json.dumps(body, separators=(",", ":")).encode()
+        async def busy() -> None:
+            await self.hub.publish(room, event(
+                "status", kind="busy", reply_id=reply.id, model=model.name,
+                message=f"Every {model.name} node is busy; the reply follows when one "
+                        "is free."))
+
         call = MeteredCall(portal.metering, model=model,
                            spec=parse_request(payload, Endpoint.CHAT), body=payload,
-                           request_id=new_request_id(), endpoint="chat-room")
+                           request_id=new_request_id(), endpoint="chat-room",
+                           affinity=room_affinity(room), slot_wait=SLOT_WAIT, on_busy=busy)
         try:
             await call.reserve(asker, node)
         except APIError as exc:

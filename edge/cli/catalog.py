@@ -14,6 +14,7 @@ from edge.billing.money import format_usd
 from edge.cli.runtime import CommandContext, fail, print_table, run_command, usd_argument
 from edge.db.models import LLM, ModelKind, Node, NodeState
 from edge.fleet.nodes import learn_contexts, probe_many
+from edge.fleet.scaling import LOAD_METRICS, Policy, policy_changes, policy_view
 
 __all__ = ["register"]
 
@@ -35,10 +36,48 @@ def register(commands: argparse._SubParsersAction) -> None:
                           "rerank (score and rerank); embed and rerank are charged per input "
                           "token at the input price")
     add.add_argument("--idle-ttl", type=int, help="seconds idle before its nodes stop (0: never)")
-    add.add_argument("--min-warm", type=int, help="nodes kept running however idle")
+    add.add_argument("--min-nodes", "--min-warm", dest="min_nodes", type=int,
+                     help="nodes kept running however idle")
     add.add_argument("--disabled", action="store_true", help="add it hidden and refused")
     add.add_argument("--json", action="store_true")
     add.set_defaults(func=lambda a: run_command(lambda c: add_model(c, a)))
+    policy = models.add_parser(
+        "policy", help="show or change how a model's nodes scale with its load",
+        description="Change the settings given, show the whole policy. The scaler adds a "
+                    "node when the load per node stays over --target-load for "
+                    "--scale-out-after seconds, and drains one when the load fits one node "
+                    "fewer for --scale-in-after seconds or the model idles past its TTL.")
+    policy.add_argument("name")
+    policy.add_argument("--min-nodes", type=int, help="nodes kept running however idle")
+    policy.add_argument("--max-nodes", type=int, help="nodes the scaler may run at once")
+    policy.add_argument("--target-load", type=float, help="load per node to keep under")
+    policy.add_argument("--load-metric", choices=LOAD_METRICS,
+                        help="in_flight: calls open on a node; waiting: calls in its queue")
+    policy.add_argument("--scale-out-after", type=int, metavar="SECONDS")
+    policy.add_argument("--scale-in-after", type=int, metavar="SECONDS")
+    policy.add_argument("--idle-ttl", type=int, metavar="SECONDS",
+                        help="seconds without a request before the nodes above "
+                             "--min-nodes stop (0: never)")
+    policy.add_argument("--node-slots", type=int,
+                        help="calls a node takes at once (0: learn it from the nodes)")
+    market = policy.add_mutually_exclusive_group()
+    market.add_argument("--spot", dest="spot", action="store_true", default=None,
+                        help="launch spot nodes above the on-demand floor")
+    market.add_argument("--on-demand", dest="spot", action="store_false",
+                        help="launch on-demand nodes only")
+    policy.add_argument("--on-demand-floor", type=int, help="nodes that stay on-demand")
+    policy.add_argument("--instance-type", action="append", default=None,
+                        help="instance type to launch, in order of preference (repeat)")
+    policy.add_argument("--subnet", action="append", default=None,
+                        help="subnet to launch in, in order of preference (repeat)")
+    policy.add_argument("--image-id")
+    policy.add_argument("--launch-template")
+    policy.add_argument("--security-group-id", action="append", default=None)
+    policy.add_argument("--key-name")
+    policy.add_argument("--disk-gb", type=int)
+    policy.add_argument("--region")
+    policy.add_argument("--json", action="store_true")
+    policy.set_defaults(func=lambda a: run_command(lambda c: scaling_policy(c, a)))
     listing = models.add_parser("list", help="list models")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=lambda a: run_command(lambda c: list_models(c, a)))
@@ -81,6 +120,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     launch.add_argument("--key-name", default="")
     launch.add_argument("--disk-gb", type=int, default=0)
     launch.add_argument("--count", type=int, default=1)
+    launch.add_argument("--spot", action="store_true",
+                        help="a spot instance (on-demand if EC2 has no spot capacity)")
     launch.set_defaults(func=lambda a: run_command(lambda c: launch_nodes(c, a)))
     sync = nodes.add_parser("sync", help="bring node rows in line with EC2 now")
     sync.set_defaults(func=lambda a: run_command(lambda c: enqueue_only(c, "sync_nodes")))
@@ -100,8 +141,8 @@ async def add_model(ctx: CommandContext, args: argparse.Namespace) -> int:
         wanted["kind"] = ModelKind(args.kind)
     if args.idle_ttl is not None:
         wanted["idle_ttl"] = args.idle_ttl
-    if args.min_warm is not None:
-        wanted["min_warm"] = args.min_warm
+    if args.min_nodes is not None:
+        wanted["min_nodes"] = args.min_nodes
     row = await LLM.get_or_none(name=args.name)
     if row is None:
         row = await LLM.create(name=args.name, **wanted)
@@ -123,10 +164,46 @@ async def list_models(ctx: CommandContext, args: argparse.Namespace) -> int:
         "input_usd_per_1m": format_usd(m.input_price),
         "output_usd_per_1m": format_usd(m.output_price),
         "context": m.context_length, "kind": str(m.kind), "enabled": m.enabled,
-        "idle_ttl": m.idle_ttl, "min_warm": m.min_warm,
+        "idle_ttl": m.idle_ttl, "min_nodes": m.min_nodes, "max_nodes": m.max_nodes,
+        "scaling_status": m.scaling_status,
     } for m in await LLM.all().order_by("name")]
     print_table(rows, ["id", "name", "served_name", "input_usd_per_1m", "output_usd_per_1m",
                        "context", "kind", "enabled"], as_json=args.json)
+    return 0
+
+
+async def scaling_policy(ctx: CommandContext, args: argparse.Namespace) -> int:
+    llm = await LLM.get_or_none(name=args.name)
+    if llm is None:
+        raise fail(f"no model named {args.name!r}")
+    changes: dict[str, object] = {
+        name: getattr(args, name) for name in (
+            "min_nodes", "max_nodes", "target_load", "load_metric", "scale_out_after",
+            "scale_in_after", "idle_ttl", "node_slots", "spot", "on_demand_floor")
+        if getattr(args, name) is not None}
+    if changes.get("node_slots") == 0:
+        changes["node_slots"] = None
+    launch = {name: value for name, value in (
+        ("instance_types", args.instance_type), ("subnets", args.subnet),
+        ("image_id", args.image_id), ("launch_template", args.launch_template),
+        ("security_group_ids", args.security_group_id), ("key_name", args.key_name),
+        ("disk_gb", args.disk_gb), ("region", args.region)) if value is not None}
+    if launch:
+        changes["launch"] = {**(llm.launch or {}), **launch}
+    try:
+        cleaned = policy_changes(changes, Policy.of(llm, ctx.settings.idle_ttl))
+    except ValueError as exc:
+        raise fail(str(exc)) from None
+    changed = {k: v for k, v in cleaned.items() if getattr(llm, k) != v}
+    if changed:
+        await llm.update_from_dict(changed).save(update_fields=list(changed))
+        await ctx.publish("models")
+    view = policy_view(llm)
+    if args.json:
+        print(json.dumps({**view, "outcome": "updated" if changed else "unchanged"}))
+    else:
+        for name, value in view.items():
+            print(f"{name}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
     return 0
 
 
@@ -271,6 +348,7 @@ async def launch_nodes(ctx: CommandContext, args: argparse.Namespace) -> int:
     _enqueue(ctx, "launch_node", args.model, args.instance_type, region=args.region,
              image_id=args.image_id, launch_template=args.launch_template,
              subnet_id=args.subnet_id, security_group_ids=args.security_group_id,
-             key_name=args.key_name, disk_gb=args.disk_gb, count=args.count)
-    print(f"launch of {args.count} {args.instance_type} for {args.model} enqueued")
+             key_name=args.key_name, disk_gb=args.disk_gb, count=args.count, spot=args.spot)
+    market = " spot" if args.spot else ""
+    print(f"launch of {args.count}{market} {args.instance_type} for {args.model} enqueued")
     return 0

@@ -66,8 +66,32 @@ class LLM(Model):
     enabled = fields.BooleanField(default=True)
     idle_ttl = fields.IntField(
         null=True, description="seconds idle before its nodes stop (null: the default, 0: never)")
-    min_warm = fields.IntField(default=0, description="running nodes kept however idle")
     boot_seconds = fields.FloatField(null=True, description="measured time a node takes to boot")
+    # The scaling policy (edge.fleet.scaling.Policy reads these).
+    min_nodes = fields.IntField(default=0, description="running nodes kept however idle")
+    max_nodes = fields.IntField(default=1, db_default=1,
+                                description="nodes the scaler may run at once")
+    target_load = fields.FloatField(
+        default=8.0, db_default=8.0,
+        description="load per node above which the scaler adds one and below which it removes")
+    load_metric = fields.CharField(
+        max_length=16, default="in_flight", db_default="in_flight",
+        description="what load counts: in_flight (calls open on it) or waiting (in its queue)")
+    scale_out_after = fields.IntField(default=30, db_default=30,
+                                      description="seconds load must stay above target")
+    scale_in_after = fields.IntField(default=300, db_default=300,
+                                     description="seconds load must stay below target")
+    node_slots = fields.IntField(
+        null=True, description="calls a node takes at once (null: learnt, or the default)")
+    spot = fields.BooleanField(default=False, db_default=False,
+                               description="nodes above the on-demand floor are spot")
+    on_demand_floor = fields.IntField(default=0, db_default=0,
+                                      description="nodes that stay on-demand")
+    launch: fields.JSONField[dict[str, Any] | None] = fields.JSONField(
+        null=True, description="how to launch a node: instance types and subnets in order "
+                               "of preference, image or template, groups, key, disk, region")
+    scaling_status = fields.CharField(max_length=500, default="", db_default="",
+                                      description="what the scaler last did or could not do")
     created_at = fields.DatetimeField(auto_now_add=True)
 
     class Meta:
@@ -99,6 +123,12 @@ class Node(Model):
     hourly_cost = fields.BigIntField(default=0, db_default=0,
                                      description="micro-dollars per hour it runs")
     boot_requested_at = fields.DatetimeField(null=True, description="when a boot was asked")
+    spot = fields.BooleanField(default=False, db_default=False,
+                               description="a spot instance (EC2 may take it back)")
+    learned_slots = fields.IntField(
+        null=True, description="calls it ran at once when a queue formed (its batch size)")
+    note = fields.CharField(max_length=500, default="", db_default="",
+                            description="why it is in its state (capacity, interruption)")
     last_used_at = fields.DatetimeField(null=True)
     last_health_at = fields.DatetimeField(null=True)
     state_changed_at = fields.DatetimeField(null=True)

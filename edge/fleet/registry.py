@@ -35,6 +35,7 @@ class ModelInfo:
     boot_seconds: float | None
     created: int  # Unix seconds
     kind: str = "generate"  # what its nodes serve (edge.db.models.ModelKind)
+    node_slots: int | None = None  # calls a node takes at once (None: learnt or default)
 
 
 @dataclasses.dataclass(slots=True)
@@ -48,6 +49,7 @@ class NodeInfo:
     in_flight: int = 0  # requests this worker has open on the node
     down_until: float = 0.0  # monotonic time until which this worker skips it
     static: bool = False  # no EC2 instance: the portal never boots it on demand
+    slots: int = 256  # calls it takes at once, over every worker (admission control)
 
     @property
     def routable(self) -> bool:
@@ -57,7 +59,8 @@ class NodeInfo:
 class Registry:
     """The routing table of one worker."""
 
-    def __init__(self) -> None:
+    def __init__(self, default_slots: int = 256) -> None:
+        self.default_slots = default_slots  # a node's slots when nothing else says
         self.models: dict[str, ModelInfo] = {}
         self.nodes: dict[int, list[NodeInfo]] = {}
         self._reloaded = asyncio.Event()  # set, and replaced, by each reload
@@ -93,6 +96,15 @@ class Registry:
                 best, best_load = node, load
         return best
 
+    def ranked(self, model: ModelInfo, exclude: Iterable[int] = ()) -> list[NodeInfo]:
+        """The routable nodes of ``model``, the least loaded (here) first; which of them a
+        call goes to is :class:`edge.fleet.slots.Slots`' choice."""
+        nodes = [node for node in self.nodes.get(model.id, ())
+                 if node.routable and node.id not in exclude]
+        if len(nodes) > 1:
+            nodes.sort(key=_load)
+        return nodes
+
     def cooling(self, model: ModelInfo) -> float:
         """Seconds until a running node of ``model`` that refused a call is tried again
         (0: none is cooling down)."""
@@ -100,6 +112,10 @@ class Registry:
         waits = [node.down_until - now for node in self.nodes.get(model.id, ())
                  if node.state == "running" and node.healthy and node.down_until > now]
         return min(waits, default=0.0)
+
+    def scaling_out(self, model: ModelInfo) -> bool:
+        """Is a node of ``model`` on its way (launched or booting, not serving yet)?"""
+        return any(node.state == "pending" for node in self.nodes.get(model.id, ()))
 
     def can_boot(self, model: ModelInfo) -> bool:
         """Will a node of ``model`` come up without an operator: one booting or bootable?"""
@@ -142,9 +158,10 @@ class Registry:
                 input_price=row.input_price, output_price=row.output_price,
                 context_length=row.context_length, enabled=row.enabled,
                 boot_seconds=row.boot_seconds, created=int(row.created_at.timestamp()),
-                kind=str(row.kind))
+                kind=str(row.kind), node_slots=row.node_slots)
             for row in await LLM.all()
         }
+        slots_of = {model.id: model.node_slots for model in models.values()}
         previous = {node.id: node for nodes in self.nodes.values() for node in nodes}
         nodes: dict[int, list[NodeInfo]] = {}
         for row in await Node.all():
@@ -152,14 +169,20 @@ class Registry:
             info = NodeInfo(id=row.id, model_id=row.model_id, url=row.url.rstrip("/"),
                             state=str(row.state), healthy=row.healthy,
                             queue_depth=row.queue_depth, static=row.static,
+                            slots=slots_of.get(row.model_id) or row.learned_slots
+                            or self.default_slots,
                             in_flight=old.in_flight if old else 0,
                             down_until=old.down_until if old else 0.0)
             if old is not None:
                 old.url, old.state, old.healthy = info.url, info.state, info.healthy
-                old.queue_depth = info.queue_depth
+                old.queue_depth, old.slots = info.queue_depth, info.slots
                 info = old  # keep the object: open requests hold a reference to it
             nodes.setdefault(row.model_id, []).append(info)
         self.models = models
         self.nodes = nodes
         reloaded, self._reloaded = self._reloaded, asyncio.Event()
         reloaded.set()
+
+
+def _load(node: NodeInfo) -> int:
+    return node.in_flight + node.queue_depth

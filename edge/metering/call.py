@@ -4,9 +4,17 @@ The API views, chat replies and jobs are thin adapters over :class:`MeteredCall`
 what a call costs, which node it goes to, when another node is tried, and how
 its end is recorded is decided here, once:
 
-- **Choosing.** :meth:`Registry.pick` (the least loaded routable node; open
-  calls counted by :meth:`Registry.acquire`). No node: :meth:`Metering.cold`
-  asks for a boot (one deduplicated request, :mod:`edge.fleet.boots`).
+- **Choosing.** Among the routable nodes (:meth:`Registry.ranked`), the one that
+  served the call's prefix last (its *affinity*, :mod:`edge.fleet.affinity`) while
+  its load is within bounds, else the least loaded; open calls counted by
+  :meth:`Registry.acquire` here and by their slots over every worker.
+  No node: :meth:`Metering.cold` asks for a boot (one deduplicated request,
+  :mod:`edge.fleet.boots`).
+- **Admitting.** A node runs at most its slots of calls at once, over every worker
+  (:mod:`edge.fleet.slots`). When every node is full the call waits in the edge for
+  a slot, up to its bound, then gets 429 ``nodes_busy`` (503 ``scaling_out`` while
+  a node is on its way) with ``Retry-After``; the slot is given back on every
+  outcome.
 - **Retrying.** A node that fails before the first byte (connect error, a 5xx,
   429 or 503, anything but a 200 or the client's 400/422) is marked down for a
   cool-down and the call goes to another node of the model: at most
@@ -37,7 +45,16 @@ import httpx
 
 from edge import metrics
 from edge.billing.reservations import worst_case_tokens
-from edge.errors import APIError, ModelWarming, NodeFailed, NodesUnavailable, NodeTimedOut
+from edge.errors import (
+    APIError,
+    ModelWarming,
+    NodeFailed,
+    NodesBusy,
+    NodesUnavailable,
+    NodeTimedOut,
+    ScalingOut,
+)
+from edge.fleet.affinity import prefix_affinity
 from edge.fleet.upstream import NODE_FAILURES, node_error
 from edge.identity.auth import require_access
 from edge.metering.answers import node_usage, usage_object
@@ -51,6 +68,7 @@ if TYPE_CHECKING:
     from edge.billing.reservations import Billing, Reservation, Settlement
     from edge.fleet.boots import BootRequests
     from edge.fleet.registry import ModelInfo, NodeInfo, Registry
+    from edge.fleet.slots import Slots
     from edge.fleet.upstream import Upstream
     from edge.identity.keys import KeyRecord
     from edge.metering.request_spec import RequestSpec
@@ -85,6 +103,8 @@ class Metering:
       max_attempts: nodes tried per call before the client gets 503.
       down_seconds: how long a node that refused is skipped.
       warming_retry_after: ``Retry-After`` of a cold model without a boot time.
+      slots: admission control over every worker (None: nodes take what they are sent).
+      admission_wait: seconds a call waits for a free slot, by default.
     """
 
     billing: Billing
@@ -95,6 +115,8 @@ class Metering:
     max_attempts: int = 3
     down_seconds: float = 5.0
     warming_retry_after: float = 60.0
+    slots: Slots | None = None
+    admission_wait: float = 10.0
 
     async def wait_for_node(self, model: ModelInfo, seconds: float) -> NodeInfo | None:
         """Hold a call for a cold model until one of its nodes is routable (a boot is
@@ -168,6 +190,11 @@ class MeteredCall:
       settles: False for a call whose settlement is someone else's (a job's:
         result first, charge second, by :mod:`edge.jobs.store`).
       deadline: monotonic time after which no other node is tried.
+      affinity: the prefix the call shares with others (a chat room's); by default
+        drawn from the body's prompt (:func:`edge.fleet.affinity.prefix_affinity`).
+      slot_wait: seconds the call may wait for a free slot (None: the metering's
+        ``admission_wait``; 0: refused at once, as a job is, to be tried later).
+      on_busy: awaited once when the call starts waiting for a slot (chat says so).
 
     Raises:
       InvalidRequest: ``model`` is of a kind that does not serve ``spec``'s route
@@ -176,7 +203,9 @@ class MeteredCall:
 
     def __init__(self, metering: Metering, *, model: ModelInfo, spec: RequestSpec,
                  body: bytes, request_id: str, endpoint: str, started: float | None = None,
-                 settles: bool = True, deadline: float | None = None) -> None:
+                 settles: bool = True, deadline: float | None = None,
+                 affinity: int | None = None, slot_wait: float | None = None,
+                 on_busy: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.metering = metering
         self.model = model
         self.spec = spec
@@ -187,6 +216,10 @@ class MeteredCall:
         self.started = time.perf_counter() if started is None else started
         self.settles = settles
         self.deadline = deadline
+        self.affinity = affinity if affinity is not None or spec.endpoint.free \
+            else prefix_affinity(spec.body)
+        self.slot_wait = metering.admission_wait if slot_wait is None else slot_wait
+        self.on_busy = on_busy
         self.charge: Charge | None = None
         self.authorized: KeyRecord | None = None  # the key :meth:`authorize` let through
         self.node: NodeInfo | None = None  # the node the call is open on
@@ -283,7 +316,7 @@ class MeteredCall:
         tried: list[int] = []
         retry_after = metering.down_seconds
         reason = "No GPU node of this model is routable."
-        node = node or registry.pick(self.model)
+        node = await self._admit(node, tried)
         while node is not None:
             tried.append(node.id)
             self.node = node
@@ -320,11 +353,65 @@ class MeteredCall:
                 self._refused(node, str(status), cool_down=retry_after)
             if len(tried) >= metering.max_attempts or self._past_deadline():
                 break
-            node = registry.pick(self.model, exclude=tried)
+            node = await self._admit(None, tried)
         raise NodesUnavailable(
             f"No GPU node of the model '{self.model.name}' could take the request now "
             f"({reason.rstrip('.')}); retry in {int(retry_after)} seconds.",
             retry_after=int(retry_after))
+
+    async def _admit(self, preferred: NodeInfo | None, tried: list[int]) -> NodeInfo | None:
+        """The node the call goes to next, with a slot taken on it; None: no routable
+        node is left. ``preferred`` (the adapter's :meth:`choose`) goes first.
+
+        Raises:
+          NodesBusy, ScalingOut: every node stayed full for the call's wait.
+        """
+        metering = self.metering
+        candidates = metering.registry.ranked(self.model, exclude=tried)
+        if preferred is not None and preferred in candidates:
+            candidates.remove(preferred)
+            candidates.insert(0, preferred)
+        slots = metering.slots
+        if slots is None or self.spec.endpoint.free or not candidates:
+            return candidates[0] if candidates else None
+        node = await slots.take(candidates, self.request_id, self.affinity)
+        if node is not None:
+            return node
+        return await self._wait_for_slot(slots, tried)
+
+    async def _wait_for_slot(self, slots: Slots, tried: list[int]) -> NodeInfo | None:
+        """Hold the call until a node of its model has a free slot, or its wait is over."""
+        registry = self.metering.registry
+        until = time.monotonic() + self.slot_wait
+        if self.deadline is not None:
+            until = min(until, self.deadline)
+        if until > time.monotonic():
+            metrics.ADMISSION_WAITS.labels(self.model.name).inc()
+            await slots.hold_back(self.model.name, self.request_id, until)
+            try:
+                if self.on_busy is not None:
+                    await self.on_busy()
+                pause = 0.01
+                while (left := until - time.monotonic()) > 0:
+                    await asyncio.sleep(min(pause, left))
+                    pause = min(pause * 2, 0.2)
+                    candidates = registry.ranked(self.model, exclude=tried)
+                    if not candidates:
+                        return None
+                    node = await slots.take(candidates, self.request_id, self.affinity)
+                    if node is not None:
+                        return node
+            finally:
+                slots.let_go(self.request_id)
+        metrics.ADMISSION_REFUSED.labels(self.model.name).inc()
+        if registry.scaling_out(self.model):
+            retry_after = max(1, round((self.model.boot_seconds or 30) / 4))
+            raise ScalingOut(
+                f"Every GPU node of the model '{self.model.name}' is busy and another is "
+                f"starting; retry in {retry_after} seconds.", retry_after=retry_after)
+        raise NodesBusy(
+            f"Every GPU node of the model '{self.model.name}' is busy with as many "
+            "requests as it takes; retry in a moment.", retry_after=2)
 
     async def _read_answer(self, response: httpx.Response) -> None:
         """Read a whole answer; a node that breaks off now is not tried again."""
@@ -351,6 +438,9 @@ class MeteredCall:
         if node is not None:
             self.metering.registry.release(node)
             self.node = None
+        slots = self.metering.slots
+        if slots is not None:
+            slots.give(self.request_id)
 
     # -- a whole answer ------------------------------------------------------------------
     async def fetch(self) -> Answer:

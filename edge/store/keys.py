@@ -43,6 +43,17 @@ one Redis can hold several portals, and tests each get their own::
   Fleet and workers
     $ns:boot:<model>          a boot of the model was asked for (deduplicates boot requests)
     $ns:nodelock:<node_id>    one action at a time on a node (a redis-py lock)
+    $ns:slots:<node_id>       zset: calls open on a node, over every worker (member: request
+                              id, score: lease deadline in ms; renewed while open)
+    $ns:affinity:<model_id>:<prefix>
+                              the node that last served calls of a prefix, by its
+                              affinity number (cache-affine routing; forgotten after
+                              PORTAL_AFFINITY_TTL)
+    $ns:waiting:<model>       zset: calls held in the edge for a free slot (member: request
+                              id, score: when it gives up, ms)
+    $ns:scale:<model>         hash: what the scaler's last decision left for the next
+                              (above_since, below_since)
+    $ns:scalelock:<model>     one scaling decision at a time for a model
     $ns:dramatiq:*            Dramatiq's own broker keys (its namespace, :func:`dramatiq`)
 
   Pub/sub
@@ -63,6 +74,7 @@ __all__ = [
     "EVENT_NODES",
     "JOB_EVENT_PREFIX",
     "KEY_EVENT_PREFIX",
+    "affinity",
     "applied",
     "balance",
     "boot_request",
@@ -87,8 +99,12 @@ __all__ = [
     "open_reservations",
     "owed",
     "reservation",
+    "scale_lock",
+    "scale_memory",
     "session",
     "signups",
+    "slots",
+    "waiting",
 ]
 
 # -- money ----------------------------------------------------------------------------
@@ -211,6 +227,31 @@ def boot_request(ns: str, model: str) -> str:
 def node_lock(ns: str, node_id: int) -> str:
     """One action at a time on a node."""
     return f"{ns}:nodelock:{node_id}"
+
+
+def slots(ns: str, node_id: int | str) -> str:
+    """The calls open on a node, with their leases (admission control)."""
+    return f"{ns}:slots:{node_id}"
+
+
+def affinity(ns: str, model_id: int | str, prefix: int | str) -> str:
+    """The node that last served calls of a prefix of a model (``prefix``: its affinity)."""
+    return f"{ns}:affinity:{model_id}:{prefix}"
+
+
+def waiting(ns: str, model: str) -> str:
+    """The calls of a model held in the edge for a free slot (a signal for the scaler)."""
+    return f"{ns}:waiting:{model}"
+
+
+def scale_memory(ns: str, model: str) -> str:
+    """What the scaler's last decision on a model left for the next one."""
+    return f"{ns}:scale:{model}"
+
+
+def scale_lock(ns: str, model: str) -> str:
+    """One scaling decision at a time for a model."""
+    return f"{ns}:scalelock:{model}"
 
 
 def dramatiq(ns: str) -> str:

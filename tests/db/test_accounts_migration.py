@@ -156,7 +156,8 @@ async def test_every_key_becomes_an_account_holding_it(database: str) -> None:
         applied = await migrate(database)
     finally:
         EXECUTOR_CACHE.clear()
-    assert applied == ["0006_accounts", "0007_model_kinds", "0008_conversations"]
+    assert applied == ["0006_accounts", "0007_model_kinds", "0008_conversations",
+                       "0009_fleet_scaling"]
 
     # Each account is its key's wallet, under the key's id.
     assert sql_query(database, "SELECT id, name, balance, spent, owed, frozen, created_at "

@@ -93,7 +93,7 @@ def cluster(tmp_path, redis_url: str, moto: MotoServer) -> Iterator[Cluster]:
         "PORTAL_JOB_LEASE": "3", "PORTAL_BOOT_TIMEOUT": "60", "PORTAL_LOG_LEVEL": "INFO",
         "PORTAL_HEALTH_FAIL_THRESHOLD": "1", "PORTAL_WARMING_RETRY_AFTER": "30",
         "PORTAL_JOBS_SWEEP_INTERVAL": "1", "PORTAL_HEALTH_INTERVAL": "1",
-        "PORTAL_SYNC_INTERVAL": "2", "PORTAL_AUTOSTOP_INTERVAL": "1",
+        "PORTAL_SYNC_INTERVAL": "2", "PORTAL_SCALE_INTERVAL": "1",
     })
     portal.cli("migrate")
     portal.add_model(MODEL)

@@ -11,6 +11,7 @@ recorded as a node failure (502), not as a client's cancel.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import time
 from collections.abc import Iterator
@@ -26,7 +27,14 @@ from tests.support.services import sql_query
 
 MODEL = "retry-model"
 COOL_DOWN = 1.5  # seconds a refusing node is skipped (PORTAL_NODE_COOL_DOWN)
-BODY = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}
+_asked = itertools.count()
+
+
+def body() -> dict:
+    """A request whose prompt no earlier one shares, so that it goes to the least loaded
+    node, not to the one its prefix is remembered on (cache-affine routing)."""
+    return {"model": MODEL, "messages": [{"role": "user", "content": f"hi {next(_asked)}"}],
+            "max_tokens": 5}
 
 
 class Fleet:
@@ -126,7 +134,7 @@ def test_an_api_call_refused_by_one_node_is_answered_by_another_and_charged_once
     fleet.refuse_next()
     before = fleet.balance()
     response = httpx.post(fleet.portal.url + "/v1/chat/completions", headers=fleet.headers,
-                          json={**BODY, "stream": stream}, timeout=30)
+                          json={**body(), "stream": stream}, timeout=30)
     assert response.status_code == 200, response.text
     assert fleet.refusal_used()  # the first node was tried, and refused
     usage = fleet.usage(response.headers["x-request-id"])
@@ -134,7 +142,7 @@ def test_an_api_call_refused_by_one_node_is_answered_by_another_and_charged_once
     assert usage["cost"] > 0 and fleet.balance() == before - usage["cost"]
     # Marked down: while it cools down, calls go to the other node without trying it.
     again = httpx.post(fleet.portal.url + "/v1/chat/completions", headers=fleet.headers,
-                       json=BODY, timeout=30)
+                       json=body(), timeout=30)
     assert fleet.usage(again.headers["x-request-id"])["node"] == fleet.healthy_id
     fleet.books_balance()
 
@@ -162,7 +170,7 @@ async def test_a_chat_reply_refused_by_one_node_is_answered_by_another(fleet: Fl
 def test_a_job_refused_by_one_node_is_answered_by_another(fleet: Fleet) -> None:
     fleet.refuse_next()
     before = fleet.balance()
-    job = httpx.post(fleet.portal.url + "/v1/jobs", headers=fleet.headers, json=BODY).json()
+    job = httpx.post(fleet.portal.url + "/v1/jobs", headers=fleet.headers, json=body()).json()
     deadline = time.monotonic() + 60
     while job["status"] in ("queued", "running") or "cost_micros" not in job:
         assert time.monotonic() < deadline, job
