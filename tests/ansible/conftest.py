@@ -8,6 +8,7 @@ to the portal it runs), and the AWS SDK never looks for instance credentials.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import re
 import shutil
@@ -152,3 +153,22 @@ def which(name: str) -> str | None:
 def playbooks() -> Sequence[Path]:
     """Every playbook of the repository: site.yml and playbooks/*.yml."""
     return [REPO / "site.yml", *sorted((REPO / "playbooks").glob("*.yml"))]
+
+
+#: Taken by each suite that converges THIS machine (test_site_local.py,
+#: test_monitoring_local.py): they share its supervisord, which each starts when it is
+#: not running and stops afterwards, so they take turns, across test processes too.
+MACHINE_LOCK = Path("/tmp/inference-portal-local-converge.lock")
+
+
+class MachineLock:
+    """The machine's converge lock, held from creation until :meth:`release`."""
+
+    def __init__(self, path: Path = MACHINE_LOCK) -> None:
+        self._handle = path.open("a")
+        fcntl.flock(self._handle, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if not self._handle.closed:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()

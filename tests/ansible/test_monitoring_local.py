@@ -10,8 +10,10 @@ from the portal's counters to Alertmanager's webhook receiver (a listener of thi
 
 Needs root and apt (Debian or Ubuntu); skipped without them locally, failed in CI. It
 writes under /opt/inference-portal-test/monitoring and Supervisor's program directory,
-listens on 19090 (Prometheus) and 19093 (Alertmanager); afterwards its programs are
-removed from Supervisor, and supervisord is stopped if it was not running before.
+listens on 19090 (Prometheus) and 19093 (Alertmanager), and starts from empty data
+directories (an earlier run's are removed); afterwards its programs are
+removed from Supervisor, and supervisord is stopped if it was not running before. It
+takes turns with test_site_local.py, which uses the same supervisord (``MachineLock``).
 Playbook output is kept in /opt/inference-portal-test/logs.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import shutil
 import subprocess
 import threading
 import time
@@ -31,11 +34,12 @@ import pytest
 import yaml
 
 from simnode.testing import SimnodeProcess, free_port, start_simnode
-from tests.ansible.conftest import REPO, Run, ansible_env, run_ansible, which
+from tests.ansible.conftest import REPO, MachineLock, Run, ansible_env, run_ansible, which
 from tests.ansible.test_site_local import require_machine, service_running
 from tests.support.portal import PortalServer
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+# Its fixture may first wait for test_site_local.py to give the machine back.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 VARS_FILE = REPO / "tests" / "ansible" / "vars" / "monitoring_converge.yml"
 VARS = yaml.safe_load(VARS_FILE.read_text())
@@ -134,12 +138,17 @@ def deployment(tmp_path_factory: pytest.TempPathFactory,
     """A portal and a node to watch, a receiver, and the role converged twice."""
     require_machine()
     root = tmp_path_factory.mktemp("monitoring")
+    lock = MachineLock()  # test_site_local.py uses the same supervisord
     supervisor_was_running = service_running("supervisor")
     receiver = Receiver()
     node = start_simnode("--model", MODEL)
     portal = PortalServer(root / "portal", redis_url, workers=1,
                           env={"STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET})
     try:
+        # A fresh installation: no samples of an earlier run's portal, and no notification
+        # log that would hold back this run's alert as already sent.
+        remove_programs()
+        shutil.rmtree(VARS["monitoring_data_dir"], ignore_errors=True)
         portal.start()
         portal.add_model(MODEL)
         portal.add_node(MODEL, node.url)
@@ -161,6 +170,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory,
         # whatever it started besides (program files other tests left behind).
         if not supervisor_was_running and which("service"):
             subprocess.run(["service", "supervisor", "stop"], capture_output=True, check=False)
+        lock.release()
         portal.stop()
         node.stop()
         receiver.close()

@@ -27,7 +27,15 @@ import pytest
 import yaml
 from websockets.sync.client import connect
 
-from tests.ansible.conftest import REPO, Run, ansible_env, run_ansible, strict, which
+from tests.ansible.conftest import (
+    REPO,
+    MachineLock,
+    Run,
+    ansible_env,
+    run_ansible,
+    strict,
+    which,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
@@ -106,6 +114,7 @@ def node_ops(action: str, *extra: str) -> Run:
 def converged() -> Iterator[tuple[Run, Run]]:
     """Converge twice (installing only once); yield both runs; stop what was started."""
     require_machine()
+    lock = MachineLock()  # test_monitoring_local.py uses the same supervisord
     before = {name: service_running(name) for name in ("supervisor", "nginx")}
     try:  # a converge that fails half-way is cleaned up too
         source = snapshot_source()
@@ -116,6 +125,7 @@ def converged() -> Iterator[tuple[Run, Run]]:
         for name, was_running in before.items():
             if not was_running and which("service"):
                 subprocess.run(["service", name, "stop"], capture_output=True, check=False)
+        lock.release()
 
 
 def portal_cli(*args: str) -> str:
