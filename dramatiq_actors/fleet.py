@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -114,8 +115,9 @@ class LaunchSpec:
 class Fleet:
     """EC2 operations on node instances, across the configured regions."""
 
-    def __init__(self, regions: list[str]) -> None:
+    def __init__(self, regions: list[str], attempts: int = 5) -> None:
         self.regions = regions
+        self.attempts = attempts  # botocore's, per call (EC2's 5xx capacity refusals too)
         self._local = threading.local()
 
     def client(self, region: str) -> Any:
@@ -125,7 +127,8 @@ class Fleet:
             session = boto3.session.Session()
             cache[region] = session.client(
                 "ec2", region_name=region,
-                config=Config(retries={"max_attempts": 5, "mode": "standard"},
+                config=Config(retries={"total_max_attempts": self.attempts,
+                                       "mode": "standard"},
                               connect_timeout=5, read_timeout=30))
         return cache[region]
 
@@ -161,6 +164,8 @@ class Fleet:
                 {"Key": "managed-by", "Value": "inference-portal"}]
         request: dict[str, Any] = {
             "MinCount": count, "MaxCount": count, "InstanceType": spec.instance_type,
+            # botocore retries a 5xx: the token makes a retried launch the same launch.
+            "ClientToken": uuid.uuid4().hex,
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tags},
                                   {"ResourceType": "volume", "Tags": tags}],
         }
@@ -229,5 +234,5 @@ def _instance(raw: dict[str, Any], region: str) -> Instance:
 
 
 @functools.cache
-def fleet_for(regions: tuple[str, ...]) -> Fleet:
-    return Fleet(list(regions))
+def fleet_for(regions: tuple[str, ...], attempts: int = 5) -> Fleet:
+    return Fleet(list(regions), attempts)

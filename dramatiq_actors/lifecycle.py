@@ -42,7 +42,8 @@ RETRIES: dict[str, Any] = dict(max_retries=5, min_backoff=1_000, max_backoff=30_
 
 
 def fleet():
-    return fleet_for(tuple(runtime().settings.regions))
+    settings = runtime().settings
+    return fleet_for(tuple(settings.regions), settings.ec2_attempts)
 
 
 def boot_lock(model: str) -> str:

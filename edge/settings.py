@@ -92,6 +92,9 @@ class Settings:
     aws_regions: str = _setting("", "Comma-separated AWS regions with GPU nodes; empty: "
                                 "AWS_DEFAULT_REGION (or us-east-1). AWS credentials and "
                                 "AWS_ENDPOINT_URL come from the standard AWS variables.")
+    ec2_attempts: int = _setting(5, "Tries of each EC2 call (botocore's standard retries, "
+                                 "with backoff); a capacity refusal is a 5xx and is tried "
+                                 "again as often before the next instance type.")
     node_port: int = _setting(8000, "Port vLLM listens on, for nodes found in EC2.")
     node_name_prefix: str = _setting("vllm", "Prefix of the Name tag of launched nodes.")
     idle_ttl: int = _setting(1800, "Seconds a model may go without requests before its nodes "
@@ -197,7 +200,7 @@ class Settings:
                      "max_keys_per_account",
                      "worker_processes", "worker_threads", "job_deadline", "job_lease",
                      "chat_sockets_per_key", "chat_sockets_per_worker", "chat_purge_days",
-                     "node_slots"):
+                     "node_slots", "ec2_attempts"):
             if getattr(self, name) < (0 if name == "port" else 1):
                 raise ConfigError(f"PORTAL_{name.upper()} is out of range")
         if self.affinity_ttl < 0:

@@ -47,6 +47,13 @@ def open_slots(portal: PortalServer) -> int:
         client.close()
 
 
+def settled(portal: PortalServer, timeout: float = 10) -> None:
+    """Wait until no slot is held (the edge hears of a hang-up, then gives it back)."""
+    deadline = time.monotonic() + timeout
+    while open_slots(portal) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def node_load(node: SimnodeProcess) -> int:
     text = httpx.get(node.url + "/metrics").text
     return int(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
@@ -114,8 +121,6 @@ async def test_a_client_that_goes_away_gives_its_slot_back(setup) -> None:
             assert response.status_code == 200
             async for _ in response.aiter_lines():
                 break  # the first piece, then hang up
-        deadline = time.monotonic() + 10
-        while open_slots(portal) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
+        await asyncio.to_thread(settled, portal)
     assert open_slots(portal) == 0
     assert node_load(node) <= SLOTS

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -85,15 +87,18 @@ class Cluster:
         return thread
 
 
-@pytest.fixture
-def cluster(tmp_path, redis_url: str, moto: MotoServer) -> Iterator[Cluster]:
+@contextlib.contextmanager
+def open_cluster(tmp_path: Path, redis_url: str, moto: MotoServer,
+                 **env: str) -> Iterator[Cluster]:
+    """A portal of two workers and a Dramatiq worker on ``moto`` (``env`` added to the
+    portal's: ``AWS_ENDPOINT_URL`` of a gate in front of moto, say)."""
     moto.reset()
     portal = PortalServer(tmp_path, redis_url, workers=2, env={
         **moto.env, "PORTAL_ADMIN_TOKEN": ADMIN, "PORTAL_AWS_REGIONS": "us-east-1",
         "PORTAL_JOB_LEASE": "3", "PORTAL_BOOT_TIMEOUT": "60", "PORTAL_LOG_LEVEL": "INFO",
         "PORTAL_HEALTH_FAIL_THRESHOLD": "1", "PORTAL_WARMING_RETRY_AFTER": "30",
         "PORTAL_JOBS_SWEEP_INTERVAL": "1", "PORTAL_HEALTH_INTERVAL": "1",
-        "PORTAL_SYNC_INTERVAL": "2", "PORTAL_SCALE_INTERVAL": "1",
+        "PORTAL_SYNC_INTERVAL": "2", "PORTAL_SCALE_INTERVAL": "1", **env,
     })
     portal.cli("migrate")
     portal.add_model(MODEL)
@@ -107,6 +112,12 @@ def cluster(tmp_path, redis_url: str, moto: MotoServer) -> Iterator[Cluster]:
         portal.stop()
         for node in made.nodes:
             node.stop()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str, moto: MotoServer) -> Iterator[Cluster]:
+    with open_cluster(tmp_path, redis_url, moto) as made:
+        yield made
 
 
 def unused_port() -> int:
