@@ -17,8 +17,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from edge.fleet.affinity import EPSILON
 from edge.store import keys
@@ -47,7 +47,8 @@ class Slots:
         self._take = LuaScript(store.client, "take_slot")
         self.held: dict[str, int] = {}  # request id -> node id
         self.waiting: dict[str, str] = {}  # request id -> model
-        self._pending: set[asyncio.Task[None]] = set()
+        self._removals: list[tuple[str, str]] = []  # (key, member) to remove from Redis
+        self._sender: asyncio.Future[None] | None = None
 
     async def take(self, candidates: Sequence[NodeInfo], request_id: str,
                    affinity: int | None = None) -> NodeInfo | None:
@@ -75,12 +76,14 @@ class Slots:
     def give(self, request_id: str) -> None:
         """Give back the slot ``request_id`` holds (if any), without waiting for Redis.
 
-        The removal runs in a task of its own, so that a cancelled call still frees
-        its slot; one lost with this process is freed by its lease.
+        Removals are sent in batches by a task of their own (one pipeline for every slot
+        given back meanwhile), so that a cancelled call still frees its slot and a busy
+        worker pays one round trip for many; a slot lost with this process is freed by
+        its lease.
         """
         node_id = self.held.pop(request_id, None)
         if node_id is not None:
-            self._spawn(self.store.client.zrem(keys.slots(self.store.ns, node_id), request_id))
+            self._send_later(keys.slots(self.store.ns, node_id), request_id)
 
     async def hold_back(self, model: str, request_id: str, until: float) -> None:
         """Count ``request_id`` as waiting in the edge for a slot of ``model`` until the
@@ -94,18 +97,25 @@ class Slots:
         """``request_id`` waits no more (it got a slot, or gave up)."""
         model = self.waiting.pop(request_id, None)
         if model is not None:
-            self._spawn(self.store.client.zrem(keys.waiting(self.store.ns, model), request_id))
+            self._send_later(keys.waiting(self.store.ns, model), request_id)
 
-    def _spawn(self, coroutine: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._pending.add(task)
-        task.add_done_callback(self._done)
+    def _send_later(self, key: str, member: str) -> None:
+        self._removals.append((key, member))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.ensure_future(self._send())
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._pending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("could not give a slot back (its lease frees it): %s",
-                        task.exception())
+    async def _send(self) -> None:
+        await asyncio.sleep(0)  # the calls ending in this turn of the loop join the batch
+        while self._removals:
+            batch, self._removals = self._removals, []
+            try:
+                async with self.store.client.pipeline(transaction=False) as pipe:
+                    for key, member in batch:
+                        pipe.zrem(key, member)
+                    await pipe.execute()
+            except Exception as exc:
+                log.warning("could not give %d slots back (their leases free them): %s",
+                            len(batch), exc)
 
     async def renew(self) -> None:
         """Push back the leases of every slot this process holds, and of its waiters."""
@@ -138,8 +148,8 @@ class Slots:
 
     async def drain(self) -> None:
         """Wait for the slots being given back (at shutdown)."""
-        if self._pending:
-            await asyncio.gather(*self._pending, return_exceptions=True)
+        while self._sender is not None and not self._sender.done():
+            await asyncio.gather(self._sender, return_exceptions=True)
 
 
 async def open_calls(store: HotStore, node_ids: Sequence[int]) -> dict[int, int]:
