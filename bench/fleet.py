@@ -396,7 +396,8 @@ async def simulate(args: argparse.Namespace, redis_url: str) -> list[dict[str, A
     launch = LaunchPlan(instance_types=(INSTANCE,), image_id=IMAGE)
     peak = {"big": 6, "mid": 3, "small": 2}
     autoscaler = {m: Policy(min_nodes=0, max_nodes=peak[m], target_load=SLOTS * 0.75,
-                            scale_out_after=30, scale_in_after=120, idle_ttl=300,
+                            scale_out_after=30, scale_in_after=args.scale_in_after,
+                            idle_ttl=args.idle_ttl,
                             spot=True, on_demand_floor=1, launch=launch) for m in MODELS}
     setups = [
         ("always-on at peak", {}, 3600.0, True),
@@ -410,9 +411,13 @@ async def simulate(args: argparse.Namespace, redis_url: str) -> list[dict[str, A
         store = HotStore(connect_redis(redis_url), f"fleetsim{uuid.uuid4().hex[:8]}")
         started = time.perf_counter()
         sim = Simulation(name, policies, store, fleet, args.boot, affinity_ttl)
-        for model in MODELS if always_on else ():
-            for _ in range(peak[model]):  # each model's own peak, on-demand, all day
+        for model in MODELS:
+            if always_on:
+                for _ in range(peak[model]):  # each model's own peak, on-demand, all day
+                    sim.launch(model, spot=False, ready_now=True)
+            else:  # one node provisioned and stopped, as playbooks/provision.yml leaves it
                 sim.launch(model, spot=False, ready_now=True)
+                sim.stop(sim.nodes[model][0])
         result = await sim.run(calls, hours)
         row = result.row()
         row["calls"] = len(calls)
@@ -440,6 +445,10 @@ def main() -> int:
     parser.add_argument("--boot", type=float, default=180.0,
                         help="simulated seconds from a boot or launch to serving")
     parser.add_argument("--hours", type=float, default=24.0)
+    parser.add_argument("--idle-ttl", type=float, default=300.0,
+                        help="the autoscaler's idle TTL, seconds")
+    parser.add_argument("--scale-in-after", type=float, default=120.0,
+                        help="the autoscaler's scale_in_after, seconds")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     with redis_service() as redis_url, mock_aws():

@@ -930,6 +930,21 @@ def _chat_paths() -> Json:
 
 
 # -- admin --------------------------------------------------------------------------------
+_LAUNCH: Json = _object({
+    "instance_types": {"type": "array", "items": _STRING,
+                       "description": "In order of preference; a capacity refusal tries the next"},
+    "subnets": {"type": "array", "items": _STRING}, "image_id": _STRING,
+    "launch_template": _STRING, "security_group_ids": {"type": "array", "items": _STRING},
+    "key_name": _STRING, "disk_gb": _INTEGER, "region": _STRING})
+#: A model's scaling policy (docs/fleet.md).
+_POLICY: Json = {
+    "min_nodes": _INTEGER, "max_nodes": _INTEGER, "target_load": _NUMBER,
+    "load_metric": {"enum": ["in_flight", "waiting"]}, "scale_out_after": _INTEGER,
+    "scale_in_after": _INTEGER, "idle_ttl": {"type": ["integer", "null"]},
+    "node_slots": {"type": ["integer", "null"]}, "spot": _BOOLEAN,
+    "on_demand_floor": _INTEGER, "launch": _LAUNCH}
+
+
 def _admin_paths() -> Json:
     return {**_admin_fleet_paths(), **_admin_account_paths(), **_admin_key_paths()}
 
@@ -943,6 +958,7 @@ def _admin(op_id: str, summary: str, responses: Json, *statuses: int, **more: An
 def _admin_fleet_paths() -> Json:
     node_id = _path_parameter("node_id", _ID, "The node's id")
     action = _path_parameter("action", _enum(ACTIONS), "What to do with it")
+    model_name = _path_parameter("name", _STRING, "The model's public name")
     return {
         "/admin/nodes": {
             "get": _admin("adminListNodes", "Every node",
@@ -956,6 +972,24 @@ def _admin_fleet_paths() -> Json:
             "adminNodeAction", "Boot, stop, reboot, terminate or drain a node",
             {"202": _answer("Enqueued for the workers", _schema("Enqueued"))}, 404,
             parameters=[node_id, action])},
+        "/admin/models/{name}/policy": {
+            "get": _admin("adminGetScalingPolicy", "A model's scaling policy and what the "
+                          "scaler last did", {"200": _answer("The policy",
+                                                             _schema("ScalingPolicy"))}, 404,
+                          parameters=[model_name]),
+            "patch": _admin("adminChangeScalingPolicy", "Change the settings the body names "
+                            "(launch is replaced whole)",
+                            {"200": _answer("The policy", _schema("ScalingPolicy"))}, 400, 404,
+                            parameters=[model_name], body=_schema("ScalingPolicyChange")),
+        },
+        "/admin/fleet/events": {"post": _admin(
+            "adminFleetEvent", "An EC2 event as EventBridge delivers it: a spot interruption "
+            "notice or rebalance recommendation drains the node and launches its replacement",
+            {"202": _answer("Enqueued: the node is replaced", _schema("Enqueued")),
+             "200": _answer("Not an interruption, or no node runs the instance", _object({
+                 "handled": _BOOLEAN, "reason": _STRING}, "handled"))}, 400,
+            body=_object({"detail-type": _STRING, "source": _STRING, "detail": _object({
+                "instance-id": _STRING, "instance-action": _STRING})}, "detail-type"))},
         "/admin/jobs": {"get": _admin(
             "adminListJobs", "Every job, newest first (without results)",
             {"200": _answer("The jobs", _object({"data": {"type": "array", "items": {
@@ -1057,7 +1091,11 @@ def _admin_schemas() -> Json:
             "private_ip": {"type": ["string", "null"]},
             "public_ip": {"type": ["string", "null"]}, "queue_depth": _INTEGER,
             "running_requests": _INTEGER, "last_used_at": _TIME, "last_health_at": _TIME,
-            "uptime_seconds": _INTEGER, "hourly_cost": _STRING,
+            "uptime_seconds": _INTEGER, "hourly_cost": _STRING, "spot": _BOOLEAN,
+            "note": {"type": "string", "description": "Why it is in its state: what EC2 "
+                     "refused before it was launched, an interruption"},
+            "slots": {"type": ["integer", "null"],
+                      "description": "Its batch size, learnt from its metrics"},
         }, "id", "model", "state"),
         "NodeLaunch": _object({
             "model": _STRING, "instance_type": _STRING,
@@ -1066,7 +1104,12 @@ def _admin_schemas() -> Json:
             "count": {"type": "integer", "minimum": 1, "maximum": 20, "default": 1},
             "region": _STRING, "subnet_id": _STRING, "key_name": _STRING,
             "security_group_ids": {"type": "array", "items": _STRING},
+            "spot": {"type": "boolean", "default": False,
+                     "description": "A spot instance (on-demand when EC2 has no spot capacity)"},
         }, "model", "instance_type"),
+        "ScalingPolicy": _object({"model": _STRING, **_POLICY,
+                                  "scaling_status": _STRING}, "model"),
+        "ScalingPolicyChange": _object(dict(_POLICY)),
         "Enqueued": _object({"enqueued": _STRING, "node": _INTEGER, "message_id": _STRING},
                             "enqueued"),
     }

@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from simnode.testing import SimnodeProcess, start_simnode
+from tests.support.chat import ChatClient
 from tests.support.portal import PortalServer
 
 MODEL = "admitted"
@@ -124,3 +125,27 @@ async def test_a_client_that_goes_away_gives_its_slot_back(setup) -> None:
         await asyncio.to_thread(settled, portal)
     assert open_slots(portal) == 0
     assert node_load(node) <= SLOTS
+
+
+async def test_a_chat_reply_says_busy_and_waits_for_a_slot(setup) -> None:
+    portal, node, key = setup
+    headers = {"authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(base_url=portal.url, headers=headers, timeout=60) as client:
+        long_calls = [asyncio.create_task(client.post("/v1/chat/completions", json={
+            "model": MODEL, "max_tokens": 40, "ignore_eos": True,
+            "messages": [{"role": "user", "content": f"hold {i}"}]})) for i in range(SLOTS)]
+        await asyncio.sleep(0.5)  # both slots are taken: the node is full
+        room = await ChatClient.connect(portal.url, "busy-room", key)
+        try:
+            await room.send(type="message", text="anyone free?", model=MODEL,
+                            params={"max_tokens": 4})
+            busy = await room.wait_for("status", timeout=15, kind="busy")
+            assert MODEL in busy["message"]
+            done = await room.wait_for("done", timeout=60)  # once a long call ends
+        finally:
+            await room.close()
+        answers = await asyncio.gather(*long_calls)
+    assert [a.status_code for a in answers] == [200] * SLOTS
+    assert done["status"] == "done" and done["cost_micros"] > 0, done
+    await asyncio.to_thread(settled, portal)
+    assert open_slots(portal) == 0

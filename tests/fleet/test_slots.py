@@ -81,24 +81,24 @@ async def test_renewing_keeps_a_long_call_s_slot(store) -> None:
     assert await open_calls(store, [1]) == {1: 1}
 
 
-async def test_a_prefix_stays_on_its_node_until_that_node_is_full(store) -> None:
+async def test_a_prefix_stays_on_its_node_until_its_load_is_past_the_bound(store) -> None:
     slots = Slots(store, lease=30, affinity_ttl=60)
-    a, b, c = node(1, slots=4), node(2, slots=4), node(3, slots=4)
+    a, b, c = node(1, slots=8), node(2, slots=8), node(3, slots=8)
     first = await slots.take([a, b, c], "r1", affinity=77)
     assert first is a  # not seen before: the least loaded, ties by the caller's order
-    # Another conversation lands on b; the first keeps its node even when others are
-    # emptier, within the bound of (1 + 0.25) x the mean.
-    assert await slots.take([b, a, c], "other", affinity=78) is b
-    assert await slots.take([c, b, a], "r2", affinity=77) is a
-    assert await open_calls(store, [1, 2, 3]) == {1: 2, 2: 1, 3: 0}
-    # Now a holds 2 of 3 open calls: the mean with this call is 4/3, bound 2: a is over.
-    moved = await slots.take([c, b, a], "r3", affinity=77)
+    # Later calls of the prefix follow it, even when the caller ranks others first,
+    # while a's open calls stay within ceil((open + 1) x 1.25 / 3) + 1.
+    assert await slots.take([c, b, a], "r2", affinity=77) is a  # 1 open: bound 2
+    assert await slots.take([c, b, a], "r3", affinity=77) is a  # 2 open: bound 3
+    assert await open_calls(store, [1, 2, 3]) == {1: 3, 2: 0, 3: 0}
+    # 3 open, all on a: the bound is 3, a is at it: the call goes to the least loaded.
+    moved = await slots.take([c, b, a], "r4", affinity=77)
     assert moved is c
     # The prefix moved with it: its next call follows it to c.
-    slots.give("r3")
-    await slots.drain()
-    assert await slots.take([b, a, c], "r4", affinity=77) is c
+    assert await slots.take([b, a, c], "r5", affinity=77) is c
     assert await store.client.get(keys.affinity(store.ns, 1, 77)) == b"3"
+    # Another prefix is its own: it goes to the least loaded, b.
+    assert await slots.take([a, b, c], "other", affinity=78) is b
 
 
 async def test_a_full_affine_node_is_passed_over(store) -> None:
