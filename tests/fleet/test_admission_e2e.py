@@ -128,7 +128,7 @@ async def test_a_client_that_goes_away_gives_its_slot_back(setup) -> None:
 
 
 async def test_a_chat_reply_says_busy_and_waits_for_a_slot(setup) -> None:
-    portal, node, key = setup
+    portal, _, key = setup
     headers = {"authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=portal.url, headers=headers, timeout=60) as client:
         long_calls = [asyncio.create_task(client.post("/v1/chat/completions", json={
