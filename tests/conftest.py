@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +14,27 @@ from tests.support.services import postgres_database, redis_service
 
 #: Fixtures shared by every suite, kept beside their helpers in tests/support/.
 pytest_plugins = ["tests.support.hot", "tests.support.inprocess", "tests.support.standard"]
+
+
+#: Modules that converge this machine with Ansible. They take turns on it (one
+#: supervisord: ``MachineLock``), so they share one xdist worker: spread over two, one
+#: worker would sit idle for minutes waiting for the other's converge.
+MACHINE_MODULES = ("tests/ansible/test_site_local.py", "tests/ansible/test_monitoring_local.py")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with the machine-converging modules as one scope."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class MachineScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(MACHINE_MODULES):
+                return "machine"
+            return str(super()._split_scope(nodeid))
+
+    return MachineScope(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:
