@@ -1,7 +1,8 @@
 """``/admin``: the operator's API for nodes and jobs (bearer ``PORTAL_ADMIN_TOKEN``).
 
 Node actions are enqueued for the workers and answered ``202`` at once; watch
-``GET /admin/nodes`` (or the ``nodes`` events) for their effect.
+``GET /admin/nodes`` (or the ``nodes`` events) for their effect. Every change appends
+a row to the audit log (:func:`edge.audit.record`, actor ``admin-api``).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from datetime import UTC, datetime
 from sanic import Blueprint, Request
 from sanic.response import json as json_response
 
+from edge import audit
 from edge.billing.money import format_usd
 from edge.db.models import LLM, MAX_ID, Job, JobStatus, Node
 from edge.errors import InvalidAPIKey, InvalidRequest, NotFound, PermissionDenied
@@ -59,6 +61,12 @@ def node_entry(node: Node, model: str) -> dict:
     }
 
 
+async def node_snapshot(node: Node) -> dict:
+    """A node as the audit log keeps it: as ``GET /admin/nodes`` shows it."""
+    llm = await LLM.get_or_none(id=node.model_id)
+    return node_entry(node, llm.name if llm else "")
+
+
 @bp.get("/nodes")
 async def list_nodes(request: Request):
     models = {m.id: m.name for m in await LLM.all()}
@@ -92,6 +100,9 @@ async def launch(request: Request):
     message = await enqueue(request.app.ctx.portal.settings, "launch_node", model,
                             instance_type, security_group_ids=groups, count=count, spot=spot,
                             **options)
+    await audit.record(audit.ADMIN_API, "node.launch", f"model:{model}", None, {
+        "instance_type": instance_type, "count": count, "spot": spot,
+        "security_group_ids": groups, **options, "message_id": message})
     return json_response({"enqueued": "launch_node", "message_id": message}, status=202)
 
 
@@ -99,9 +110,13 @@ async def launch(request: Request):
 async def node_action(request: Request, node_id: int, action: str):
     if action not in ACTIONS:
         raise NotFound(f"Unknown action '{action}'; one of {', '.join(ACTIONS)}.")
-    if not 0 < node_id <= MAX_ID or not await Node.exists(id=node_id):
+    node = await Node.get_or_none(id=node_id) if 0 < node_id <= MAX_ID else None
+    if node is None:
         raise NotFound(f"No node {node_id}.")
     message = await enqueue(request.app.ctx.portal.settings, f"{action}_node", node_id)
+    await audit.record(audit.ADMIN_API, f"node.{action}", f"node:{node_id}",
+                       await node_snapshot(node), {"enqueued": f"{action}_node",
+                                                   "message_id": message})
     return json_response({"enqueued": f"{action}_node", "node": node_id,
                           "message_id": message}, status=202)
 
@@ -122,8 +137,11 @@ async def change_policy(request: Request, name: str):
         raise InvalidRequest(f"{exc}.") from None
     changed = {k: v for k, v in cleaned.items() if getattr(llm, k) != v}
     if changed:
+        before = policy_view(llm)
         await llm.update_from_dict(changed).save(update_fields=list(changed))
         await request.app.ctx.portal.store.publish("models")
+        await audit.record(audit.ADMIN_API, "model.policy", f"model:{llm.name}", before,
+                           policy_view(llm))
     return json_response(policy_view(llm))
 
 
@@ -156,6 +174,9 @@ async def fleet_event(request: Request):
     if node is None:
         return json_response({"handled": False, "reason": f"no node runs {instance_id}"})
     message = await enqueue(request.app.ctx.portal.settings, "replace_node", node.id, reason)
+    await audit.record(audit.ADMIN_API, "node.replace", f"node:{node.id}",
+                       await node_snapshot(node), {"reason": reason, "enqueued": "replace_node",
+                                                   "message_id": message})
     return json_response({"handled": True, "node": node.id, "enqueued": "replace_node",
                           "message_id": message}, status=202)
 

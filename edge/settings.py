@@ -146,6 +146,19 @@ class Settings:
                                         "conversations (scheduler).")
     signup_credit: str = _setting("0", "USD of credit a key made on the web page starts with.")
     signups_per_hour: int = _setting(20, "Keys one IP address may make on the web page per hour.")
+    contacts_per_hour: int = _setting(5, "Messages one IP address may send from the contact "
+                                      "page per hour.")
+    smtp_host: str = _setting("", "SMTP server the contact page's messages are mailed "
+                              "through; empty: they are only stored (portal contact list).")
+    smtp_port: int = _setting(587, "Port of the SMTP server.")
+    smtp_user: str = _setting("", "SMTP login; empty: no login.")
+    smtp_password: str = _setting("", "SMTP password.")
+    smtp_starttls: bool = _setting(True, "Upgrade the SMTP connection with STARTTLS (the "
+                                   "server's certificate is verified).")
+    smtp_from: str = _setting("", "From address of the mails; empty: PORTAL_CONTACT_TO.")
+    smtp_timeout: float = _setting(10.0, "Seconds an SMTP exchange may take before it is "
+                                   "given up (the message stays stored with the error).")
+    contact_to: str = _setting("", "The operator's mailbox, where contact messages are sent.")
     real_ip_header: str = _setting("", "Header in which a trusted reverse proxy passes the "
                                    "client's address (x-real-ip behind the role's Nginx); "
                                    "empty: the connection's own address, as clients can "
@@ -218,6 +231,12 @@ class Settings:
             raise ConfigError("PORTAL_HEAD_TIMEOUT and PORTAL_BODY_TIMEOUT must be positive")
         if not self.redis_namespace.replace("-", "").replace("_", "").isalnum():
             raise ConfigError("PORTAL_REDIS_NAMESPACE must be letters, digits, - or _")
+        if self.smtp_host and "@" not in self.contact_to:
+            raise ConfigError("PORTAL_CONTACT_TO must be the operator's address when "
+                              "PORTAL_SMTP_HOST is set")
+        if self.smtp_timeout <= 0 or self.contacts_per_hour < 1:
+            raise ConfigError("PORTAL_SMTP_TIMEOUT and PORTAL_CONTACTS_PER_HOUR must be "
+                              "positive")
         # The currency and the top-up bounds are checked where the payment settings are
         # built (edge.payments.config.PaymentSettings.from_settings, by the app factory).
 
@@ -248,7 +267,7 @@ class Settings:
 
     def __repr__(self) -> str:
         secret = {"key_pepper", "admin_token", "node_api_key", "stripe_secret_key",
-                  "stripe_webhook_secret"}
+                  "stripe_webhook_secret", "smtp_password"}
         shown = ", ".join(
             f"{f.name}='***'" if f.name in secret and getattr(self, f.name)
             else f"{f.name}={getattr(self, f.name)!r}"

@@ -3,7 +3,8 @@ over HTTP for the operator (bearer ``PORTAL_ADMIN_TOKEN``).
 
 Bodies are JSON; money is USD as a string or number (``"cap": "2.50"``), times ISO 8601.
 Every change goes through :mod:`edge.identity.accounts`, so bad input is a 400 naming
-its field and changes nothing, and running workers apply a change within a second.
+its field and changes nothing, and running workers apply a change within a second; each
+one appends a row to the audit log (:func:`edge.audit.record`, actor ``admin-api``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sanic import Blueprint, Request
 from sanic.response import json as json_response
 from tortoise.expressions import Q
 
+from edge import audit
 from edge.admin import require_admin
 from edge.api.shapes import account_view, key_view
 from edge.billing.credits import credit
@@ -158,11 +160,18 @@ async def credit_account(request: Request, account_id: int):
                              param="reference")
     if not isinstance(note, str):
         raise InvalidRequest("'note' is a string.", param="note")
+    before = account_view(account, balance=await request.app.ctx.portal.billing.balance(
+        account.id))
     done = await credit(account.id, amount, kind=LedgerKind.TOPUP, reference=reference,
                         note=note[:500], store=request.app.ctx.portal.store)
+    shown = await _account_out(request, account)
+    if not done.duplicate:
+        await audit.record(audit.ADMIN_API, "account.credit", f"account:{account.id}", before,
+                           {**{k: v for k, v in shown.items() if k != "keys"},
+                            "applied": format_usd(done.applied), "reference": reference,
+                            "note": note[:500]})
     return json_response({"account": account.id, "applied": format_usd(done.applied),
-                          "duplicate": done.duplicate,
-                          **(await _account_out(request, account))})
+                          "duplicate": done.duplicate, **shown})
 
 
 @bp.post("/keys")
@@ -192,6 +201,8 @@ async def create(request: Request):
             settings=settings, max_keys=portal.settings.max_keys_per_account)
     except KeySettingsError as exc:
         raise _refused(exc) from None
+    await audit.record(audit.ADMIN_API, "key.create", f"key:{created.row.id}", None,
+                       key_view(created.row))
     return json_response({**key_view(created.row), "key": created.secret}, status=201,
                          headers={"cache-control": "no-store"})
 
@@ -204,11 +215,15 @@ async def show_key(request: Request, key_id: int):
 @bp.patch("/keys/<key_id:int>")
 async def update(request: Request, key_id: int):
     key = await _key(key_id)
+    before = key_view(key)
     try:
         await update_key(key, _settings(json_object(request.body)),
                          store=request.app.ctx.portal.store)
     except KeySettingsError as exc:
         raise _refused(exc) from None
+    if key_view(key) != before:
+        await audit.record(audit.ADMIN_API, "key.update", f"key:{key.id}", before,
+                           key_view(key))
     return json_response(key_view(key))
 
 
@@ -220,10 +235,13 @@ async def rotate(request: Request, key_id: int):
     if isinstance(grace, bool) or not isinstance(grace, int | float):
         raise InvalidRequest("'grace' is a number of seconds.", param="grace")
     portal = request.app.ctx.portal
+    before = key_view(key)
     try:
         rotated = await rotate_key(key, pepper=portal.pepper, grace=grace, store=portal.store)
     except KeySettingsError as exc:
         raise _refused(exc) from None
+    await audit.record(audit.ADMIN_API, "key.rotate", f"key:{key.id}", before,
+                       key_view(rotated.row))
     return json_response({**key_view(rotated.row), "key": rotated.secret},
                          headers={"cache-control": "no-store"})
 
@@ -231,5 +249,9 @@ async def rotate(request: Request, key_id: int):
 @bp.post("/keys/<key_id:int>/revoke")
 async def revoke(request: Request, key_id: int):
     key = await _key(key_id)
+    before = key_view(key)
     await revoke_key(key, store=request.app.ctx.portal.store)
+    if key_view(key) != before:
+        await audit.record(audit.ADMIN_API, "key.revoke", f"key:{key.id}", before,
+                           key_view(key))
     return json_response(key_view(key))

@@ -17,8 +17,10 @@ __all__ = ["build_parser", "main"]
 def build_parser() -> argparse.ArgumentParser:
     from edge.cli import (
         accounts,
+        auditlog,
         catalog,
         dev,
+        inbox,
         jobs,
         keys,
         ledger,
@@ -36,8 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (migrate, catalog, keys, accounts, ledger, jobs, payments, serve, workers,
-                   simnode, dev):
+    for module in (migrate, catalog, keys, accounts, ledger, jobs, payments, inbox, auditlog,
+                   serve, workers, simnode, dev):
         module.register(commands)
     return parser
 

@@ -2,7 +2,8 @@
 
 ``add`` is idempotent: it creates, updates or leaves the row alone and says
 which (``created``/``updated``/``unchanged``), so that provisioning playbooks can
-run it on every converge and report changes truthfully.
+run it on every converge and report changes truthfully. Every change appends a row
+to the audit log (actor ``cli``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from edge.admin import node_snapshot
 from edge.billing.money import format_usd
 from edge.cli.runtime import CommandContext, fail, print_table, run_command, usd_argument
 from edge.db.models import LLM, ModelKind, Node, NodeState
@@ -144,6 +146,7 @@ async def add_model(ctx: CommandContext, args: argparse.Namespace) -> int:
     if args.min_nodes is not None:
         wanted["min_nodes"] = args.min_nodes
     row = await LLM.get_or_none(name=args.name)
+    before = None if row is None else {field: getattr(row, field) for field in wanted}
     if row is None:
         row = await LLM.create(name=args.name, **wanted)
         outcome = "created"
@@ -154,6 +157,8 @@ async def add_model(ctx: CommandContext, args: argparse.Namespace) -> int:
         outcome = "unchanged"
     if outcome != "unchanged":
         await ctx.publish("models")
+        await ctx.audit(f"model.{'add' if before is None else 'update'}",
+                        f"model:{row.name}", before, wanted)
     _report(args, outcome, f"model {row.name}", {"id": row.id, "name": row.name})
     return 0
 
@@ -196,8 +201,10 @@ async def scaling_policy(ctx: CommandContext, args: argparse.Namespace) -> int:
         raise fail(str(exc)) from None
     changed = {k: v for k, v in cleaned.items() if getattr(llm, k) != v}
     if changed:
+        before = policy_view(llm)
         await llm.update_from_dict(changed).save(update_fields=list(changed))
         await ctx.publish("models")
+        await ctx.audit("model.policy", f"model:{llm.name}", before, policy_view(llm))
     view = policy_view(llm)
     if args.json:
         print(json.dumps({**view, "outcome": "updated" if changed else "unchanged"}))
@@ -218,6 +225,7 @@ async def add_node(ctx: CommandContext, args: argparse.Namespace) -> int:
         row = await Node.get_or_none(instance_id=args.instance_id)
     else:
         row = await Node.get_or_none(url=url, instance_id=None)
+    before = None if row is None else await node_snapshot(row)
     state = NodeState(args.state) if args.state else (
         NodeState.STOPPED if args.instance_id else NodeState.RUNNING)
     region = args.region or (ctx.settings.regions[0] if args.instance_id else "")
@@ -245,6 +253,8 @@ async def add_node(ctx: CommandContext, args: argparse.Namespace) -> int:
             await ctx.publish("models")
     if outcome != "unchanged":
         await ctx.publish("nodes")
+        await ctx.audit("node.add" if before is None else "node.update", f"node:{row.id}",
+                        before, await node_snapshot(row))
     _report(args, outcome, f"node {row.id} ({url})", {"id": row.id, "url": url})
     return 0
 
@@ -265,10 +275,13 @@ async def list_nodes(ctx: CommandContext, args: argparse.Namespace) -> int:
 
 
 async def remove_node(ctx: CommandContext, args: argparse.Namespace) -> int:
+    node = await Node.get_or_none(id=args.node_id)
+    before = None if node is None else await node_snapshot(node)
     deleted = await Node.filter(id=args.node_id).delete()
     if not deleted:
         raise fail(f"no node {args.node_id}")
     await ctx.publish("nodes")
+    await ctx.audit("node.remove", f"node:{args.node_id}", before, None)
     print(f"node {args.node_id} removed")
     return 0
 
@@ -314,7 +327,9 @@ async def node_action(ctx: CommandContext, args: argparse.Namespace, action: str
     node = await Node.get_or_none(id=args.node_id)
     if node is None:
         raise fail(f"no node {args.node_id}")
-    _enqueue(ctx, f"{action}_node", node.id)
+    message = _enqueue(ctx, f"{action}_node", node.id)
+    await ctx.audit(f"node.{action}", f"node:{node.id}", await node_snapshot(node),
+                    {"enqueued": f"{action}_node", "message_id": message})
     print(f"{action} of node {node.id} enqueued")
     if not args.wait:
         return 0
@@ -345,10 +360,13 @@ async def launch_nodes(ctx: CommandContext, args: argparse.Namespace) -> int:
         raise fail(f"no model named {args.model!r}")
     if not (args.image_id or args.launch_template):
         raise fail("give --image-id or --launch-template")
-    _enqueue(ctx, "launch_node", args.model, args.instance_type, region=args.region,
-             image_id=args.image_id, launch_template=args.launch_template,
-             subnet_id=args.subnet_id, security_group_ids=args.security_group_id,
-             key_name=args.key_name, disk_gb=args.disk_gb, count=args.count, spot=args.spot)
+    options = {"region": args.region, "image_id": args.image_id,
+               "launch_template": args.launch_template, "subnet_id": args.subnet_id,
+               "security_group_ids": args.security_group_id, "key_name": args.key_name,
+               "disk_gb": args.disk_gb, "count": args.count, "spot": args.spot}
+    message = _enqueue(ctx, "launch_node", args.model, args.instance_type, **options)
+    await ctx.audit("node.launch", f"model:{args.model}", None,
+                    {"instance_type": args.instance_type, **options, "message_id": message})
     market = " spot" if args.spot else ""
     print(f"launch of {args.count}{market} {args.instance_type} for {args.model} enqueued")
     return 0

@@ -173,27 +173,33 @@ async def create_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
             max_keys=ctx.settings.max_keys_per_account)
     except KeySettingsError as exc:
         raise _refused(exc) from None
+    await ctx.audit("key.create", f"key:{created.row.id}", None, key_view(created.row))
     return await _output(ctx, created.row, created.account, as_json=args.json,
                          secret=created.secret, said="created")
 
 
 async def update_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
     key = await _key(args.key_id)
+    before = key_view(key)
     try:
         await update_key(key, _settings(args), store=ctx.store)
     except KeySettingsError as exc:
         raise _refused(exc) from None
+    if key_view(key) != before:
+        await ctx.audit("key.update", f"key:{key.id}", before, key_view(key))
     return await _output(ctx, key, await Account.get(id=key.account_id), as_json=args.json,
                          said="updated")
 
 
 async def rotate_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
     key = await _key(args.key_id)
+    before = key_view(key)
     try:
         rotated = await rotate_key(key, pepper=load_pepper(ctx.settings), grace=args.grace,
                                    store=ctx.store)
     except KeySettingsError as exc:
         raise _refused(exc) from None
+    await ctx.audit("key.rotate", f"key:{key.id}", before, key_view(rotated.row))
     said = f"rotated (the old secret works until {key.previous_until:%Y-%m-%d %H:%M:%S} UTC)" \
         if key.previous_until else "rotated (the old secret no longer works)"
     return await _output(ctx, rotated.row, rotated.account, as_json=args.json,
@@ -225,11 +231,18 @@ async def _key(key_id: int) -> ApiKey:
 
 async def top_up(ctx: CommandContext, args: argparse.Namespace) -> int:
     key = await _key(args.key_id)
+    holder = await Account.get(id=key.account_id)
+    before = account_view(holder, balance=await _balance(ctx, holder))
     # No grace for the bookkeeper: no server may be running beside the command.
     applied, duplicate, _deferred = await credit(
         key.account_id, args.usd, kind=LedgerKind.TOPUP, reference=args.reference,
         note=args.note, store=ctx.store, grace=0.0)
     account = await Account.get(id=key.account_id)
+    if not duplicate:
+        await ctx.audit("account.credit", f"account:{account.id}", before, {
+            **account_view(account, balance=await _balance(ctx, account)),
+            "applied": format_usd(applied), "reference": args.reference, "note": args.note,
+            "key": key.id})
     if args.json:
         print(json.dumps({"id": key.id, "account": account.id, "applied": format_usd(applied),
                           "duplicate": duplicate, "balance": format_usd(account.balance)}))
@@ -243,7 +256,10 @@ async def top_up(ctx: CommandContext, args: argparse.Namespace) -> int:
 
 async def revoke_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
     key = await _key(args.key_id)
+    before = key_view(key)
     await revoke_key(key, store=ctx.store)
+    if key_view(key) != before:
+        await ctx.audit("key.revoke", f"key:{key.id}", before, key_view(key))
     print(f"key {key.id} ({key.prefix}…) revoked")
     return 0
 

@@ -65,6 +65,9 @@ async def reconcile_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
         lines = await reconcile_day(ctx, day)
         applied = await apply_missing(ctx, lines) if args.apply else []
         if applied:
+            await ctx.audit("payments.reconcile", f"day:{day.isoformat()}", None,
+                            {"applied": applied})
+        if applied:
             lines = await reconcile_day(ctx, day)
     except (PaymentsOff, StripeUnreachable) as exc:
         raise fail(f"cannot reconcile: {exc}") from None
@@ -94,8 +97,12 @@ async def reconcile_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
 async def unfreeze_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
     from edge.identity.accounts import set_frozen
 
-    if not await Account.exists(id=args.account_id):
+    account = await Account.get_or_none(id=args.account_id)
+    if account is None:
         raise fail(f"no account {args.account_id}")
     await set_frozen(args.account_id, False, ctx.store)
+    if account.frozen:
+        await ctx.audit("account.unfreeze", f"account:{account.id}", {"frozen": True},
+                        {"frozen": False})
     print(f"account {args.account_id} unfrozen")
     return 0

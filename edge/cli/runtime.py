@@ -37,6 +37,13 @@ class CommandContext:
         if self.store is not None:
             await self.store.publish(event)
 
+    async def audit(self, action: str, target: str, before: Any = None,
+                    after: Any = None) -> None:
+        """Append what the command changed to the audit log (actor ``cli``)."""
+        from edge import audit
+
+        await audit.record(audit.CLI, action, target, before, after)
+
 
 def run_command(body: Callable[[CommandContext], Awaitable[int | None]], *,
                 needs_redis: bool = False, claim: bool = True) -> int:

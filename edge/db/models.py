@@ -3,19 +3,23 @@
 Money columns are integer micro-dollars; prices are micro-dollars per 1M tokens.
 Descriptions become SQL comments: Tortoise's SQLite schema editor splits on
 semicolons and breaks on quotes, so they use neither.
-The ledger is append-only: code inserts rows and never updates or deletes them.
+The ledger and the audit log are append-only: code inserts rows and never updates or
+deletes them (the audit log's model refuses to).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any
+from typing import Any, NoReturn
 
 from tortoise import fields
+from tortoise.manager import Manager
 from tortoise.models import Model
+from tortoise.queryset import QuerySet
 
-__all__ = ["LLM", "MAX_ID", "Account", "ApiKey", "CapReset", "KeyScope", "LedgerEntry",
-           "LedgerKind", "ModelKind", "Node", "NodeState", "UsageRecord"]
+__all__ = ["LLM", "MAX_ID", "Account", "ApiKey", "AppendOnly", "AuditEntry", "CapReset",
+           "ContactMessage", "KeyScope", "LedgerEntry", "LedgerKind", "ModelKind", "Node",
+           "NodeState", "UsageRecord"]
 
 # Each foreign key is annotated with its relation type, and its ``<name>_id``
 # column (which Tortoise adds at run time) is declared beside it for the type checker.
@@ -475,3 +479,69 @@ class Installation(Model):
 
     class Meta:
         table = "installation"
+
+
+class ContactMessage(Model):
+    """A message from the contact page: stored first, then mailed, so none is lost."""
+
+    id = fields.BigIntField(primary_key=True)
+    name = fields.CharField(max_length=100)
+    email = fields.CharField(max_length=254)
+    message = fields.TextField()
+    client_ip = fields.CharField(max_length=64, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    mailed_at = fields.DatetimeField(null=True, description="when the operator was mailed")
+    mail_error = fields.CharField(max_length=500, default="",
+                                  description="why mailing failed, empty when it did not")
+
+    class Meta:
+        table = "contact_messages"
+
+
+class AppendOnly(RuntimeError):
+    """Something tried to change or remove a row of an append-only table."""
+
+
+class _AppendOnlyQuerySet(QuerySet[Any]):
+    """Queries that read and insert, and refuse to update or delete."""
+
+    def update(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnly(f"{self.model.__name__} rows are never updated")
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnly(f"{self.model.__name__} rows are never deleted")
+
+    def bulk_update(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise AppendOnly(f"{self.model.__name__} rows are never updated")
+
+
+class _AppendOnlyManager(Manager):
+    def get_queryset(self) -> QuerySet[Any]:
+        return _AppendOnlyQuerySet(self._model)
+
+
+class AuditEntry(Model):
+    """What an operator did, by whom, to what, before and after (append-only).
+
+    :mod:`edge.audit` inserts rows; saving a loaded row or deleting one raises.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    actor = fields.CharField(max_length=128, description="admin-api, cli or console:<who>")
+    action = fields.CharField(max_length=64, db_index=True, description="what was done")
+    target = fields.CharField(max_length=200, db_index=True, description="kind:id it was done to")
+    before: fields.JSONField[Any] = fields.JSONField(null=True)
+    after: fields.JSONField[Any] = fields.JSONField(null=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+
+    class Meta:
+        table = "audit_log"
+        manager = _AppendOnlyManager()
+
+    async def save(self, *args: Any, **kwargs: Any) -> None:
+        if self._saved_in_db:
+            raise AppendOnly("audit rows are never updated")
+        await super().save(*args, **kwargs)
+
+    async def delete(self, *args: Any, **kwargs: Any) -> None:
+        raise AppendOnly("audit rows are never deleted")

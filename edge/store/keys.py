@@ -34,6 +34,8 @@ one Redis can hold several portals, and tests each get their own::
                               of its id
     $ns:signups:<address>:<hour>
                               keys made from a client address in an hour (unix hours)
+    $ns:contacts:<address>:<hour>
+                              contact messages sent from a client address in an hour
 
   Chat
     $ns:room:<room>           pub/sub channel of a room's events
@@ -81,6 +83,7 @@ __all__ = [
     "cap",
     "chat_room",
     "chat_room_members",
+    "contacts",
     "dramatiq",
     "events",
     "generation",
@@ -196,6 +199,11 @@ def session(ns: str, digest: str) -> str:
 def signups(ns: str, address: str, hour: int) -> str:
     """Keys made from ``address`` in the unix hour ``hour``."""
     return f"{ns}:signups:{address}:{hour}"
+
+
+def contacts(ns: str, address: str, hour: int) -> str:
+    """Contact messages sent from ``address`` in the unix hour ``hour``."""
+    return f"{ns}:contacts:{address}:{hour}"
 
 
 # -- chat --------------------------------------------------------------------------------

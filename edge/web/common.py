@@ -7,6 +7,8 @@ blueprint, which ``edge.web.views`` exports.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from jinja2 import Environment, PackageLoader, select_autoescape
@@ -19,8 +21,8 @@ from edge.identity.sessions import COOKIE, CSRF_COOKIE, TTL, session_key
 if TYPE_CHECKING:
     from edge.identity.keys import KeyRecord
 
-__all__ = ["bp", "catalog_models", "form_field", "form_list", "render", "set_cookie",
-           "sign_out", "signed_in"]
+__all__ = ["bp", "catalog_models", "client_address", "count_this_hour", "form_field",
+           "form_list", "render", "set_cookie", "sign_out", "signed_in"]
 
 bp = Blueprint("web")
 
@@ -91,3 +93,19 @@ def form_list(request: Request, name: str) -> list[str]:
     form = request.form
     values = (form.getlist(name) if form else None) or []
     return [v.strip() for v in values if v and v.strip()]
+
+
+def client_address(request: Request) -> str:
+    """The client's address (a trusted proxy's ``PORTAL_REAL_IP_HEADER`` when set)."""
+    return request.remote_addr or request.ip or "unknown"
+
+
+async def count_this_hour(request: Request, bucket: Callable[[str, str, int], str]) -> int:
+    """Count one more of something the client's address did this unix hour, and answer
+    how many it did: a Redis counter per address per hour (``bucket``, a function of
+    :mod:`edge.store.keys`), gone when the hour is."""
+    store = request.app.ctx.portal.store
+    key = bucket(store.ns, client_address(request), int(time.time() // 3600))
+    count = int(await store.client.incr(key))
+    await store.client.expire(key, 3600)
+    return count

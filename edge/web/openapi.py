@@ -946,7 +946,8 @@ _POLICY: Json = {
 
 
 def _admin_paths() -> Json:
-    return {**_admin_fleet_paths(), **_admin_account_paths(), **_admin_key_paths()}
+    return {**_admin_fleet_paths(), **_admin_account_paths(), **_admin_key_paths(),
+            **_admin_record_paths()}
 
 
 def _admin(op_id: str, summary: str, responses: Json, *statuses: int, **more: Any) -> Json:
@@ -1064,8 +1065,42 @@ def _admin_key_paths() -> Json:
     }
 
 
+def _admin_record_paths() -> Json:
+    return {
+        "/admin/contact": {"get": _admin(
+            "adminListContactMessages", "Messages from the contact page, newest first, and "
+            "whether each was mailed", {"200": _answer("The messages", _list_of(
+                _schema("ContactMessage")))}, 400, parameters=[_limit(500, 100)])},
+        "/admin/audit": {"get": _admin(
+            "adminListAudit", "The audit log: what operators changed, newest first "
+            "(append-only)", {"200": _answer("The entries", _list_of(_schema("AuditEntry")))},
+            400, parameters=[
+                _query("target", {"type": "string", "maxLength": 200},
+                       "Only this target, like node:3, key:7 or model:llama"),
+                _query("action", {"type": "string", "maxLength": 64},
+                       "Only this action, like key.revoke or model.policy"),
+                _limit(500, 100)])},
+    }
+
+
 def _admin_schemas() -> Json:
     return {
+        "ContactMessage": _object({
+            "id": _INTEGER, "name": _STRING, "email": _STRING, "message": _STRING,
+            "client_ip": _STRING, "created_at": _TIME,
+            "mailed_at": {**_TIME, "description": "When it was mailed (null: not mailed)"},
+            "mail_error": {"type": "string", "description": "Why mailing failed (empty: "
+                                                            "it did not)"},
+        }, "id", "name", "email", "message", "created_at"),
+        "AuditEntry": _object({
+            "id": _INTEGER,
+            "actor": {"type": "string", "examples": ["admin-api", "cli", "console:alice"]},
+            "action": {"type": "string", "examples": ["node.boot", "key.revoke"]},
+            "target": {"type": "string", "examples": ["node:3", "model:llama"]},
+            "before": {"description": "The target before (null: it did not exist)"},
+            "after": {"description": "The target after (null: it is gone)"},
+            "created_at": _TIME,
+        }, "id", "actor", "action", "target", "created_at"),
         "AccountDetail": {"allOf": [_schema("Account"), _object({
             "keys": {"type": "array", "items": _schema("Key")}})]},
         "KeyWithSecret": {"allOf": [_schema("Key"), _object({"key": {

@@ -1,13 +1,13 @@
 """The pages: home, get a key, log in, top up, chat, shared conversations, API docs.
 
 The account and its keys are in :mod:`edge.web.keys`, spend and usage in
-:mod:`edge.web.activity`; all share this blueprint (:mod:`edge.web.common`).
+:mod:`edge.web.activity`, the contact page in :mod:`edge.web.contact`; all share this
+blueprint (:mod:`edge.web.common`).
 """
 
 from __future__ import annotations
 
 import re
-import time
 
 from sanic import Request, redirect
 from sanic.response import json as json_response
@@ -21,10 +21,12 @@ from edge.identity.csrf import check_csrf
 from edge.identity.sessions import COOKIE, TTL
 from edge.store import keys as redis_keys
 from edge.web import activity as _activity  # noqa: F401  (its routes are on bp)
+from edge.web import contact as _contact  # noqa: F401  (its routes are on bp)
 from edge.web import keys as _keys  # noqa: F401  (its routes are on bp)
 from edge.web.common import (
     bp,
     catalog_models,
+    count_this_hour,
     form_field,
     render,
     set_cookie,
@@ -70,12 +72,8 @@ async def signup(request: Request):
 
 
 async def _limit_signups(request: Request) -> None:
-    portal = request.app.ctx.portal
-    address = request.remote_addr or request.ip or "unknown"
-    bucket = redis_keys.signups(portal.store.ns, address, int(time.time() // 3600))
-    count = await portal.store.client.incr(bucket)
-    await portal.store.client.expire(bucket, 3600)
-    if count > portal.settings.signups_per_hour:
+    if await count_this_hour(request, redis_keys.signups) > \
+            request.app.ctx.portal.settings.signups_per_hour:
         raise RateLimited("Too many keys made from this address; try again in an hour.",
                           retry_after=3600)
 

@@ -31,9 +31,10 @@ OPERATIONS = ("get", "put", "post", "delete", "options", "head", "patch", "trace
 #: The routes that are not API: pages for people (HTML, or a download from a page), signed
 #: in by the session cookie, their forms checked by CSRF. Every other route is documented.
 PAGES = frozenset({
-    # home, get a key, log in and out, top up, chat, a shared conversation, the API's docs
+    # home, get a key, log in and out, top up, chat, a shared conversation, the API's docs,
+    # the contact form
     "/", "/keys/new", "/login", "/logout", "/topup", "/chat", "/chat/{room}", "/s/{token}",
-    "/docs",
+    "/docs", "/contact",
     # the account page and its forms: make, change, rotate and revoke keys
     "/account", "/account/keys", "/account/keys/{key_id}", "/account/keys/{key_id}/rotate",
     "/account/keys/{key_id}/revoke", "/account/revoke",
