@@ -89,6 +89,8 @@ async def reset_cmd(ctx: CommandContext, args: argparse.Namespace) -> int:
     # The spools hold settlements of the timeline the restore undid: replaying them
     # on the restored SQL would charge usage after the backup, which is written off.
     spooled = _discard_spools(ctx.settings.data_path / "spool")
+    await ctx.audit("ledger.reset-hot", f"namespace:{store.ns}", None, {
+        "drained": drained, "redis_keys_dropped": dropped, "spool_files": spooled})
     print(f"{drained} ledger entries written to SQL, {dropped} Redis keys dropped, "
           f"{spooled} spool files discarded; balances now come from SQL")
     return 0
