@@ -188,3 +188,30 @@ async def test_the_inbox_and_the_audit_log_need_the_admin_token(
                 ).status_code == 401
         assert (await http.get(path, headers=ADMIN)).status_code == 200
         assert (await http.get(f"{path}?limit=0", headers=ADMIN)).status_code == 400
+
+
+@pytest.mark.parametrize(("body", "kind"), [
+    (b"\xff\xfe=\xfa&name=\xc3", "application/x-www-form-urlencoded"),
+    (b'{"name": "Ada", "email": "a@b.c", "message": "hi"}', "application/json"),
+    (b"--x\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\nAda\r\n--x--",
+     "multipart/form-data; boundary=x"),
+    (b"", "text/plain"),
+])
+async def test_bodies_no_form_sends_are_refused_without_a_500(
+        inprocess_portal: InProcessPortal, body: bytes, kind: str) -> None:
+    await inprocess_portal.client.get("/contact")  # the CSRF cookie
+    answer = await inprocess_portal.client.post("/contact", content=body,
+                                                headers={"content-type": kind})
+    assert 400 <= answer.status_code < 500, answer.text
+    assert await ContactMessage.all().count() == 0
+
+
+async def test_a_hostile_field_with_the_right_token_is_refused_without_a_500(
+        inprocess_portal: InProcessPortal) -> None:
+    for fields in ({"email": "a@b.c\r\nBcc: victim@example.com"},
+                   {"name": "Ada\r\nBcc: victim@example.com"},
+                   {"email": "@example.com"}, {"email": "ada@localhost"},
+                   {"name": "x" * 101}, {"stamp": "9" * 40 + ".x"}, {"stamp": ""}):
+        answer = await send(inprocess_portal, **fields)
+        assert answer.status_code == 400, (fields, answer.text)
+    assert await ContactMessage.all().count() == 0
