@@ -19,6 +19,8 @@ from aiosmtpd.controller import Controller
 from edge.contact.form import TRAP, stamp
 from edge.db.models import ContactMessage
 from tests.support.inprocess import InProcessPortal, open_portal
+from tests.support.portal import PortalServer
+from tests.support.services import sql_query
 
 TOKEN = "contact-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
@@ -215,3 +217,18 @@ async def test_a_hostile_field_with_the_right_token_is_refused_without_a_500(
         answer = await send(inprocess_portal, **fields)
         assert answer.status_code == 400, (fields, answer.text)
     assert await ContactMessage.all().count() == 0
+
+
+def test_portal_contact_list_shows_the_inbox(tmp_path: Path, redis_url: str) -> None:
+    portal = PortalServer(tmp_path, redis_url)
+    portal.cli("migrate")
+    database = f"sqlite://{tmp_path / 'data' / 'portal.sqlite3'}"
+    for n, error in ((1, "ConnectionRefusedError: [Errno 111] refused"), (2, "")):
+        sql_query(database, "INSERT INTO contact_messages (name, email, message, client_ip, "
+                  "created_at, mail_error) VALUES (?, ?, ?, ?, ?, ?)", f"visitor {n}",
+                  f"v{n}@example.com", f"message {n}", "10.0.0.1",
+                  "2026-01-01 00:00:00+00:00", error)
+    listed = portal.cli_json("contact", "list")
+    assert [m["message"] for m in listed] == ["message 2", "message 1"]
+    text = portal.cli("contact", "list").stdout
+    assert "NOT MAILED: ConnectionRefusedError" in text and "stored only" in text
