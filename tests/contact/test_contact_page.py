@@ -232,3 +232,16 @@ def test_portal_contact_list_shows_the_inbox(tmp_path: Path, redis_url: str) -> 
     assert [m["message"] for m in listed] == ["message 2", "message 1"]
     text = portal.cli("contact", "list").stdout
     assert "NOT MAILED: ConnectionRefusedError" in text and "stored only" in text
+
+
+def test_mail_settings_are_checked_at_start_up() -> None:
+    from edge.settings import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="PORTAL_CONTACT_TO"):
+        Settings(smtp_host="smtp.example.com")
+    shown = repr(Settings(smtp_host="smtp.example.com", contact_to=OPERATOR,
+                          smtp_password="hunter2"))
+    assert "hunter2" not in shown and "smtp_password='***'" in shown
+    env = Settings.from_env({"PORTAL_SMTP_STARTTLS": "false", "PORTAL_SMTP_PORT": "2525"},
+                            dotenv=None)
+    assert (env.smtp_starttls, env.smtp_port, Settings().smtp_starttls) == (False, 2525, True)
