@@ -16,7 +16,8 @@ from edge import audit
 from edge.billing.money import format_usd
 from edge.db.models import LLM, MAX_ID, Job, JobStatus, Node
 from edge.errors import InvalidAPIKey, InvalidRequest, NotFound, PermissionDenied
-from edge.fleet.scaling import Policy, policy_changes, policy_view
+from edge.fleet import policies
+from edge.fleet.scaling import policy_view
 from edge.identity.auth import same_secret
 from edge.jobs.store import job_view
 from edge.jsonbody import json_object
@@ -130,18 +131,13 @@ async def get_policy(request: Request, name: str):
 async def change_policy(request: Request, name: str):
     """Change the settings the body names (``launch`` is replaced whole)."""
     llm = await _model(name)
+    portal = request.app.ctx.portal
     try:
-        cleaned = policy_changes(json_object(request.body),
-                                 Policy.of(llm, request.app.ctx.portal.settings.idle_ttl))
+        await policies.change_policy(llm, json_object(request.body),
+                                     default_idle_ttl=portal.settings.idle_ttl,
+                                     publish=portal.store.publish, actor=audit.ADMIN_API)
     except ValueError as exc:
         raise InvalidRequest(f"{exc}.") from None
-    changed = {k: v for k, v in cleaned.items() if getattr(llm, k) != v}
-    if changed:
-        before = policy_view(llm)
-        await llm.update_from_dict(changed).save(update_fields=list(changed))
-        await request.app.ctx.portal.store.publish("models")
-        await audit.record(audit.ADMIN_API, "model.policy", f"model:{llm.name}", before,
-                           policy_view(llm))
     return json_response(policy_view(llm))
 
 

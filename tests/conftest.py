@@ -22,6 +22,7 @@ pytest_plugins = ["tests.support.hot", "tests.support.inprocess", "tests.support
 MACHINE_MODULES = ("tests/ansible/test_site_local.py", "tests/ansible/test_monitoring_local.py")
 
 
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: absent when run with -p no:xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadscope`` with the machine-converging modules as one scope."""
     if config.getvalue("dist") != "loadscope":

@@ -11,12 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from edge import audit
 from edge.admin import node_snapshot
 from edge.billing.money import format_usd
 from edge.cli.runtime import CommandContext, fail, print_table, run_command, usd_argument
 from edge.db.models import LLM, ModelKind, Node, NodeState
 from edge.fleet.nodes import learn_contexts, probe_many
-from edge.fleet.scaling import LOAD_METRICS, Policy, policy_changes, policy_view
+from edge.fleet.policies import change_policy
+from edge.fleet.scaling import LOAD_METRICS, policy_view
 
 __all__ = ["register"]
 
@@ -196,15 +198,10 @@ async def scaling_policy(ctx: CommandContext, args: argparse.Namespace) -> int:
     if launch:
         changes["launch"] = {**(llm.launch or {}), **launch}
     try:
-        cleaned = policy_changes(changes, Policy.of(llm, ctx.settings.idle_ttl))
+        changed = await change_policy(llm, changes, default_idle_ttl=ctx.settings.idle_ttl,
+                                      publish=ctx.publish, actor=audit.CLI)
     except ValueError as exc:
         raise fail(str(exc)) from None
-    changed = {k: v for k, v in cleaned.items() if getattr(llm, k) != v}
-    if changed:
-        before = policy_view(llm)
-        await llm.update_from_dict(changed).save(update_fields=list(changed))
-        await ctx.publish("models")
-        await ctx.audit("model.policy", f"model:{llm.name}", before, policy_view(llm))
     view = policy_view(llm)
     if args.json:
         print(json.dumps({**view, "outcome": "updated" if changed else "unchanged"}))
