@@ -23,7 +23,7 @@ from edge.jobs.store import job_view
 from edge.jsonbody import json_object
 from edge.tasks import enqueue
 
-__all__ = ["bp"]
+__all__ = ["admin_actor", "bp", "require_admin"]
 
 bp = Blueprint("admin", url_prefix="/admin")
 
@@ -38,6 +38,13 @@ async def require_admin(request: Request) -> None:
     scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not same_secret(given.strip(), token):
         raise InvalidAPIKey("A valid admin token is required.", code="invalid_admin_token")
+
+
+def admin_actor(request: Request) -> str:
+    """Who the audit log names for this request: ``admin-api`` for the bearer token,
+    ``console`` for the operator's signed-in console session."""
+    actor: str = getattr(request.ctx, "admin_actor", audit.ADMIN_API)
+    return actor
 
 
 # Registered by a call, not as a decorator: Sanic's decorator is typed as returning
@@ -101,7 +108,7 @@ async def launch(request: Request):
     message = await enqueue(request.app.ctx.portal.settings, "launch_node", model,
                             instance_type, security_group_ids=groups, count=count, spot=spot,
                             **options)
-    await audit.record(audit.ADMIN_API, "node.launch", f"model:{model}", None, {
+    await audit.record(admin_actor(request), "node.launch", f"model:{model}", None, {
         "instance_type": instance_type, "count": count, "spot": spot,
         "security_group_ids": groups, **options, "message_id": message})
     return json_response({"enqueued": "launch_node", "message_id": message}, status=202)
@@ -115,7 +122,7 @@ async def node_action(request: Request, node_id: int, action: str):
     if node is None:
         raise NotFound(f"No node {node_id}.")
     message = await enqueue(request.app.ctx.portal.settings, f"{action}_node", node_id)
-    await audit.record(audit.ADMIN_API, f"node.{action}", f"node:{node_id}",
+    await audit.record(admin_actor(request), f"node.{action}", f"node:{node_id}",
                        await node_snapshot(node), {"enqueued": f"{action}_node",
                                                    "message_id": message})
     return json_response({"enqueued": f"{action}_node", "node": node_id,
@@ -135,7 +142,7 @@ async def change_policy(request: Request, name: str):
     try:
         await policies.change_policy(llm, json_object(request.body),
                                      default_idle_ttl=portal.settings.idle_ttl,
-                                     publish=portal.store.publish, actor=audit.ADMIN_API)
+                                     publish=portal.store.publish, actor=admin_actor(request))
     except ValueError as exc:
         raise InvalidRequest(f"{exc}.") from None
     return json_response(policy_view(llm))
@@ -170,7 +177,7 @@ async def fleet_event(request: Request):
     if node is None:
         return json_response({"handled": False, "reason": f"no node runs {instance_id}"})
     message = await enqueue(request.app.ctx.portal.settings, "replace_node", node.id, reason)
-    await audit.record(audit.ADMIN_API, "node.replace", f"node:{node.id}",
+    await audit.record(admin_actor(request), "node.replace", f"node:{node.id}",
                        await node_snapshot(node), {"reason": reason, "enqueued": "replace_node",
                                                    "message_id": message})
     return json_response({"handled": True, "node": node.id, "enqueued": "replace_node",

@@ -17,7 +17,7 @@ from sanic.response import json as json_response
 from tortoise.expressions import Q
 
 from edge import audit
-from edge.admin import require_admin
+from edge.admin import admin_actor, require_admin
 from edge.api.shapes import account_view, key_view
 from edge.billing.credits import credit
 from edge.billing.money import format_usd, parse_usd
@@ -166,7 +166,7 @@ async def credit_account(request: Request, account_id: int):
                         note=note[:500], store=request.app.ctx.portal.store)
     shown = await _account_out(request, account)
     if not done.duplicate:
-        await audit.record(audit.ADMIN_API, "account.credit", f"account:{account.id}", before,
+        await audit.record(admin_actor(request), "account.credit", f"account:{account.id}", before,
                            {**{k: v for k, v in shown.items() if k != "keys"},
                             "applied": format_usd(done.applied), "reference": reference,
                             "note": note[:500]})
@@ -201,7 +201,7 @@ async def create(request: Request):
             settings=settings, max_keys=portal.settings.max_keys_per_account)
     except KeySettingsError as exc:
         raise _refused(exc) from None
-    await audit.record(audit.ADMIN_API, "key.create", f"key:{created.row.id}", None,
+    await audit.record(admin_actor(request), "key.create", f"key:{created.row.id}", None,
                        key_view(created.row))
     return json_response({**key_view(created.row), "key": created.secret}, status=201,
                          headers={"cache-control": "no-store"})
@@ -222,7 +222,7 @@ async def update(request: Request, key_id: int):
     except KeySettingsError as exc:
         raise _refused(exc) from None
     if key_view(key) != before:
-        await audit.record(audit.ADMIN_API, "key.update", f"key:{key.id}", before,
+        await audit.record(admin_actor(request), "key.update", f"key:{key.id}", before,
                            key_view(key))
     return json_response(key_view(key))
 
@@ -240,7 +240,7 @@ async def rotate(request: Request, key_id: int):
         rotated = await rotate_key(key, pepper=portal.pepper, grace=grace, store=portal.store)
     except KeySettingsError as exc:
         raise _refused(exc) from None
-    await audit.record(audit.ADMIN_API, "key.rotate", f"key:{key.id}", before,
+    await audit.record(admin_actor(request), "key.rotate", f"key:{key.id}", before,
                        key_view(rotated.row))
     return json_response({**key_view(rotated.row), "key": rotated.secret},
                          headers={"cache-control": "no-store"})
@@ -252,6 +252,6 @@ async def revoke(request: Request, key_id: int):
     before = key_view(key)
     await revoke_key(key, store=request.app.ctx.portal.store)
     if key_view(key) != before:
-        await audit.record(audit.ADMIN_API, "key.revoke", f"key:{key.id}", before,
+        await audit.record(admin_actor(request), "key.revoke", f"key:{key.id}", before,
                            key_view(key))
     return json_response(key_view(key))
