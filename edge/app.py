@@ -155,7 +155,16 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
       name: Sanic's registry name (unique per process).
     """
     from edge import admin
-    from edge.api import admin_keys, admin_records, catalog, health, key_status, usage
+    from edge.api import (
+        admin_catalog,
+        admin_keys,
+        admin_ledger,
+        admin_records,
+        catalog,
+        health,
+        key_status,
+        usage,
+    )
     from edge.chat import api as chat_api
     from edge.chat import views as chat_views
     from edge.jobs import api as jobs_api
@@ -189,7 +198,8 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
                             budget=BodyBudget(settings.body_budget_bytes))
     for blueprint in (proxy_views.bp, proxy_views.tokenizer_bp, catalog.bp, key_status.bp,
                       usage.bp, jobs_api.bp, admin.bp, admin_keys.bp, admin_records.bp,
-                      health.bp, chat_views.bp, chat_api.bp, web_views.bp):
+                      admin_catalog.bp, admin_ledger.bp, health.bp, chat_views.bp, chat_api.bp,
+                      web_views.bp):
         app.blueprint(blueprint)
     app.blueprint(payments_bp)
     _add_static_files(app)
