@@ -18,26 +18,61 @@ from edge.db.models import LLM, MAX_ID, Job, JobStatus, Node
 from edge.errors import InvalidAPIKey, InvalidRequest, NotFound, PermissionDenied
 from edge.fleet import policies
 from edge.fleet.scaling import policy_view
+from edge.identity import console_sessions
 from edge.identity.auth import same_secret
+from edge.identity.csrf import form_csrf
+from edge.identity.sessions import same_token
 from edge.jobs.store import job_view
 from edge.jsonbody import json_object
 from edge.tasks import enqueue
 
-__all__ = ["admin_actor", "bp", "require_admin"]
+__all__ = ["CONSOLE", "admin_actor", "bp", "console_actor", "require_admin"]
 
 bp = Blueprint("admin", url_prefix="/admin")
+
+#: The audit log's actor for a change made from the console's pages.
+CONSOLE = "console"
 
 ACTIONS = ("boot", "stop", "reboot", "terminate", "drain")
 
 
+#: Methods that change nothing: a console session may call them without a CSRF token.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def require_admin(request: Request) -> None:
-    """Refuse a request without the admin token (the admin blueprints' request middleware)."""
+    """Refuse a request without the admin token or a console session (the admin
+    blueprints' request middleware).
+
+    A bearer token is the API's way in; the console's session cookie is the pages', and
+    with it every state-changing call must echo the session's CSRF token in
+    ``X-CSRF-Token`` (or a ``csrf`` form field), as a browser never adds that by itself.
+    """
     token = request.app.ctx.portal.settings.admin_token
     if not token:
         raise PermissionDenied("The admin API is disabled: set PORTAL_ADMIN_TOKEN.")
-    scheme, _, given = (request.headers.get("authorization") or "").partition(" ")
+    header = request.headers.get("authorization")
+    if header is None and request.cookies.get(console_sessions.COOKIE):
+        session = await request.app.ctx.portal.console_sessions.load(
+            request.cookies.get(console_sessions.COOKIE), token)
+        if session is None:
+            raise InvalidAPIKey("The console session has ended; sign in again.",
+                                code="invalid_admin_session")
+        if request.method not in SAFE_METHODS and not same_token(form_csrf(request),
+                                                                 session.csrf):
+            raise PermissionDenied("The form has expired or did not come from the console; "
+                                   "reload the page and try again.", code="csrf_failed")
+        request.ctx.console_session = session
+        request.ctx.admin_actor = console_actor(request)
+        return
+    scheme, _, given = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not same_secret(given.strip(), token):
         raise InvalidAPIKey("A valid admin token is required.", code="invalid_admin_token")
+
+
+def console_actor(request: Request) -> str:
+    """The audit log's name for the operator at the console: ``console:<address>``."""
+    return f"{CONSOLE}:{request.remote_addr or request.ip or 'unknown'}"
 
 
 def admin_actor(request: Request) -> str:

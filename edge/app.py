@@ -167,6 +167,8 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
     )
     from edge.chat import api as chat_api
     from edge.chat import views as chat_views
+    from edge.console import bp as console_bp
+    from edge.console import root_bp as console_root_bp
     from edge.jobs import api as jobs_api
     from edge.payments import bp as payments_bp
     from edge.proxy import views as proxy_views
@@ -202,6 +204,8 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
                       web_views.bp):
         app.blueprint(blueprint)
     app.blueprint(payments_bp)
+    app.blueprint(console_bp)
+    app.blueprint(console_root_bp)
     _add_static_files(app)
     install_cors(app, settings.cors_origins)
     app.on_response(_add_request_id)
@@ -273,6 +277,7 @@ async def _open_resources(app: Sanic) -> None:
     from edge.fleet.registry import Registry
     from edge.fleet.slots import Slots
     from edge.fleet.upstream import make_client
+    from edge.identity.console_sessions import ConsoleSessions
     from edge.identity.keys import KeyDirectory, mirror_all_keys
     from edge.identity.pepper import load_pepper
     from edge.identity.sessions import Sessions
@@ -323,6 +328,8 @@ async def _open_resources(app: Sanic) -> None:
         admission_wait=settings.admission_wait)
     portal.events.on("job:", job_waiters.on_event)
     portal.sessions = Sessions(store)
+    portal.console_sessions = ConsoleSessions(store, idle=settings.console_idle,
+                                              lifetime=settings.console_lifetime)
     portal.worker_id = _WORKER
     hub = RoomHub(store)
     chat = ChatService(hub=hub, replies=ReplyRunner(portal, hub),

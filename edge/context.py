@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from edge.billing.reservations import Billing
     from edge.fleet.registry import Registry
     from edge.fleet.upstream import Upstream
+    from edge.identity.console_sessions import ConsoleSessions
     from edge.identity.keys import KeyDirectory
     from edge.identity.sessions import Sessions
     from edge.metering.call import Metering
@@ -54,6 +55,8 @@ class PortalContext:
     http: Upstream
     job_waiters: JobWaiting
     sessions: Sessions | None = None
+    #: The operator console's sessions (edge/identity/console_sessions.py).
+    console_sessions: ConsoleSessions | None = None
     worker_id: str = ""
     stop: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     tasks: list[asyncio.Task[Any]] = dataclasses.field(default_factory=list)

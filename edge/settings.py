@@ -88,6 +88,12 @@ class Settings:
     key_cache_ttl: float = _setting(30.0, "Seconds an API key stays in a worker's memory "
                                     "(revocations are pushed at once over Redis).")
     admin_token: str = _setting("", "Bearer token for /admin; empty disables the admin API.")
+    console_idle: int = _setting(1800, "Seconds an operator's console session lasts without "
+                                 "use (signed in with PORTAL_ADMIN_TOKEN at /admin).")
+    console_lifetime: int = _setting(43200, "Seconds a console session lasts at most, however "
+                                     "busy.")
+    console_logins_per_hour: int = _setting(20, "Failed console sign-ins one IP address may "
+                                            "make per hour.")
     log_level: str = _setting("INFO", "Logging level.")
     aws_regions: str = _setting("", "Comma-separated AWS regions with GPU nodes; empty: "
                                 "AWS_DEFAULT_REGION (or us-east-1). AWS credentials and "
@@ -237,6 +243,10 @@ class Settings:
         if self.smtp_timeout <= 0 or self.contacts_per_hour < 1:
             raise ConfigError("PORTAL_SMTP_TIMEOUT and PORTAL_CONTACTS_PER_HOUR must be "
                               "positive")
+        if not (0 < self.console_idle <= self.console_lifetime) \
+                or self.console_logins_per_hour < 1:
+            raise ConfigError("PORTAL_CONSOLE_IDLE must be positive and at most "
+                              "PORTAL_CONSOLE_LIFETIME; PORTAL_CONSOLE_LOGINS_PER_HOUR positive")
         # The currency and the top-up bounds are checked where the payment settings are
         # built (edge.payments.config.PaymentSettings.from_settings, by the app factory).
 

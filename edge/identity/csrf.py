@@ -19,7 +19,7 @@ from edge.identity.sessions import COOKIE, CSRF_COOKIE, same_token
 if TYPE_CHECKING:
     from edge.identity.sessions import Session
 
-__all__ = ["check_csrf", "form_token"]
+__all__ = ["check_csrf", "form_csrf", "form_token"]
 
 
 async def _session(request: Request) -> Session | None:
@@ -30,7 +30,9 @@ async def _session(request: Request) -> Session | None:
     return session
 
 
-def _given(request: Request) -> str | None:
+def form_csrf(request: Request) -> str | None:
+    """The CSRF token a request carries: the ``X-CSRF-Token`` header or the ``csrf``
+    form field."""
     header: str | None = request.headers.get("x-csrf-token")
     if header:
         return header
@@ -57,6 +59,6 @@ async def check_csrf(request: Request) -> None:
     """Refuse a state-changing request without the right token (403)."""
     session = await _session(request)
     expected = session.csrf if session is not None else request.cookies.get(CSRF_COOKIE)
-    if not same_token(_given(request), expected):
+    if not same_token(form_csrf(request), expected):
         raise PermissionDenied("The form has expired or did not come from this site; "
                                "reload the page and try again.", code="csrf_failed")

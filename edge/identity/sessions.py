@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from edge.identity.keys import KeyDirectory, KeyRecord
     from edge.store.hotstore import HotStore
 
-__all__ = ["COOKIE", "CSRF_COOKIE", "Session", "Sessions", "same_token", "session_key"]
+__all__ = ["COOKIE", "CSRF_COOKIE", "Session", "Sessions", "same_token", "session_key",
+           "well_formed"]
 
 #: Name of the session cookie.
 COOKIE = "portal_session"
@@ -49,7 +50,7 @@ def same_token(given: str | None, expected: str | None) -> bool:
     return same_secret(given, expected)
 
 
-def _well_formed(session_id: str | None) -> TypeGuard[str]:
+def well_formed(session_id: str | None) -> TypeGuard[str]:
     """A session id as ``create`` makes them; anything else (odd bytes in a cookie) is none."""
     return session_id is not None and len(session_id) <= 100 \
         and _SESSION_ID.fullmatch(session_id) is not None
@@ -70,7 +71,7 @@ class Sessions:
         return session
 
     async def load(self, session_id: str | None) -> Session | None:
-        if not _well_formed(session_id):
+        if not well_formed(session_id):
             return None
         raw = await self.store.client.hgetall(self._key(session_id))
         if not raw:
@@ -79,7 +80,7 @@ class Sessions:
         return Session(session_id, int(raw[b"key"]), text(raw[b"prefix"]), text(raw[b"csrf"]))
 
     async def destroy(self, session_id: str | None) -> None:
-        if _well_formed(session_id):
+        if well_formed(session_id):
             await self.store.client.delete(self._key(session_id))
 
 

@@ -36,6 +36,10 @@ one Redis can hold several portals, and tests each get their own::
                               keys made from a client address in an hour (unix hours)
     $ns:contacts:<address>:<hour>
                               contact messages sent from a client address in an hour
+    $ns:console:<digest>      hash: an operator's console session (csrf, opened, token
+                              fingerprint), by the hex SHA-256 of its id
+    $ns:console-logins:<address>:<hour>
+                              failed console sign-ins from a client address in an hour
 
   Chat
     $ns:room:<room>           pub/sub channel of a room's events
@@ -83,6 +87,8 @@ __all__ = [
     "cap",
     "chat_room",
     "chat_room_members",
+    "console_logins",
+    "console_session",
     "contacts",
     "dramatiq",
     "events",
@@ -194,6 +200,16 @@ def keys_mirrored(ns: str) -> str:
 def session(ns: str, digest: str) -> str:
     """A web session, by the hex SHA-256 of its id (never the id itself)."""
     return f"{ns}:session:{digest}"
+
+
+def console_session(ns: str, digest: str) -> str:
+    """An operator's console session, by the hex SHA-256 of its id."""
+    return f"{ns}:console:{digest}"
+
+
+def console_logins(ns: str, address: str, hour: int) -> str:
+    """Failed console sign-ins from ``address`` in the unix hour ``hour``."""
+    return f"{ns}:console-logins:{address}:{hour}"
 
 
 def signups(ns: str, address: str, hour: int) -> str:

@@ -21,15 +21,15 @@ from edge.identity.sessions import COOKIE, CSRF_COOKIE, TTL, session_key
 if TYPE_CHECKING:
     from edge.identity.keys import KeyRecord
 
-__all__ = ["bp", "catalog_models", "client_address", "count_this_hour", "form_field",
-           "form_list", "render", "set_cookie", "sign_out", "signed_in"]
+__all__ = ["bp", "catalog_models", "client_address", "count_this_hour", "counted_this_hour",
+           "form_field", "form_list", "render", "set_cookie", "sign_out", "signed_in", "templates"]
 
 bp = Blueprint("web")
 
 # Autoescape is on for every .html template: nothing a user or a model wrote is ever
 # rendered as markup (the SVG chart is a template too).
-_templates = Environment(loader=PackageLoader("edge", "templates"),
-                         autoescape=select_autoescape(("html", "svg")), enable_async=False)
+templates = Environment(loader=PackageLoader("edge", "templates"),
+                        autoescape=select_autoescape(("html", "svg")), enable_async=False)
 
 
 async def render(request: Request, template: str, *, status: int = 200,
@@ -39,7 +39,7 @@ async def render(request: Request, template: str, *, status: int = 200,
     if "key" not in context:
         context["key"] = await session_key(portal, request.cookies.get(COOKIE))
     context["csrf"] = await form_token(request)
-    response = html(_templates.get_template(template).render(**context), status=status)
+    response = html(templates.get_template(template).render(**context), status=status)
     token = getattr(request.ctx, "new_csrf_cookie", None)
     if token:
         set_cookie(request, response, CSRF_COOKIE, token, max_age=TTL)
@@ -100,12 +100,23 @@ def client_address(request: Request) -> str:
     return request.remote_addr or request.ip or "unknown"
 
 
+def _this_hour(request: Request, bucket: Callable[[str, str, int], str]) -> str:
+    store = request.app.ctx.portal.store
+    return bucket(store.ns, client_address(request), int(time.time() // 3600))
+
+
 async def count_this_hour(request: Request, bucket: Callable[[str, str, int], str]) -> int:
     """Count one more of something the client's address did this unix hour, and answer
     how many it did: a Redis counter per address per hour (``bucket``, a function of
     :mod:`edge.store.keys`), gone when the hour is."""
-    store = request.app.ctx.portal.store
-    key = bucket(store.ns, client_address(request), int(time.time() // 3600))
-    count = int(await store.client.incr(key))
-    await store.client.expire(key, 3600)
+    client = request.app.ctx.portal.store.client
+    key = _this_hour(request, bucket)
+    count = int(await client.incr(key))
+    await client.expire(key, 3600)
     return count
+
+
+async def counted_this_hour(request: Request, bucket: Callable[[str, str, int], str]) -> int:
+    """How many :func:`count_this_hour` counted so far this hour, counting nothing."""
+    count = await request.app.ctx.portal.store.client.get(_this_hour(request, bucket))
+    return int(count or 0)
