@@ -2,7 +2,8 @@
 
 Migrates the SQLite database, uses (or starts) Redis, runs one simulated GPU
 node per demo model, a background worker and the scheduler, makes a fresh demo
-key with credit, prints how to call the portal, and serves until interrupted.
+key with credit (and, without PORTAL_ADMIN_TOKEN, an admin token for this run's
+console), prints how to call the portal, and serves until interrupted.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -57,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                                  ("workers", args.workers)) if v is not None}
     if settings.signup_credit == "0":  # payments are off here: a key from the page
         changes["signup_credit"] = DEV_SIGNUP_CREDIT  # must be able to chat
+    if not settings.admin_token:  # the console and the admin API, for this run only
+        changes["admin_token"] = os.environ["PORTAL_ADMIN_TOKEN"] = secrets.token_urlsafe(18)
     settings = settings.replace(**changes)
     asyncio.run(migrate(settings.effective_database_url))
     try:
@@ -191,7 +195,9 @@ def _banner(settings: Settings, secret: str) -> None:
     {secret}
 
   Keys made on the web page start with ${format_usd(parse_usd(settings.signup_credit))}.
-  Operate it from another shell with .venv/bin/portal (keys, models, nodes, ledger).
+  Operate it from another shell with .venv/bin/portal (keys, models, nodes, ledger),
+  or from the console at {url}/admin/console with the admin token
+    {settings.admin_token}
 
   Try it:
     curl {url}/v1/chat/completions -H "Authorization: Bearer {secret}" \\
