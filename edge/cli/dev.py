@@ -59,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
                                  ("workers", args.workers)) if v is not None}
     if settings.signup_credit == "0":  # payments are off here: a key from the page
         changes["signup_credit"] = DEV_SIGNUP_CREDIT  # must be able to chat
-    if not settings.admin_token:  # the console and the admin API, for this run only
+    made_token = not settings.admin_token
+    if made_token:  # the console and the admin API, for this run only
         changes["admin_token"] = os.environ["PORTAL_ADMIN_TOKEN"] = secrets.token_urlsafe(18)
     settings = settings.replace(**changes)
     asyncio.run(migrate(settings.effective_database_url))
@@ -92,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         children.append(_spawn([sys.executable, "-m", "edge.cli", "worker",
                                 "--processes", "1"]))
         children.append(_spawn([sys.executable, "-m", "edge.cli", "scheduler"]))
-        _banner(settings, secret)
+        _banner(settings, secret, made_token=made_token)
         from edge.cli.serve import serve
 
         return serve(settings)
@@ -185,8 +186,11 @@ async def _seed(settings: Settings, urls: dict[str, str]) -> str:
         await close_database()
 
 
-def _banner(settings: Settings, secret: str) -> None:
+def _banner(settings: Settings, secret: str, *, made_token: bool) -> None:
     url = settings.effective_public_url
+    # A token the operator chose is theirs to know; only one made for this run is shown.
+    console_token = f"the admin token\n    {settings.admin_token}" if made_token \
+        else "PORTAL_ADMIN_TOKEN"
     print(f"""
   Inference Portal is starting at {url}
 
@@ -196,8 +200,7 @@ def _banner(settings: Settings, secret: str) -> None:
 
   Keys made on the web page start with ${format_usd(parse_usd(settings.signup_credit))}.
   Operate it from another shell with .venv/bin/portal (keys, models, nodes, ledger),
-  or from the console at {url}/admin/console with the admin token
-    {settings.admin_token}
+  or from the console at {url}/admin/console with {console_token}
 
   Try it:
     curl {url}/v1/chat/completions -H "Authorization: Bearer {secret}" \\
