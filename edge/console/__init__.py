@@ -6,6 +6,7 @@ actions are the admin API's routes, sent by ``edge/static/console.js``.
 """
 
 from edge.console import nodes as _nodes  # noqa: F401  (its routes are on bp)
+from edge.console import records as _records  # noqa: F401  (its routes are on bp)
 from edge.console import signin as _signin  # noqa: F401  (its routes are on bp)
 from edge.console.common import bp, root_bp
 
