@@ -2,8 +2,9 @@
 
 ``add`` is idempotent: it creates, updates or leaves the row alone and says
 which (``created``/``updated``/``unchanged``), so that provisioning playbooks can
-run it on every converge and report changes truthfully. Every change appends a row
-to the audit log (actor ``cli``).
+run it on every converge and report changes truthfully; ``set`` changes only the
+fields it is given. Both go through :mod:`edge.fleet.catalogue`, as the admin API
+does. Every change appends a row to the audit log (actor ``cli``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from edge.admin import node_snapshot
 from edge.billing.money import format_usd
 from edge.cli.runtime import CommandContext, fail, print_table, run_command, usd_argument
 from edge.db.models import LLM, ModelKind, Node, NodeState
+from edge.fleet import catalogue
 from edge.fleet.nodes import learn_contexts, probe_many
 from edge.fleet.policies import change_policy
 from edge.fleet.scaling import LOAD_METRICS, policy_view
@@ -33,7 +35,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                      help="USD per 1M prompt tokens")
     add.add_argument("--output-price", required=True, type=usd_argument,
                      help="USD per 1M completion tokens")
-    add.add_argument("--context", type=int, default=8192, help="context length in tokens")
+    add.add_argument("--context", type=int, default=None,
+                     help="context length in tokens (default 8192)")
     add.add_argument("--kind", choices=[k.value for k in ModelKind], default=None,
                      help="what its nodes serve: generate (chat, completions, responses, "
                           "messages; the default for a new model), embed (embeddings) or "
@@ -45,6 +48,22 @@ def register(commands: argparse._SubParsersAction) -> None:
     add.add_argument("--disabled", action="store_true", help="add it hidden and refused")
     add.add_argument("--json", action="store_true")
     add.set_defaults(func=lambda a: run_command(lambda c: add_model(c, a)))
+    change = models.add_parser(
+        "set", help="change a model's prices, context, kind or state (only those given)")
+    change.add_argument("name")
+    change.add_argument("--served-name", help="name vLLM serves it under")
+    change.add_argument("--input-price", type=usd_argument, help="USD per 1M prompt tokens")
+    change.add_argument("--output-price", type=usd_argument,
+                        help="USD per 1M completion tokens")
+    change.add_argument("--context", type=int, help="context length in tokens")
+    change.add_argument("--kind", choices=[k.value for k in ModelKind])
+    state = change.add_mutually_exclusive_group()
+    state.add_argument("--enabled", dest="enabled", action="store_true", default=None,
+                       help="offer it: listed and served")
+    state.add_argument("--disabled", dest="enabled", action="store_false",
+                       help="hide it and refuse its calls")
+    change.add_argument("--json", action="store_true")
+    change.set_defaults(func=lambda a: run_command(lambda c: set_model(c, a)))
     policy = models.add_parser(
         "policy", help="show or change how a model's nodes scale with its load",
         description="Change the settings given, show the whole policy. The scaler adds a "
@@ -134,34 +153,40 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 async def add_model(ctx: CommandContext, args: argparse.Namespace) -> int:
-    wanted = {
-        "served_name": args.served_name or args.name,
-        "input_price": args.input_price,
-        "output_price": args.output_price,
-        "context_length": args.context,
-        "enabled": not args.disabled,
-    }
-    if args.kind is not None:
-        wanted["kind"] = ModelKind(args.kind)
-    if args.idle_ttl is not None:
-        wanted["idle_ttl"] = args.idle_ttl
-    if args.min_nodes is not None:
-        wanted["min_nodes"] = args.min_nodes
-    row = await LLM.get_or_none(name=args.name)
-    before = None if row is None else {field: getattr(row, field) for field in wanted}
-    if row is None:
-        row = await LLM.create(name=args.name, **wanted)
-        outcome = "created"
-    elif any(getattr(row, field) != value for field, value in wanted.items()):
-        await row.update_from_dict(wanted).save()
-        outcome = "updated"
-    else:
-        outcome = "unchanged"
-    if outcome != "unchanged":
-        await ctx.publish("models")
-        await ctx.audit(f"model.{'add' if before is None else 'update'}",
-                        f"model:{row.name}", before, wanted)
+    given = {"served_name": args.served_name, "input_price": args.input_price,
+             "output_price": args.output_price, "context_length": args.context,
+             "kind": args.kind, "enabled": not args.disabled}
+    for field in ("idle_ttl", "min_nodes"):
+        if getattr(args, field) is not None:
+            given[field] = getattr(args, field)
+    try:
+        row, outcome = await catalogue.add_model(args.name, given,
+                                                 default_idle_ttl=ctx.settings.idle_ttl,
+                                                 publish=ctx.publish, actor=audit.CLI)
+    except catalogue.CatalogueError as exc:
+        raise fail(exc.message) from None
     _report(args, outcome, f"model {row.name}", {"id": row.id, "name": row.name})
+    return 0
+
+
+async def set_model(ctx: CommandContext, args: argparse.Namespace) -> int:
+    llm = await LLM.get_or_none(name=args.name)
+    if llm is None:
+        raise fail(f"no model named {args.name!r}; add it with `portal models add`")
+    changes = {field: value for field, value in (
+        ("served_name", args.served_name), ("input_price", args.input_price),
+        ("output_price", args.output_price), ("context_length", args.context),
+        ("kind", args.kind), ("enabled", args.enabled)) if value is not None}
+    try:
+        changed = await catalogue.update_model(llm, changes, publish=ctx.publish,
+                                               actor=audit.CLI)
+    except catalogue.CatalogueError as exc:
+        raise fail(exc.message) from None
+    _report(args, "updated" if changed else "unchanged", f"model {llm.name}",
+            {"id": llm.id, "name": llm.name, "served_name": llm.served_name,
+             "input_usd_per_1m": format_usd(llm.input_price),
+             "output_usd_per_1m": format_usd(llm.output_price),
+             "context": llm.context_length, "kind": str(llm.kind), "enabled": llm.enabled})
     return 0
 
 
