@@ -16,10 +16,19 @@ from sanic import HTTPResponse, Request
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
-from edge.api.shapes import account_view, key_view
+from edge.api.shapes import account_view, key_view, money
 from edge.billing.money import format_usd
 from edge.console.common import bp, page_limit, render
-from edge.db.models import MAX_ID, Account, ApiKey, CapReset, KeyScope, LedgerEntry
+from edge.db.models import (
+    MAX_ID,
+    Account,
+    ApiKey,
+    CapReset,
+    KeyScope,
+    LedgerEntry,
+    Payment,
+    PaymentStatus,
+)
 
 __all__ = ["account_page", "accounts_page", "matching_accounts"]
 
@@ -87,11 +96,17 @@ async def account_page(request: Request, account_id: int) -> HTTPResponse:
     if account is None:
         return await render(request, "console/error.html", status=404, section="accounts",
                             message=f"No account {account_id}.")
-    balance = await request.app.ctx.portal.billing.balance(account.id)
+    portal = request.app.ctx.portal
+    balance = await portal.billing.balance(account.id)
+    held = await portal.store.client.get(portal.store.held(account.id))
+    disputes = await Payment.filter(account_id=account.id,
+                                    status=PaymentStatus.DISPUTED).count()
     keys = [key_view(key) for key in await ApiKey.filter(account_id=account.id).order_by("id")]
     ledger = await LedgerEntry.filter(account_id=account.id).order_by("-id").limit(LEDGER_ROWS)
+    shown = {**account_view(account, balance=balance), **money("reserved", int(held or 0)),
+             **money("owed", account.owed), "open_disputes": disputes}
     return await render(request, "console/account.html", section="accounts",
-                        account=account_view(account, balance=balance), keys=keys,
+                        account=shown, keys=keys,
                         ledger=[ledger_row(entry) for entry in ledger],
                         ledger_rows=LEDGER_ROWS, scopes=[str(s) for s in KeyScope],
                         cap_resets=[str(c) for c in CapReset])

@@ -102,6 +102,7 @@ async def test_an_account_page_shows_its_balance_keys_and_ledger_with_their_form
     shown = (await page(portal, f"/admin/console/accounts/{account}")).text
     assert "Account" in shown and "Umbrella" in shown
     assert re.search(r'id="balance">\$21\.250000<', shown)
+    assert re.search(r'id="reserved">\$0\.000000<', shown) and 'id="disputes"' not in shown
     assert f'href="/admin/console/ledger?account={account}"' in shown
 
     keys = {int(m.group(1)): m.group(2)
