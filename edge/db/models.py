@@ -19,7 +19,7 @@ from tortoise.queryset import QuerySet
 
 __all__ = ["LLM", "MAX_ID", "Account", "ApiKey", "AppendOnly", "AuditEntry", "CapReset",
            "ContactMessage", "KeyScope", "LedgerEntry", "LedgerKind", "ModelKind", "Node",
-           "NodeState", "UsageRecord"]
+           "NodeRun", "NodeState", "UsageRecord"]
 
 # Each foreign key is annotated with its relation type, and its ``<name>_id``
 # column (which Tortoise adds at run time) is declared beside it for the type checker.
@@ -145,6 +145,31 @@ class Node(Model):
     def static(self) -> bool:
         """A static node has no EC2 instance behind it; the portal never boots or stops it."""
         return not self.instance_id
+
+
+class NodeRun(Model):
+    """A stretch of time a node was billed for, at the hourly cost it had then.
+
+    What GPU cost is summed from (``edge.reports``). ``edge.fleet.nodes`` opens a run when a
+    node is saved in a state EC2 bills and closes it when the node leaves it (or changes
+    model, instance type, spot or hourly cost: the next run has the new ones). The ids are
+    plain columns, not foreign keys: the history outlives a removed node or model.
+    """
+
+    id = fields.BigIntField(primary_key=True)
+    node_id = fields.IntField(db_index=True)
+    model_id = fields.IntField(description="the model the node served")
+    instance_type = fields.CharField(max_length=64, default="")
+    spot = fields.BooleanField(default=False)
+    hourly_cost = fields.BigIntField(description="micro-dollars per hour, as the node had it")
+    started_at = fields.DatetimeField()
+    ended_at = fields.DatetimeField(null=True, description="null while it runs")
+    open_node_id = fields.IntField(
+        null=True, unique=True,
+        description="the node id while the run is open, null once closed (one open run per node)")
+
+    class Meta:
+        table = "node_runs"
 
 
 class KeyScope(StrEnum):

@@ -3,6 +3,14 @@
 Whoever changes a node (an actor, the admin API, the CLI) goes through
 :func:`update_node`, which saves only what changed and publishes ``nodes`` so
 that every edge worker reloads its routing table within a second.
+
+Every save of a node also keeps its runs (:class:`~edge.db.models.NodeRun`, what GPU cost
+is summed from) in line with it, through :func:`track_run`: a node created or saved in a
+state of :data:`BILLED_STATES` has one open run, a node in any other state none. That is
+a Tortoise ``post_save`` listener on ``Node``, registered when this module is imported,
+so a node made by ``Node.create`` (``portal nodes add``, a launch, one found in EC2) or
+saved whole counts as well as one changed by :func:`update_node`. A bulk update or
+delete sends no signal: :func:`reconcile_runs` repairs what they leave behind.
 """
 
 from __future__ import annotations
@@ -15,15 +23,17 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 import httpx
+from tortoise.exceptions import IntegrityError
+from tortoise.signals import post_save
 
-from edge.db.models import LLM, Node, NodeState
+from edge.db.models import LLM, Node, NodeRun, NodeState
 from edge.store.replies import text
 
 if TYPE_CHECKING:
     from edge.store.hotstore import HotStore
 
-__all__ = ["EC2_STATES", "Probe", "busy_node_ids", "learn_contexts", "node_url", "probe_many",
-           "probe_node", "update_node"]
+__all__ = ["BILLED_STATES", "EC2_STATES", "Probe", "busy_node_ids", "learn_contexts", "node_url",
+           "probe_many", "probe_node", "reconcile_runs", "track_run", "update_node"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +47,17 @@ EC2_STATES = {
     "terminated": NodeState.TERMINATED,
 }
 
+#: Node states whose time is paid for. EC2 bills an instance while it is ``running``, not
+#: while it is ``pending``, ``stopping`` (unless it hibernates, which nodes never do),
+#: ``stopped`` or gone; the node is ``running`` from then on, vLLM loading included, and
+#: ``draining`` is a running instance finishing its calls. A static node is paid for in
+#: the same states: from when it is added as ``running`` until it is marked stopped.
+BILLED_STATES = frozenset({NodeState.RUNNING, NodeState.DRAINING})
+#: What a run copies from its node: a change of one ends the run and starts the next.
+RUN_FIELDS = ("model_id", "instance_type", "spot", "hourly_cost")
+#: Fields whose save may change the node's run (``model`` as Tortoise may name it).
+_RUN_CHANGES = frozenset({"state", "model", *RUN_FIELDS})
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -45,8 +66,8 @@ def now() -> datetime:
 async def update_node(node: Node, store: HotStore | None, **changes: Any) -> bool:
     """Apply ``changes`` to ``node``; save and publish when something changed.
 
-    A change of ``state`` also stamps ``state_changed_at``. Returns whether
-    anything changed.
+    A change of ``state`` also stamps ``state_changed_at``, and opens or closes the
+    node's run then (:func:`track_run`). Returns whether anything changed.
     """
     changed = {k: v for k, v in changes.items() if getattr(node, k) != v}
     if not changed:
@@ -60,6 +81,67 @@ async def update_node(node: Node, store: HotStore | None, **changes: Any) -> boo
     if store is not None:
         await store.publish("nodes")
     return True
+
+
+async def track_run(node: Node, at: datetime) -> None:
+    """Give ``node`` the one open run its state and costs call for, as of ``at``.
+
+    An open run that no longer matches the node (it left :data:`BILLED_STATES`, or one of
+    :data:`RUN_FIELDS` changed) ends at ``at`` (never before it started); a billed node
+    without a matching run gets one starting at ``at``. Two processes opening the same
+    node's run at once cannot both succeed: ``open_node_id`` is unique.
+    """
+    run = await NodeRun.get_or_none(open_node_id=node.id)
+    billed = node.state in BILLED_STATES
+    if run is not None:
+        if billed and all(getattr(run, f) == getattr(node, f) for f in RUN_FIELDS):
+            return
+        await _close_run(run, at)
+    if billed:
+        try:
+            await NodeRun.create(node_id=node.id, open_node_id=node.id, started_at=at,
+                                 **{f: getattr(node, f) for f in RUN_FIELDS})
+        except IntegrityError:
+            log.info("node %s: its run was opened by another process", node.id)
+
+
+async def _close_run(run: NodeRun, at: datetime) -> int:
+    """End an open run at ``at`` (its start, if ``at`` is earlier); 1 if this closed it."""
+    return await NodeRun.filter(id=run.id, open_node_id__not_isnull=True).update(
+        ended_at=max(at, run.started_at), open_node_id=None)
+
+
+@post_save(Node)
+async def _node_saved(_sender: type[Node], node: Node, created: bool, _using_db: Any,
+                      update_fields: list[str] | None) -> None:
+    """Keep the saved node's run in line (a save of other fields changes nothing)."""
+    if created:
+        await track_run(node, node.created_at)
+    elif update_fields is None or _RUN_CHANGES.intersection(update_fields):
+        stamped = update_fields is not None and "state_changed_at" in update_fields
+        await track_run(node, node.state_changed_at if stamped and node.state_changed_at
+                        else now())
+
+
+async def reconcile_runs(at: datetime) -> int:
+    """Repair the runs that saves did not keep: after a bulk update or delete of nodes.
+
+    The open run of a node that is gone ends at ``at``; that of a node no longer billed
+    ends when its state last changed (at the latest ``at``). Every billed node then gets
+    :func:`track_run` at ``at``. Returns how many runs it ended.
+    """
+    nodes = {node.id: node for node in await Node.all()}
+    ended = 0
+    for run in await NodeRun.filter(open_node_id__not_isnull=True):
+        node = nodes.get(run.node_id)
+        if node is None:
+            ended += await _close_run(run, at)
+        elif node.state not in BILLED_STATES:
+            ended += await _close_run(run, min(at, node.state_changed_at or at))
+    for node in nodes.values():
+        if node.state in BILLED_STATES:
+            await track_run(node, at)
+    return ended
 
 
 def node_url(node: Node, private_ip: str, port: int) -> str:

@@ -44,13 +44,18 @@ async def test_upgrading_a_database_with_rows(database: str) -> None:
     assert applied == ["0002_jobs_and_node_health", "0003_chat_and_payments",
                        "0004_installation", "0005_money_survives_redis", "0006_accounts",
                        "0007_model_kinds", "0008_conversations", "0009_fleet_scaling",
-                       "0010_contact_and_audit"]
+                       "0010_contact_and_audit", "0011_node_runs"]
     # A model offered before kinds existed generated text; one offered before scaling
     # policies keeps its min_warm as min_nodes and scales as it did: one node at most.
     assert sql_query(database, "SELECT name, kind, min_nodes, max_nodes, load_metric, spot "
                      "FROM llm_models") == [("m", "generate", 0, 1, "in_flight", False)]
     assert sql_query(database, "SELECT url, hourly_cost, health_failures, running_requests, "
                      "spot, note FROM nodes") == [("http://n", 0, 0, 0, False, "")]
+    # The running node is billed from when it was added (it never changed state): one
+    # open run at its hourly cost then.
+    assert sql_query(database, "SELECT r.node_id, r.model_id, r.instance_type, r.hourly_cost, "
+                     "r.started_at = n.created_at, r.ended_at IS NULL, r.open_node_id FROM "
+                     "node_runs r JOIN nodes n ON n.id = r.node_id") == [(1, 1, "", 0, 1, 1, 1)]
     ((identity,),) = sql_query(database, "SELECT identity FROM installation WHERE id = 1")
     assert len(identity) == 36  # a UUID, made once
     assert await migrate(database) == []
