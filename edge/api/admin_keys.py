@@ -4,7 +4,13 @@ over HTTP for the operator (bearer ``PORTAL_ADMIN_TOKEN``).
 Bodies are JSON; money is USD as a string or number (``"cap": "2.50"``), times ISO 8601.
 Every change goes through :mod:`edge.identity.accounts`, so bad input is a 400 naming
 its field and changes nothing, and running workers apply a change within a second; each
-one appends a row to the audit log (:func:`edge.audit.record`, actor ``admin-api``).
+one appends a row to the audit log (:func:`edge.audit.record`, as
+:func:`edge.admin.admin_actor` names the caller).
+
+Credits and debits are ledger rows like every other, through the one credit function
+(:func:`edge.billing.credits.credit`): once per reference, with the operator's note on
+the row, and a debit never takes a balance below zero (what open reservations hold is
+taken when they settle; the rest is a shortfall).
 """
 
 from __future__ import annotations
@@ -18,17 +24,18 @@ from tortoise.expressions import Q
 
 from edge import audit
 from edge.admin import admin_actor, require_admin
-from edge.api.shapes import account_view, key_view
-from edge.billing.credits import credit
-from edge.billing.money import format_usd, parse_usd
-from edge.db.models import MAX_ID, Account, ApiKey, LedgerKind
-from edge.errors import InvalidRequest, NotFound
+from edge.api.fields import usd
+from edge.api.shapes import account_view, key_view, money
+from edge.billing.credits import CreditNotDurable, credit
+from edge.db.models import MAX_ID, Account, ApiKey, LedgerKind, Payment, PaymentStatus
+from edge.errors import InvalidRequest, NotFound, ServiceUnavailable
 from edge.identity.accounts import (
     KeySettings,
     KeySettingsError,
     create_key,
     revoke_key,
     rotate_key,
+    set_frozen,
     update_key,
 )
 from edge.jsonbody import json_object
@@ -43,16 +50,11 @@ _SETTINGS = ("name", "scope", "models", "routes", "rpm", "tpm", "cap", "cap_rese
              "expires_at")
 
 
-def _usd(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidRequest(f"'{field}' is an amount of USD.", param=field)
-    try:
-        micros = parse_usd(value)
-    except ValueError as exc:
-        raise InvalidRequest(f"'{field}': {exc}", param=field) from None
-    if micros < 0:
-        raise InvalidRequest(f"'{field}' cannot be negative.", param=field)
-    return micros
+#: The largest credit or debit an operator makes at once, micro-dollars (one million
+#: dollars): beyond it an amount is a typo.
+MAX_ADJUSTMENT = 10**12
+#: The longest note a ledger row or an audit row keeps, in characters.
+NOTE_LENGTH = 500
 
 
 def _moment(value: Any, field: str) -> datetime:
@@ -81,7 +83,7 @@ def _settings(body: dict[str, Any]) -> KeySettings:
             continue
         value = body[field]
         if field == "cap":
-            given[field] = None if value is None else _usd(value, field)
+            given[field] = None if value is None else usd(value, field)
         elif field == "expires_at":
             given[field] = None if value is None else _moment(value, field)
         elif field in ("models", "routes"):
@@ -116,9 +118,70 @@ async def _key(key_id: int) -> ApiKey:
 
 
 async def _account_out(request: Request, account: Account) -> dict[str, Any]:
-    balance = await request.app.ctx.portal.billing.balance(account.id)
+    """The account as ``GET /admin/accounts/{id}`` shows it: its live balance, what its
+    open reservations hold now, the refund debt still to collect, its open disputes
+    and its keys."""
+    portal = request.app.ctx.portal
+    balance = await portal.billing.balance(account.id)
+    held = await portal.store.client.get(portal.store.held(account.id))
+    disputes = await Payment.filter(account_id=account.id,
+                                    status=PaymentStatus.DISPUTED).count()
     keys = await ApiKey.filter(account_id=account.id).order_by("id")
-    return {**account_view(account, balance=balance), "keys": [key_view(k) for k in keys]}
+    return {**account_view(account, balance=balance), **money("reserved", int(held or 0)),
+            **money("owed", account.owed), "open_disputes": disputes,
+            "keys": [key_view(k) for k in keys]}
+
+
+def _note(body: dict[str, Any], *, required: bool) -> str:
+    note = body.get("note")
+    if note is None and not required:
+        return ""
+    if not isinstance(note, str) or not note.strip() or len(note) > NOTE_LENGTH:
+        raise InvalidRequest(f"'note' is {'required: ' if required else ''}a string of 1 to "
+                             f"{NOTE_LENGTH} characters saying why.", param="note")
+    return note.strip()
+
+
+def _reference(body: dict[str, Any]) -> str | None:
+    reference = body.get("reference")
+    if reference is not None and (not isinstance(reference, str) or not 0 < len(reference)
+                                  <= 200 or not reference.isprintable()):
+        raise InvalidRequest("'reference' is a string of 1 to 200 printable characters.",
+                             param="reference")
+    return reference
+
+
+async def _adjust(request: Request, account_id: int, *, debit: bool) -> dict[str, Any]:
+    """Credit (or debit) the account what the body says, once per reference, and audit it
+    (``account.credit``, ``account.debit``). Body: ``usd`` and ``note`` (required),
+    ``reference`` (the same one applies once; default: a new one)."""
+    account = await _account(account_id)
+    body = json_object(request.body)
+    amount = usd(body.get("usd"), "usd", most=MAX_ADJUSTMENT, positive=True)
+    reference, note = _reference(body), _note(body, required=True)
+    portal = request.app.ctx.portal
+    before = account_view(account, balance=await portal.billing.balance(account.id))
+    try:
+        done = await credit(account.id, -amount if debit else amount,
+                            kind=LedgerKind.ADJUSTMENT if debit else LedgerKind.TOPUP,
+                            reference=reference, note=note, store=portal.store)
+    except CreditNotDurable as exc:
+        raise ServiceUnavailable(
+            f"The ledger is behind: the change is applied and reaches it by itself; to be "
+            f"sure, send it again with the reference '{exc.reference}' (it applies once).",
+            retry_after=5) from None
+    await account.refresh_from_db()
+    shown = await _account_out(request, account)
+    outcome: dict[str, Any] = {**money("applied", done.applied)}
+    if debit:
+        outcome.update({**money("deferred", done.deferred),
+                        **money("shortfall", amount + done.applied - done.deferred)})
+    if not done.duplicate:
+        await audit.record(admin_actor(request), f"account.{'debit' if debit else 'credit'}",
+                           f"account:{account.id}", before, {
+                               **{k: v for k, v in shown.items() if k != "keys"}, **outcome,
+                               "reference": reference, "note": note})
+    return {"account": account.id, **outcome, "duplicate": done.duplicate, **shown}
 
 
 @bp.get("/accounts")
@@ -149,29 +212,42 @@ async def show_account(request: Request, account_id: int):
 
 @bp.post("/accounts/<account_id:int>/credit")
 async def credit_account(request: Request, account_id: int):
-    """Body: ``usd`` (required), ``reference`` (the same one applies once), ``note``."""
+    """Body: ``usd`` and ``note`` (required), ``reference`` (the same one applies once)."""
+    return json_response(await _adjust(request, account_id, debit=False))
+
+
+@bp.post("/accounts/<account_id:int>/debit")
+async def debit_account(request: Request, account_id: int):
+    """Body: ``usd`` and ``note`` (required), ``reference`` (the same one applies once).
+    Never below zero: ``applied`` is what was taken now, ``deferred`` what open
+    reservations hold (taken when they settle), ``shortfall`` the rest."""
+    return json_response(await _adjust(request, account_id, debit=True))
+
+
+async def _set_frozen(request: Request, account_id: int, frozen: bool) -> dict[str, Any]:
+    """Freeze or unfreeze the account's keys (every worker within a second), and audit
+    it when it changed (``account.freeze``, ``account.unfreeze``). Body: ``note``."""
     account = await _account(account_id)
-    body = json_object(request.body)
-    amount = _usd(body.get("usd"), "usd")
-    reference, note = body.get("reference"), body.get("note", "operator top-up")
-    if reference is not None and (not isinstance(reference, str) or not 0 < len(reference)
-                                  <= 200):
-        raise InvalidRequest("'reference' is a string of 1 to 200 characters.",
-                             param="reference")
-    if not isinstance(note, str):
-        raise InvalidRequest("'note' is a string.", param="note")
-    before = account_view(account, balance=await request.app.ctx.portal.billing.balance(
-        account.id))
-    done = await credit(account.id, amount, kind=LedgerKind.TOPUP, reference=reference,
-                        note=note[:500], store=request.app.ctx.portal.store)
-    shown = await _account_out(request, account)
-    if not done.duplicate:
-        await audit.record(admin_actor(request), "account.credit", f"account:{account.id}", before,
-                           {**{k: v for k, v in shown.items() if k != "keys"},
-                            "applied": format_usd(done.applied), "reference": reference,
-                            "note": note[:500]})
-    return json_response({"account": account.id, "applied": format_usd(done.applied),
-                          "duplicate": done.duplicate, **shown})
+    note = _note(json_object(request.body, empty_ok=True), required=False)
+    before = account_view(account)
+    await set_frozen(account.id, frozen, request.app.ctx.portal.store)
+    await account.refresh_from_db()
+    if account.frozen != before["frozen"]:
+        await audit.record(admin_actor(request), f"account.{'freeze' if frozen else 'unfreeze'}",
+                           f"account:{account.id}", before, {**account_view(account),
+                                                             "note": note})
+    return await _account_out(request, account)
+
+
+@bp.post("/accounts/<account_id:int>/freeze")
+async def freeze_account(request: Request, account_id: int):
+    return json_response(await _set_frozen(request, account_id, True))
+
+
+@bp.post("/accounts/<account_id:int>/unfreeze")
+async def unfreeze_account(request: Request, account_id: int):
+    """An account a dispute froze may be unfrozen too (``open_disputes`` says so)."""
+    return json_response(await _set_frozen(request, account_id, False))
 
 
 @bp.post("/keys")
@@ -190,7 +266,7 @@ async def create(request: Request):
         if isinstance(account_id, bool) or not isinstance(account_id, int):
             raise InvalidRequest("'account' is an account id.", param="account")
         account = await _account(account_id)
-    opening = _usd(body["credit"], "credit") if body.get("credit") is not None else 0
+    opening = usd(body["credit"], "credit") if body.get("credit") is not None else 0
     given = settings.given()
     try:
         created = await create_key(

@@ -945,9 +945,27 @@ _POLICY: Json = {
     "on_demand_floor": _INTEGER, "launch": _LAUNCH}
 
 
+def _price(name: str) -> Json:
+    """A model's price as the admin API shows it: USD per 1M tokens, and its micro-dollars."""
+    return {name: {"type": "string", "description": "USD per 1M tokens, six decimals",
+                   "examples": ["0.500000"]},
+            f"{name}_micros": {"type": "integer",
+                               "description": "The same price in micro-dollars per 1M tokens"}}
+
+
+#: A model's catalogue fields, as the admin API takes them.
+_CATALOGUE: Json = {
+    "served_name": {"type": "string", "minLength": 1, "maxLength": 256,
+                    "description": "The name its vLLM nodes serve it under"},
+    "input_price": {**_USD_IN, "description": "USD per 1M prompt tokens (at most 1,000)"},
+    "output_price": {**_USD_IN, "description": "USD per 1M completion tokens (at most 1,000)"},
+    "context_length": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
+    "kind": _enum(ModelKind), "enabled": _BOOLEAN}
+
+
 def _admin_paths() -> Json:
-    return {**_admin_fleet_paths(), **_admin_account_paths(), **_admin_key_paths(),
-            **_admin_record_paths()}
+    return {**_admin_fleet_paths(), **_admin_catalog_paths(), **_admin_account_paths(),
+            **_admin_key_paths(), **_admin_record_paths()}
 
 
 def _admin(op_id: str, summary: str, responses: Json, *statuses: int, **more: Any) -> Json:
@@ -1010,8 +1028,39 @@ def _admin_fleet_paths() -> Json:
     }
 
 
+def _admin_catalog_paths() -> Json:
+    name = _path_parameter("name", _STRING, "The model's public name; it may hold `/`")
+    return {
+        "/admin/models": {
+            "get": _admin("adminListModels", "Every model, disabled ones too, with its prices, "
+                          "policy and nodes by state",
+                          {"200": _answer("The models, by name",
+                                          _list_of(_schema("AdminModel")))}),
+            "post": _admin("adminAddModel", "Add a model, or bring the one of that name to "
+                           "the body (as `portal models add`)",
+                           {"201": _answer("Added", _schema("AdminModel")),
+                            "200": _answer("Updated, or already so (`outcome`)",
+                                           _schema("AdminModel"))}, 400,
+                           body=_schema("AdminModelCreate")),
+        },
+        "/admin/models/{name}": {
+            "get": _admin("adminGetModel", "A model, its prices, policy and nodes by state",
+                          {"200": _answer("The model", _schema("AdminModel"))}, 404,
+                          parameters=[name]),
+            "patch": _admin("adminUpdateModel", "Change a model's prices, context, kind or "
+                            "state (the fields given); every worker's /v1/models shows it "
+                            "within a second",
+                            {"200": _answer("The model (`outcome`: updated or unchanged)",
+                                            _schema("AdminModel"))}, 400, 404,
+                            parameters=[name], body=_schema("AdminModelChange")),
+        },
+    }
+
+
 def _admin_account_paths() -> Json:
     account_id = _ref("parameters", "AccountId")
+    freeze = _object({"note": {"type": "string", "minLength": 1, "maxLength": 500,
+                               "description": "Why, kept in the audit log"}})
     return {
         "/admin/accounts": {"get": _admin(
             "adminListAccounts", "Accounts, by id",
@@ -1024,16 +1073,26 @@ def _admin_account_paths() -> Json:
             {"200": _answer("The account", _schema("AccountDetail"))}, 404,
             parameters=[account_id])},
         "/admin/accounts/{account_id}/credit": {"post": _admin(
-            "adminCreditAccount", "Credit an account (once per reference)",
+            "adminCreditAccount", "Credit an account: a top-up ledger row with the "
+            "operator's note (once per reference)",
             {"200": _answer("Credited, or a repeat of a reference already applied",
-                            {"allOf": [_schema("AccountDetail"), _object({
-                                "account": _INTEGER, "applied": _STRING,
-                                "duplicate": _BOOLEAN})]})}, 400, 404,
-            parameters=[account_id], body=_object({
-                "usd": _USD_IN,
-                "reference": {"type": "string", "minLength": 1, "maxLength": 200,
-                              "description": "The same one applies once"},
-                "note": {"type": "string", "default": "operator top-up"}}, "usd"))},
+                            _schema("AccountAdjustment"))}, 400, 404, 503,
+            parameters=[account_id], body=_schema("AccountAdjustmentRequest"))},
+        "/admin/accounts/{account_id}/debit": {"post": _admin(
+            "adminDebitAccount", "Debit an account: an adjustment ledger row with the "
+            "operator's note (once per reference), never below zero",
+            {"200": _answer("Debited (`applied` now, `deferred` from open calls when they "
+                            "settle, `shortfall` the rest), or a repeat of a reference",
+                            _schema("AccountAdjustment"))}, 400, 404, 503,
+            parameters=[account_id], body=_schema("AccountAdjustmentRequest"))},
+        "/admin/accounts/{account_id}/freeze": {"post": _admin(
+            "adminFreezeAccount", "Freeze an account: every one of its keys is refused (403)",
+            {"200": _answer("The account", _schema("AccountDetail"))}, 400, 404,
+            parameters=[account_id], body=freeze, body_required=False)},
+        "/admin/accounts/{account_id}/unfreeze": {"post": _admin(
+            "adminUnfreezeAccount", "Unfreeze an account (one a dispute froze too)",
+            {"200": _answer("The account", _schema("AccountDetail"))}, 400, 404,
+            parameters=[account_id], body=freeze, body_required=False)},
     }
 
 
@@ -1102,7 +1161,48 @@ def _admin_schemas() -> Json:
             "created_at": _TIME,
         }, "id", "actor", "action", "target", "created_at"),
         "AccountDetail": {"allOf": [_schema("Account"), _object({
-            "keys": {"type": "array", "items": _schema("Key")}})]},
+            **_money("reserved"), **_money("owed"),
+            "open_disputes": {"type": "integer", "description": "Its payments in dispute"},
+            "keys": {"type": "array", "items": _schema("Key")}})],
+            "description": "`reserved`: what its open calls hold now; `owed`: refunded "
+                           "credit still to collect from them"},
+        "AccountAdjustmentRequest": _object({
+            "usd": {**_USD_IN, "description": "USD, more than 0 and at most 1,000,000"},
+            "note": {"type": "string", "minLength": 1, "maxLength": 500,
+                     "description": "Why; kept on the ledger row and in the audit log"},
+            "reference": {"type": "string", "minLength": 1, "maxLength": 200,
+                          "description": "Unique forever: the same one applies once "
+                                         "(default: a new one)"}}, "usd", "note"),
+        "AccountAdjustment": {"allOf": [_schema("AccountDetail"), _object({
+            "account": _INTEGER, **_money("applied"), "duplicate": _BOOLEAN,
+            **_money("deferred"), **_money("shortfall")}, "account", "applied", "duplicate",
+            description="`applied`: the change now (negative for a debit); of a debit, "
+                        "`deferred` is taken from what open calls release when they "
+                        "settle and `shortfall` is what nothing covers")]},
+        "AdminModel": _object({
+            "name": _STRING, "served_name": _STRING, "kind": _enum(ModelKind),
+            **_price("input_price"), **_price("output_price"), "context_length": _INTEGER,
+            "enabled": _BOOLEAN, "created_at": _TIME, "policy": _schema("ScalingPolicy"),
+            "nodes": {"type": "object", "additionalProperties": _INTEGER,
+                      "description": "How many of its nodes are in each state (`unhealthy`: "
+                                     "running but failing its health checks)"},
+            "outcome": {"enum": ["created", "updated", "unchanged"],
+                        "description": "What a POST or PATCH did"},
+        }, "name", "served_name", "kind", "input_price", "output_price", "enabled"),
+        "AdminModelChange": _object(dict(_CATALOGUE), description="Only the fields given "
+                                    "change; the scaling policy has its own route"),
+        "AdminModelCreate": _object({
+            "name": {"type": "string", "minLength": 1, "maxLength": 128},
+            **_CATALOGUE,
+            "context_length": {**_CATALOGUE["context_length"], "default": 8192},
+            "served_name": {**_CATALOGUE["served_name"], "description": "Default: the name"},
+            "enabled": {"type": "boolean", "default": True},
+            "idle_ttl": {"type": ["integer", "null"], "minimum": 0,
+                         "description": "Seconds idle before its nodes stop (0: never)"},
+            "min_nodes": {"type": "integer", "minimum": 0,
+                          "description": "Nodes kept running however idle (at most "
+                                         "max_nodes)"},
+        }, "name", "input_price", "output_price"),
         "KeyWithSecret": {"allOf": [_schema("Key"), _object({"key": {
             "type": "string", "description": "The secret; it is never shown again"}},
             "key")]},

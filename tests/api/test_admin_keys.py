@@ -61,9 +61,9 @@ async def test_keys_are_made_changed_rotated_and_revoked(
     assert (await ApiKey.get(id=api_key["id"])).rpm == 9
 
     topped = await http.post(f"/admin/accounts/{account}/credit", headers=ADMIN,
-                             json={"usd": "2", "reference": "wire-1"})
+                             json={"usd": "2", "reference": "wire-1", "note": "bank wire"})
     again = await http.post(f"/admin/accounts/{account}/credit", headers=ADMIN,
-                            json={"usd": "2", "reference": "wire-1"})
+                            json={"usd": "2", "reference": "wire-1", "note": "bank wire"})
     assert topped.json()["balance_micros"] == 7_000_000
     assert again.json()["duplicate"] and again.json()["balance_micros"] == 7_000_000
     assert (await Account.get(id=account)).balance == 7_000_000

@@ -40,9 +40,14 @@ PAGES = frozenset({
     "/account/keys/{key_id}/revoke", "/account/revoke",
     # spend and usage, and the page's CSV download (the API's is /v1/usage/export)
     "/account/activity", "/account/activity.csv",
+    # the operator's console: /admin sends the browser to it
+    "/admin",
 })
 #: Static files, one route per file of edge/static (``edge.app._add_static_files``).
 STATIC = "/static/"
+#: The operator's console: pages under /admin/console (``edge.console``), signed in by their
+#: own session; every action they take is an admin API route, documented.
+CONSOLE = "/admin/console/"
 
 _SANIC_PARAMETER = re.compile(r"<([^:>]+)(?::[^>]*)?>")
 _TEMPLATE_PARAMETER = re.compile(r"\{([^}]*)\}")
@@ -61,7 +66,8 @@ def shape(path: str) -> str:
 
 
 def is_page(path: str) -> bool:
-    return path.startswith(STATIC) or shape(path) in {shape(p) for p in PAGES}
+    return path.startswith((STATIC, CONSOLE)) or path == CONSOLE.rstrip("/") or \
+        shape(path) in {shape(p) for p in PAGES}
 
 
 def registered_routes(app: Sanic) -> dict[str, set[str]]:
