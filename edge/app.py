@@ -159,6 +159,7 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
         admin_catalog,
         admin_keys,
         admin_ledger,
+        admin_overview,
         admin_records,
         catalog,
         health,
@@ -204,6 +205,7 @@ def create_app(settings: Settings | None = None, *, name: str = "portal") -> San
                       web_views.bp):
         app.blueprint(blueprint)
     app.blueprint(payments_bp)
+    app.blueprint(admin_overview.bp)
     app.blueprint(console_bp)
     app.blueprint(console_root_bp)
     _add_static_files(app)
