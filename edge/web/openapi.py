@@ -965,7 +965,7 @@ _CATALOGUE: Json = {
 
 def _admin_paths() -> Json:
     return {**_admin_fleet_paths(), **_admin_catalog_paths(), **_admin_account_paths(),
-            **_admin_key_paths(), **_admin_record_paths()}
+            **_admin_key_paths(), **_admin_record_paths(), **_admin_overview_paths()}
 
 
 def _admin(op_id: str, summary: str, responses: Json, *statuses: int, **more: Any) -> Json:
@@ -1142,8 +1142,49 @@ def _admin_record_paths() -> Json:
     }
 
 
+def _admin_overview_paths() -> Json:
+    return {"/admin/overview": {"get": _admin(
+        "adminOverview", "Revenue, top-ups, GPU cost and margin per model, requests, tokens "
+        "and errors for today, 7 and 30 UTC days and per day; the credit customers hold and "
+        "what is reserved now", {"200": _answer("The overview", _schema("Overview"))})}}
+
+
+def _overview_schemas() -> Json:
+    tokens = {"requests": _INTEGER, "prompt_tokens": _INTEGER, "completion_tokens": _INTEGER}
+    window = _schema("OverviewWindow")
+    return {
+        "Overview": _object({
+            "object": {"const": "overview"}, "at": _TIME,
+            "windows": _object({"today": window, "7d": window, "30d": window},
+                               "today", "7d", "30d"),
+            **_money("liability"), **_money("reserved", nullable=True),
+            "open_reservations": {"type": ["integer", "null"],
+                                  "description": "null, like reserved: Redis was not read"},
+            "days": {"type": "array", "description": "The last 30 UTC days, oldest first",
+                     "items": _object({"day": {"type": "string", "format": "date"},
+                                       **_money("revenue"), **_money("topups"),
+                                       **_money("gpu_cost"), "requests": _INTEGER})},
+        }, "object", "at", "windows", "liability", "days",
+            description="`liability`: the sum of the accounts' balances; `reserved`: what "
+                        "open calls hold of it now"),
+        "OverviewWindow": _object({
+            "start": _TIME, "end": _TIME, **_money("revenue"), **_money("topups"),
+            **_money("refunds"), **_money("adjustments"), **_money("gpu_cost"),
+            **_money("margin"), **tokens,
+            "errors": _object({"client": _INTEGER, "server": _INTEGER}, "client", "server",
+                              description="Requests that ended 4xx (499: cancelled) and 5xx"),
+            "models": {"type": "array", "description": "The highest revenue first",
+                       "items": _object({"model": _STRING, **_money("revenue"),
+                                         **_money("gpu_cost"), **_money("margin"), **tokens})},
+        }, "start", "end", "revenue", "gpu_cost", "margin", "models",
+            description="`revenue`: usage charged; `gpu_cost`: node-hours × hourly cost; "
+                        "`refunds`: given back, positive"),
+    }
+
+
 def _admin_schemas() -> Json:
     return {
+        **_overview_schemas(),
         "ContactMessage": _object({
             "id": _INTEGER, "name": _STRING, "email": _STRING, "message": _STRING,
             "client_ip": _STRING, "created_at": _TIME,
