@@ -126,18 +126,19 @@ async def _node_saved(_sender: type[Node], node: Node, created: bool, _using_db:
 async def reconcile_runs(at: datetime) -> int:
     """Repair the runs that saves did not keep: after a bulk update or delete of nodes.
 
-    The open run of a node that is gone ends at ``at``; that of a node no longer billed
-    ends when its state last changed (at the latest ``at``). Every billed node then gets
-    :func:`track_run` at ``at``. Returns how many runs it ended.
+    The open run of a node no longer billed ends when the node's state changed, if that
+    was stamped after the run began (and before ``at``), else at ``at``; so does the run of
+    a node that is gone. Every billed node then gets :func:`track_run` at ``at``. Returns
+    how many runs it ended.
     """
     nodes = {node.id: node for node in await Node.all()}
     ended = 0
     for run in await NodeRun.filter(open_node_id__not_isnull=True):
         node = nodes.get(run.node_id)
-        if node is None:
-            ended += await _close_run(run, at)
-        elif node.state not in BILLED_STATES:
-            ended += await _close_run(run, min(at, node.state_changed_at or at))
+        if node is None or node.state not in BILLED_STATES:
+            left = node.state_changed_at if node is not None else None
+            ended += await _close_run(run, left if left is not None and
+                                      run.started_at < left < at else at)
     for node in nodes.values():
         if node.state in BILLED_STATES:
             await track_run(node, at)
