@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         keys,
         ledger,
         migrate,
+        overview,
         payments,
         serve,
         simnode,
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (migrate, catalog, keys, accounts, ledger, jobs, payments, inbox, auditlog,
-                   serve, workers, simnode, dev):
+                   overview, serve, workers, simnode, dev):
         module.register(commands)
     return parser
 

@@ -34,21 +34,21 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from tortoise.functions import Count, Sum
 
-from edge.db.models import LLM, Account, LedgerEntry, LedgerKind, UsageRecord
+from edge.db.models import LLM, LedgerEntry, LedgerKind, UsageRecord
 from edge.fleet.nodes import reconcile_runs
 from edge.reports.days import Days
 from edge.reports.gpu import gpu_units, micros
-from edge.store.replies import text
+from edge.reports.holdings import outstanding_balances, reserved_credit
 
 if TYPE_CHECKING:
     from edge.store.hotstore import HotStore
 
 __all__ = ["SERIES_DAYS", "WINDOWS", "DayFigures", "ModelFigures", "Overview", "WindowFigures",
-           "outstanding_balances", "overview", "reserved_credit"]
+           "overview"]
 
 #: The windows, by name, and the UTC days each covers (today's included).
 WINDOWS = (("today", 1), ("7d", 7), ("30d", 30))
@@ -56,8 +56,6 @@ WINDOWS = (("today", 1), ("7d", 7), ("30d", 30))
 SERIES_DAYS = 30
 #: Ledger kinds summed beside the usage.
 _CREDIT_KINDS = (LedgerKind.TOPUP, LedgerKind.REFUND, LedgerKind.ADJUSTMENT)
-#: Reservations read from Redis per round trip.
-_BATCH = 500
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -244,27 +242,3 @@ def _day(day: date, tallies: dict[tuple[date, str], _Tally],
             total.add(tally)
     return DayFigures(day=day, revenue=total.revenue, topups=ledger.get((day, LedgerKind.TOPUP), 0),
                       gpu_cost=micros(total.gpu_units), requests=total.requests)
-
-
-async def outstanding_balances() -> int:
-    """The sum of every account's balance in SQL, micro-dollars: the credit customers hold."""
-    rows: list[Any] = await Account.all().annotate(total=Sum("balance")).values_list(
-        "total", flat=True)
-    return int(rows[0] or 0) if rows else 0
-
-
-async def reserved_credit(store: HotStore) -> tuple[int, int]:
-    """How many credit reservations are open in Redis now, and the micro-dollars they hold."""
-    client = store.client
-    request_ids = [text(r) for r in await client.zrange(store.open_reservations, 0, -1)]
-    opened = held = 0
-    for start in range(0, len(request_ids), _BATCH):
-        async with client.pipeline(transaction=False) as pipe:
-            for request_id in request_ids[start:start + _BATCH]:
-                pipe.hget(store.reservation(request_id), "amount")
-            amounts = await pipe.execute()
-        for amount in amounts:
-            if amount is not None:  # settled between the two reads
-                opened += 1
-                held += int(amount)
-    return opened, held

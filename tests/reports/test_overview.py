@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,6 +28,8 @@ from edge.fleet.nodes import reconcile_runs, track_run, update_node
 from edge.reports.overview import DayFigures, ModelFigures, overview
 from edge.store.hotstore import HotStore
 from tests.support.inprocess import InProcessPortal, NodeDouble
+from tests.support.portal import PortalServer
+from tests.support.services import sql_query
 
 #: The moment the overview is taken: noon UTC on the last of the 30 days, 2 to 31 March.
 NOW = datetime(2026, 3, 31, 12, tzinfo=UTC)
@@ -275,3 +278,37 @@ async def test_route_needs_the_admin_token_and_shows_usd(
     assert (body["liability"], body["liability_micros"]) == (f"{(10_000_000 - cost) / 1e6:.6f}",
                                                              10_000_000 - cost)
     assert (body["reserved_micros"], body["open_reservations"]) == (0, 0)
+
+
+def test_cli_records_a_run_and_prints_the_overview(tmp_path: Path, redis_url: str) -> None:
+    from dramatiq_actors.fleet import hourly_price
+
+    portal = PortalServer(tmp_path, redis_url)
+    portal.cli("migrate")
+    portal.add_model("m")
+    node_id = portal.cli_json("nodes", "add", "--model", "m", "--url", "http://10.0.0.1:8000",
+                              "--instance-type", "g5.xlarge")["id"]
+    database = f"sqlite://{tmp_path / 'data' / 'portal.sqlite3'}"
+    price = hourly_price("g5.xlarge")
+    assert price > 0
+    # `portal nodes add` of a static node: billed from when it was added, at its price.
+    assert sql_query(database, "SELECT r.node_id, r.hourly_cost, r.started_at = n.created_at, "
+                     "r.ended_at, r.open_node_id FROM node_runs r JOIN nodes n ON "
+                     "n.id = r.node_id") == [(node_id, price, 1, None, node_id)]
+    portal.create_key("10")
+    portal.cli("nodes", "remove", str(node_id))  # a bulk delete: its run is still open
+
+    shown = portal.cli_json("overview")
+    ((started, ended),) = sql_query(database, "SELECT started_at, ended_at FROM node_runs")
+    assert ended is not None  # closed by the overview, which counted it until then
+    ran = datetime.fromisoformat(ended) - datetime.fromisoformat(started)
+    cost = (ran // timedelta(microseconds=1) * price + 1_800_000_000) // 3_600_000_000
+    month = shown["windows"]["30d"]
+    assert (month["gpu_cost_micros"], month["topups_micros"], month["revenue_micros"],
+            shown["liability_micros"], shown["reserved_micros"]) == (
+        cost, 10_000_000, 0, 10_000_000, 0)
+    assert [m["model"] for m in month["models"]] == ["m"]
+
+    text = portal.cli("overview").stdout
+    assert "30d" in text and "customers hold 10.000000; reserved now: 0.000000 in 0 open " \
+                              "calls" in text
