@@ -15,6 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from sanic import Blueprint, HTTPResponse, Request, html, redirect
 
 from edge.api.catalog import model_entry
+from edge.billing.money import format_usd
 from edge.identity.csrf import form_token
 from edge.identity.sessions import COOKIE, CSRF_COOKIE, TTL, session_key
 
@@ -30,6 +31,8 @@ bp = Blueprint("web")
 # rendered as markup (the SVG chart is a template too).
 templates = Environment(loader=PackageLoader("edge", "templates"),
                         autoescape=select_autoescape(("html", "svg")), enable_async=False)
+#: ``{{ micros|usd }}``: micro-dollars as the pages write USD (``12.50``).
+templates.filters["usd"] = format_usd
 
 
 async def render(request: Request, template: str, *, status: int = 200,

@@ -33,10 +33,10 @@ def console_deployment(tmp_path_factory: pytest.TempPathFactory, redis_url: str
 
 def sign_in(page: Any, url: str, token: str = ADMIN_TOKEN) -> None:
     """Sign in through the form, as the operator does."""
-    page.goto(url + "/admin/console/login?next=/admin/console/nodes")
+    page.goto(url + "/admin/console")
     page.fill("input[name=token]", token)
     page.click("button[type=submit]")
-    page.wait_for_url(url + "/admin/console/nodes")
+    page.wait_for_url(url + "/admin/console")
 
 
 @pytest.fixture
