@@ -44,6 +44,9 @@ def test_a_node_action_asks_first_then_reaches_its_actor(
     page, url = console_page, console_deployment.url
     (node,) = nodes(console_deployment)
     assert node["state"] == "running"
+    # Signed in, the operator lands on the overview, its chart drawn without a script.
+    assert page.locator("#overview-chart svg").count() == 1
+    page.screenshot(path=str(artifacts("console-overview.png")), full_page=True)
     page.goto(url + "/admin/console/nodes")
     row = page.locator(f"tr[data-node='{node['id']}']")
     assert "running" in row.inner_text() and "healthy" in row.inner_text()
