@@ -21,11 +21,22 @@ then ``DECODE`` tokens/s. A call finding its model's nodes full waits in the edg
 to ``ADMISSION_WAIT`` s, or up to ``COLD_WAIT`` s for a node of a cold model (a
 client sending ``X-Portal-Wait``); then it is refused.
 
-Printed per policy, one row each: node-hours billed (on-demand, spot), idle GPU-hours
-as a share of node-hours (a node billed and running no call, booting included),
-calls served, waited (p50/p99 of the waits), refused, lost (cut by a stop: none
-should be), cold starts, and the chat calls' prefix-cache hit rate. ``--short``
-replays the two busiest hours, from 13:00, with a burst (under a minute).
+Printed per policy, one row each: node-hours billed (on-demand, spot); idle
+GPU-hours as a share of node-hours, idle being a node up and able to serve (running
+or draining) with no call running on it (a node running one call is not idle); the
+booting share beside it (billed from the boot or launch until it serves: not idle,
+since it cannot serve yet, but paid for, so a policy that trades idle time for
+boots shows it); calls served, waited (p50/p99 of the waits), refused, lost (cut by
+a stop: none should be), cold starts; and the chat calls' prefix-cache hit rate:
+the share of chat calls that found an earlier prefix of their conversation in the
+KV cache of the node they went to (the tokens' share, as vLLM's
+``prefix_cache_hits / prefix_cache_queries`` counts it, is in the JSON). The JSON
+also has each model's own figures. ``--short`` replays the two busiest hours, from
+13:00, with a burst (under a minute).
+
+A node's cache holds what that node served: a conversation's prefix up to the
+prompt and answer of its last call there (an older one, if its later turns went
+elsewhere, hits only up to it), least recently used conversations evicted first.
 """
 
 from __future__ import annotations
@@ -96,7 +107,10 @@ class SimNode:
     state: str = "pending"  # pending, running, draining, stopped
     busy_since: float | None = None
     busy: float = 0.0  # seconds with a call running
-    cache: collections.OrderedDict[str, None] = dataclasses.field(
+    booting: float = 0.0  # seconds billed before it could serve
+    #: Conversations whose prefix its KV cache holds, least recently used first, with
+    #: the tokens held (the prompt and answer of the conversation's last call here).
+    cache: collections.OrderedDict[str, int] = dataclasses.field(
         default_factory=collections.OrderedDict)
     billed: float = 0.0
 
@@ -139,11 +153,29 @@ def traffic(seed: int, hours: float, start: float = 8.0) -> list[Call]:
 
 
 @dataclasses.dataclass
+class ModelResult:
+    """One model's share of a policy's figures."""
+
+    node_hours: float = 0.0
+    idle_hours: float = 0.0
+    boot_hours: float = 0.0
+    chat: int = 0
+    chat_hits: int = 0
+
+    def row(self) -> dict[str, Any]:
+        return {"node_hours": round(self.node_hours, 1), "idle_hours": round(self.idle_hours, 1),
+                "boot_hours": round(self.boot_hours, 1),
+                "chat_prefix_hit_pct": round(100 * self.chat_hits / self.chat, 1)
+                if self.chat else 0.0}
+
+
+@dataclasses.dataclass
 class Result:
     policy: str
     on_demand_hours: float = 0.0
     spot_hours: float = 0.0
     idle_hours: float = 0.0
+    boot_hours: float = 0.0
     served: int = 0
     refused: int = 0
     lost: int = 0
@@ -152,7 +184,11 @@ class Result:
     cold_waits: list[float] = dataclasses.field(default_factory=list)
     chat: int = 0
     chat_hits: int = 0
+    chat_tokens: int = 0  # prompt tokens of chat calls
+    chat_cached_tokens: int = 0  # of which found in the node's cache
     cost_usd: float = 0.0
+    models: dict[str, ModelResult] = dataclasses.field(
+        default_factory=lambda: {model: ModelResult() for model in MODELS})
 
     def row(self) -> dict[str, Any]:
         billed = self.on_demand_hours + self.spot_hours
@@ -165,12 +201,17 @@ class Result:
         return {"policy": self.policy, "node_hours_on_demand": round(self.on_demand_hours, 1),
                 "node_hours_spot": round(self.spot_hours, 1),
                 "idle_share_pct": round(100 * self.idle_hours / billed, 1) if billed else 0.0,
+                "boot_share_pct": round(100 * self.boot_hours / billed, 1) if billed else 0.0,
                 "gpu_cost_usd": round(self.cost_usd, 2), "served": self.served,
                 "waited": len(ordered), "wait_p50_s": pct(ordered, 0.5),
                 "wait_p99_s": pct(ordered, 0.99), "cold_wait_p99_s": pct(cold, 0.99),
                 "refused": self.refused, "lost": self.lost, "cold_starts": self.cold_starts,
                 "chat_prefix_hit_pct": round(100 * self.chat_hits / self.chat, 1)
-                if self.chat else 0.0}
+                if self.chat else 0.0,
+                "chat_prefix_token_hit_pct": round(
+                    100 * self.chat_cached_tokens / self.chat_tokens, 1) if self.chat_tokens
+                else 0.0,
+                "models": {model: figures.row() for model, figures in self.models.items()}}
 
 
 class Simulation:
@@ -239,6 +280,7 @@ class Simulation:
             self.boot_again(model, stopped[0])
 
     def ready(self, node: SimNode) -> None:
+        node.booting += self.now - node.billed_from if node.state == "pending" else 0.0
         node.state, node.info.state, node.info.healthy = "running", "running", True
         node.cache.clear()  # a booted node starts with an empty KV cache
 
@@ -286,12 +328,17 @@ class Simulation:
             node.busy_since = self.now
         cached = 0
         if call.room:
+            figures = self.result.models[call.model]
             self.result.chat += 1
-            if call.room in node.cache:
+            figures.chat += 1
+            held = node.cache.pop(call.room, None)
+            if held is not None:
                 self.result.chat_hits += 1
-                cached = max(0, call.prompt - 400)  # all but the new turn
-                node.cache.move_to_end(call.room)
-            node.cache[call.room] = None
+                figures.chat_hits += 1
+                cached = min(held, call.prompt - 1)  # vLLM computes the last token again
+            self.result.chat_tokens += call.prompt
+            self.result.chat_cached_tokens += cached
+            node.cache[call.room] = call.prompt + call.output
             while len(node.cache) > CACHE_ROOMS:
                 node.cache.popitem(last=False)
         wait = self.now - call.arrived
@@ -305,6 +352,7 @@ class Simulation:
 
     async def done(self, call: Call, node: SimNode) -> None:
         self.slots.give(call.id)
+        await self.slots.drain()  # the edge's waiters see the slot free once Redis does
         node.info.in_flight -= 1
         if node.info.in_flight == 0 and node.busy_since is not None:
             node.busy += self.now - node.busy_since
@@ -373,13 +421,21 @@ class Simulation:
                 for model in MODELS:
                     await self.decide(model)
         self.now = max(self.now, hours * 3600)
-        for nodes in self.nodes.values():
+        for model, nodes in self.nodes.items():
+            figures = self.result.models[model]
             for node in nodes:
+                if node.state == "pending":  # still booting at the end
+                    node.booting += self.now - node.billed_from
                 if node.state in ("pending", "running", "draining"):
                     self.bill(node)
                 if node.busy_since is not None:
                     node.busy += self.now - node.busy_since
-                self.result.idle_hours += max(0.0, node.billed - node.busy / 3600)
+                idle = max(0.0, node.billed - (node.busy + node.booting) / 3600)
+                figures.node_hours += node.billed
+                figures.idle_hours += idle
+                figures.boot_hours += node.booting / 3600
+                self.result.idle_hours += idle
+                self.result.boot_hours += node.booting / 3600
         await self.slots.drain()
         return self.result
 
@@ -425,7 +481,8 @@ async def simulate(args: argparse.Namespace, redis_url: str) -> list[dict[str, A
         rows.append(row)
         print(f"{name:28} idle {row['idle_share_pct']:5.1f}% of "
               f"{row['node_hours_on_demand'] + row['node_hours_spot']:6.1f} node-hours "
-              f"({row['node_hours_spot']:.1f} spot, ${row['gpu_cost_usd']:.0f}); served "
+              f"(booting {row['boot_share_pct']:.1f}%; {row['node_hours_spot']:.1f} spot, "
+              f"${row['gpu_cost_usd']:.0f}); served "
               f"{row['served']}, waited {row['waited']} (p50 {row['wait_p50_s']} s, p99 "
               f"{row['wait_p99_s']} s; cold p99 {row['cold_wait_p99_s']} s), refused "
               f"{row['refused']}, lost {row['lost']}, cold starts {row['cold_starts']}, "
