@@ -1,5 +1,5 @@
-"""How keys and accounts are shown: one JSON shape for the CLI, the admin API, ``/v1/key``
-and the pages. Never a secret; money as a USD string beside its micro-dollars."""
+"""How keys, accounts and ledger rows are shown: one JSON shape for the CLI, the admin API,
+``/v1/key`` and the pages. Never a secret; money as a USD string beside its micro-dollars."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 from edge.billing.money import format_usd
 
 if TYPE_CHECKING:
-    from edge.db.models import Account, ApiKey
+    from edge.db.models import Account, ApiKey, LedgerEntry
 
-__all__ = ["account_view", "key_view", "money"]
+__all__ = ["account_view", "key_view", "ledger_view", "money"]
 
 
 def money(name: str, micros: int | None) -> dict[str, Any]:
@@ -54,4 +54,17 @@ def account_view(account: Account, *, balance: int | None = None) -> dict[str, A
         **money("spent", account.spent),
         "frozen": account.frozen,
         "created_at": _time(account.created_at),
+    }
+
+
+def ledger_view(row: LedgerEntry) -> dict[str, Any]:
+    """A ledger row: ``amount`` is negative for what was taken (usage, refunds, debits)."""
+    return {
+        "id": row.id,
+        "account": row.account_id,
+        "kind": str(row.kind),
+        **money("amount", row.amount),
+        "reference": row.reference,
+        "note": row.note,
+        "created_at": _time(row.created_at),
     }

@@ -25,9 +25,9 @@ __all__ = ["ADD_POLICY_FIELDS", "FIELDS", "MAX_CONTEXT", "MAX_PRICE", "Catalogue
 FIELDS = ("served_name", "input_price", "output_price", "context_length", "kind", "enabled")
 #: The scaling settings that ``add_model`` also takes (the rest are the policy's alone).
 ADD_POLICY_FIELDS = ("idle_ttl", "min_nodes")
-#: The dearest price a model may have, micro-dollars per 1M tokens ($1,000): beyond it a
-#: number is a typo, not a price.
-MAX_PRICE = 10**9
+#: The dearest price a model may have, micro-dollars per 1M tokens ($1,000,000): beyond it
+#: a number is a typo, not a price.
+MAX_PRICE = 10**12
 #: The longest context a model may have, in tokens.
 MAX_CONTEXT = 10_000_000
 #: What a model added without these fields gets (``portal models add``'s defaults).

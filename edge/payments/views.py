@@ -6,6 +6,8 @@
 ``POST /webhooks/stripe``      Stripe's signed events
 ``GET  /admin/payments``       every payment (bearer ``PORTAL_ADMIN_TOKEN``)
 ``GET  /admin/payments/events``  Stripe events received and what they did
+``GET  /admin/payments/{id}``  one payment's whole story: its ledger rows, refunds,
+                               disputes and events
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ from sanic.response import json as json_response
 
 from edge import metrics
 from edge.admin import require_admin
-from edge.db.models import MAX_ID, PaymentStatus, WebhookEvent
-from edge.errors import InvalidRequest
+from edge.api.fields import query_id, query_limit, query_text
+from edge.db.models import MAX_ID, Payment, PaymentStatus, WebhookEvent
+from edge.errors import InvalidRequest, NotFound
 from edge.identity.auth import authenticate, credentials, require_usable
 from edge.identity.keys import KeyRecord
 from edge.jsonbody import json_object
 from edge.payments.checkout import parse_topup_amount, start_checkout
 from edge.payments.config import PaymentSettings, PaymentsOff, close_stripe_clients
 from edge.payments.events import WebhookRefused, verify_event
-from edge.payments.history import list_payments, payment_views
+from edge.payments.history import event_view, list_payments, payment_story, payment_views
 from edge.payments.webhook import handle_event
 
 __all__ = ["admin_bp", "api_bp", "webhook_bp"]
@@ -31,6 +34,9 @@ __all__ = ["admin_bp", "api_bp", "webhook_bp"]
 api_bp = Blueprint("payments_api")
 webhook_bp = Blueprint("payments_webhook")
 admin_bp = Blueprint("payments_admin", url_prefix="/admin")
+
+#: How the outcome of an event the portal ignored begins (:mod:`edge.payments.handlers`).
+IGNORED = "ignored"
 
 
 @api_bp.get("/api/payments/config")
@@ -72,7 +78,7 @@ async def key_payments(request: Request):
     """The caller's payments; a key frozen by a dispute may still read them."""
     key = await _authenticate_even_frozen(request)
     data = await list_payments(account_id=key.account_id,
-                               limit=_limit(request, default=50, most=100))
+                               limit=query_limit(request, default=50, most=100))
     return json_response({"object": "list", "data": data})
 
 
@@ -107,23 +113,41 @@ async def admin_payments(request: Request):
     statuses = [s.value for s in PaymentStatus]
     if status is not None and status not in statuses:
         raise InvalidRequest(f"'status' must be one of {', '.join(statuses)}.", param="status")
-    account_id = request.args.get("account_id")
-    if account_id is not None and not (account_id.isascii() and account_id.isdigit()
-                                       and len(account_id) < 20 and int(account_id) <= MAX_ID):
-        raise InvalidRequest("'account_id' must be a number.", param="account_id")
-    data = await list_payments(account_id=int(account_id) if account_id else None,
-                               status=status,
-                               limit=_limit(request, default=100, most=500), admin=True)
+    data = await list_payments(account_id=query_id(request, "account_id"), status=status,
+                               limit=query_limit(request), admin=True)
     return json_response({"object": "list", "data": data})
 
 
 @admin_bp.get("/payments/events")
 async def admin_payment_events(request: Request):
-    events = await WebhookEvent.all().order_by("-received_at").limit(
-        _limit(request, default=100, most=500))
-    return json_response({"object": "list", "data": [
-        {"id": e.id, "type": e.type, "outcome": e.outcome,
-         "received_at": e.received_at.isoformat()} for e in events]})
+    """Query: ``type`` (``charge.refunded``), ``ignored`` (true: only events the portal
+    ignored, false: only the others), ``limit`` (at most 500). A delivery that failed
+    is not recorded: Stripe delivers it again (``portal_webhooks_total`` counts it)."""
+    query = WebhookEvent.all().order_by("-received_at")
+    kind = query_text(request, "type", 100)
+    if kind is not None:
+        query = query.filter(type=kind)
+    ignored = request.args.get("ignored")
+    if ignored is not None:
+        if ignored not in ("true", "false"):
+            raise InvalidRequest("'ignored' is true or false.", param="ignored")
+        query = query.filter(outcome__startswith=IGNORED) if ignored == "true" else \
+            query.exclude(outcome__startswith=IGNORED)
+    events = await query.limit(query_limit(request))
+    return json_response({"object": "list", "data": [event_view(e) for e in events]})
+
+
+@admin_bp.get("/payments/<payment:str>")
+async def admin_payment(request: Request, payment: str):
+    """A payment by its id (``payment_id``) or its Checkout Session's (``cs_…``)."""
+    found = None
+    if payment.isascii() and payment.isdigit() and len(payment) < 20:
+        found = await Payment.get_or_none(id=int(payment)) if int(payment) <= MAX_ID else None
+    elif len(payment) <= 255:
+        found = await Payment.get_or_none(session_id=payment)
+    if found is None:
+        raise NotFound(f"No payment '{payment[:80]}'.")
+    return json_response(await payment_story(found))
 
 
 @api_bp.after_server_stop
@@ -135,12 +159,3 @@ async def _authenticate_even_frozen(request: Request) -> KeyRecord:
     """A frozen key may read its payments (to see the dispute), nothing else."""
     return await authenticate(request.app.ctx.portal, credentials(request.headers),
                               reading=True)
-
-
-def _limit(request: Request, *, default: int, most: int) -> int:
-    raw = request.args.get("limit")
-    if raw is None:
-        return default
-    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= most:
-        raise InvalidRequest(f"'limit' must be from 1 to {most}.", param="limit")
-    return int(raw)

@@ -17,7 +17,15 @@ import copy
 from typing import Any
 
 from edge.admin import ACTIONS
-from edge.db.models import CapReset, JobStatus, KeyScope, ModelKind, NodeState, PaymentStatus
+from edge.db.models import (
+    CapReset,
+    JobStatus,
+    KeyScope,
+    LedgerKind,
+    ModelKind,
+    NodeState,
+    PaymentStatus,
+)
 from edge.identity.keys import ROUTES
 
 __all__ = ["openapi_document"]
@@ -957,15 +965,34 @@ def _price(name: str) -> Json:
 _CATALOGUE: Json = {
     "served_name": {"type": "string", "minLength": 1, "maxLength": 256,
                     "description": "The name its vLLM nodes serve it under"},
-    "input_price": {**_USD_IN, "description": "USD per 1M prompt tokens (at most 1,000)"},
-    "output_price": {**_USD_IN, "description": "USD per 1M completion tokens (at most 1,000)"},
+    "input_price": {**_USD_IN, "description": "USD per 1M prompt tokens (at most 1,000,000)"},
+    "output_price": {**_USD_IN, "description": "USD per 1M completion tokens (at most 1,000,000)"},
     "context_length": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
     "kind": _enum(ModelKind), "enabled": _BOOLEAN}
 
 
 def _admin_paths() -> Json:
     return {**_admin_fleet_paths(), **_admin_catalog_paths(), **_admin_account_paths(),
-            **_admin_key_paths(), **_admin_record_paths(), **_admin_overview_paths()}
+            **_admin_key_paths(), **_admin_ledger_paths(), **_admin_record_paths(),
+            **_admin_overview_paths()}
+
+
+def _admin_ledger_paths() -> Json:
+    reference = {"type": "string", "maxLength": 200}
+    return {"/admin/ledger": {"get": _admin(
+        "adminListLedger", "The ledger's rows, newest first",
+        {"200": _answer("A page of rows", _list_of(
+            _schema("LedgerRow"), has_more=_BOOLEAN,
+            next_before={"type": ["integer", "null"],
+                         "description": "`before` for the next (older) page"}))}, 400,
+        parameters=[
+            _query("reference", reference, "Only the row of this reference"),
+            _query("reference_prefix", reference, "Only rows whose reference starts so "
+                   "(`checkout:cs_…`, `refund:`, `usage:`); not with `reference`"),
+            _query("account", _ID, "Only this account's rows"),
+            _query("kind", _enum(LedgerKind), "Only rows of this kind"),
+            _query("before", _ID, "Only rows older than this row's id (the cursor)"),
+            _limit(500, 100)])}}
 
 
 def _admin(op_id: str, summary: str, responses: Json, *statuses: int, **more: Any) -> Json:
@@ -1012,8 +1039,12 @@ def _admin_fleet_paths() -> Json:
         "/admin/jobs": {"get": _admin(
             "adminListJobs", "Every job, newest first (without results)",
             {"200": _answer("The jobs", _object({"data": {"type": "array", "items": {
-                "allOf": [_schema("Job"), _object({"key_id": _INTEGER})]}}}, "data"))}, 400,
+                "allOf": [_schema("Job"), _object({"key_id": _INTEGER, "account": _INTEGER})]}}},
+                "data"))}, 400,
             parameters=[_query("status", _enum(JobStatus), "Only jobs in this status"),
+                        _query("account", _ID, "Only the jobs of this account's keys"),
+                        _query("model", {"type": "string", "maxLength": 128},
+                               "Only this model's jobs"),
                         _limit(500, 100)])},
         "/admin/payments": {"get": _admin(
             "adminListPayments", "Every payment, newest first",
@@ -1022,9 +1053,21 @@ def _admin_fleet_paths() -> Json:
                         _query("account_id", _ID, "Only this account's"), _limit(500, 100)])},
         "/admin/payments/events": {"get": _admin(
             "adminListPaymentEvents", "Stripe events received and what they did",
-            {"200": _answer("The events, newest first", _list_of(_object({
-                "id": _STRING, "type": _STRING, "outcome": _STRING,
-                "received_at": _TIME})))}, 400, parameters=[_limit(500, 100)])},
+            {"200": _answer("The events, newest first",
+                            _list_of(_schema("PaymentEvent")))}, 400,
+            parameters=[_query("type", {"type": "string", "maxLength": 100},
+                               "Only events of this type, like charge.refunded"),
+                        _query("ignored", {"enum": ["true", "false"]},
+                               "true: only the events the portal ignored; false: the others"),
+                        _limit(500, 100)],
+            description="A delivery that failed is not recorded: Stripe delivers it again "
+                        "(`portal_webhooks_total{outcome=\"failed\"}` counts it).")},
+        "/admin/payments/{payment}": {"get": _admin(
+            "adminGetPayment", "A payment's whole story: the payment, its ledger rows, "
+            "refunds, disputes and Stripe events",
+            {"200": _answer("The payment and its story", _schema("PaymentStory"))}, 404,
+            parameters=[_path_parameter("payment", _STRING, "The payment's id (`payment_id`) "
+                                                            "or its Checkout Session's")])},
     }
 
 
@@ -1220,6 +1263,28 @@ def _admin_schemas() -> Json:
             description="`applied`: the change now (negative for a debit); of a debit, "
                         "`deferred` is taken from what open calls release when they "
                         "settle and `shortfall` is what nothing covers")]},
+        "LedgerRow": _object({
+            "id": _INTEGER, "account": _INTEGER, "kind": _enum(LedgerKind),
+            **_money("amount"), "reference": _STRING, "note": _STRING, "created_at": _TIME,
+        }, "id", "account", "kind", "amount", "reference",
+            description="A change of a balance; `amount` is negative for what was taken"),
+        "PaymentEvent": _object({"id": _STRING, "type": _STRING, "outcome": _STRING,
+                                 "received_at": _TIME}, "id", "type", "outcome"),
+        "PaymentStory": {"allOf": [_schema("Payment"), _object({
+            "ledger": {"type": "array", "items": _schema("LedgerRow"),
+                       "description": "Its credit, refunds taken back and given back, a "
+                                      "lost dispute, oldest first"},
+            "refunds": {"type": "array", "items": _object({
+                "id": _STRING, **_money("debited"), **_money("given_back")}, "id")},
+            "disputes": {"type": "array", "items": _object({
+                "id": _STRING, **_money("debited")}, "id"),
+                "description": "The disputes it lost"},
+            "events": {"type": "array", "items": {"allOf": [_schema("PaymentEvent"), _object({
+                "matched_by": {"enum": ["session", "refund", "dispute", "account"],
+                               "description": "What of the payment the outcome names (only "
+                                              "its account: it may be another payment's)"},
+            })]}, "description": "The Stripe events that name it, newest first"},
+        }, "ledger", "refunds", "disputes", "events")]},
         "AdminModel": _object({
             "name": _STRING, "served_name": _STRING, "kind": _enum(ModelKind),
             **_price("input_price"), **_price("output_price"), "context_length": _INTEGER,

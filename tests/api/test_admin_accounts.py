@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from edge.billing import credits
 from edge.db.models import Account, ApiKey, AuditEntry, LedgerEntry
 from tests.support.inprocess import InProcessPortal, NodeDouble, Stall
 
@@ -20,6 +21,12 @@ TOKEN = "accounts-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
 
 pytestmark = pytest.mark.portal_settings(admin_token=TOKEN)
+
+
+@pytest.fixture(autouse=True)
+def drain_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No bookkeeper runs beside the in-process portal: a credit drains the stream itself."""
+    monkeypatch.setattr(credits, "BOOKKEEPER_GRACE", 0.0)
 
 
 async def account_of(portal: InProcessPortal, credit: str = "5") -> tuple[int, int, str]:

@@ -132,7 +132,7 @@ async def test_the_list_counts_nodes_by_state_and_names_may_hold_slashes(
     ({"input_price": "-1"}, "input_price"),
     ({"input_price": "abc"}, "input_price"),
     ({"input_price": "0.0000001"}, "input_price"),
-    ({"input_price": "1000.000001"}, "input_price"),
+    ({"input_price": "1000000.000001"}, "input_price"),
     ({"output_price": None}, "output_price"),
     ({"output_price": True}, "output_price"),
     ({"context_length": 0}, "context_length"),
