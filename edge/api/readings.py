@@ -7,7 +7,8 @@ read when Prometheus asks, so the hot path pays nothing for them:
 - Redis and SQL up, each from one ping, as ``/readyz`` probes them;
 - the ledger backlog (``edge.billing.ledger_writer.backlog``) and the open reservations
   (``edge.billing.reaper.open_reservations``): one pipelined round trip each;
-- the unfinished jobs (``edge.jobs.store.queue_counts``) and the sum of the balances:
+- the unfinished jobs (``edge.jobs.store.queue_counts``) and the sum of the balances
+  (``edge.reports.holdings.outstanding_balances``, as the console's overview reads it):
   indexed or single-table SQL reads.
 
 Every read has :data:`READ_TIMEOUT` seconds, and they run at once: a scrape answers
@@ -20,16 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tortoise.connection import get_connection
-from tortoise.functions import Sum
 
 from edge import metrics
 from edge.billing.ledger_writer import backlog
 from edge.billing.reaper import open_reservations
-from edge.db.models import Account
 from edge.jobs.store import queue_counts
+from edge.reports.holdings import outstanding_balances
 
 if TYPE_CHECKING:
     from edge.context import PortalContext
@@ -74,19 +74,13 @@ async def _ping_database() -> bool:
     return True
 
 
-async def _balances() -> int:
-    rows: list[Any] = await Account.all().annotate(total=Sum("balance")).values_list(
-        "total", flat=True)
-    return int(rows[0] or 0) if rows else 0
-
-
 async def take_readings(portal: PortalContext) -> metrics.Readings:
     """Read everything :class:`edge.metrics.Readings` holds, within :data:`READ_TIMEOUT`."""
     models, nodes = node_readings(portal.registry)
     redis_up, database_up, ledger, reservations, jobs, balances = await asyncio.gather(
         _bounded(_ping_redis(portal)), _bounded(_ping_database()),
         _bounded(backlog(portal.store)), _bounded(open_reservations(portal.store)),
-        _bounded(queue_counts()), _bounded(_balances()))
+        _bounded(queue_counts()), _bounded(outstanding_balances()))
     watch = portal.watch
     return metrics.Readings(
         models=models, nodes=nodes,

@@ -154,7 +154,7 @@ async def test_a_scrape_answers_within_its_bound_when_redis_and_sql_hang(
         await asyncio.Event().wait()
 
     monkeypatch.setattr(readings, "queue_counts", hang)
-    monkeypatch.setattr(readings, "_balances", hang)
+    monkeypatch.setattr(readings, "outstanding_balances", hang)
     monkeypatch.setattr(readings, "_ping_database", hang)
     registry = Registry()
     registry.models = {"m": SimpleNamespace(id=1, name="m")}  # type: ignore[dict-item]
