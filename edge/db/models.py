@@ -266,6 +266,8 @@ class LedgerEntry(Model):
 
     class Meta:
         table = "ledger"
+        # The overview sums by time; the console and GET /admin/ledger page an account's.
+        indexes = (("created_at",), ("account_id", "id"))
 
 
 class UsageRecord(Model):
@@ -297,7 +299,8 @@ class UsageRecord(Model):
 
     class Meta:
         table = "usage_log"
-        indexes = (("key_id", "created_at"), ("account_id", "created_at"))
+        # By key and account for their usage; by time alone for the operator's overview.
+        indexes = (("key_id", "created_at"), ("account_id", "created_at"), ("created_at",))
 
 
 class JobStatus(StrEnum):

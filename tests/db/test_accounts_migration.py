@@ -157,7 +157,8 @@ async def test_every_key_becomes_an_account_holding_it(database: str) -> None:
     finally:
         EXECUTOR_CACHE.clear()
     assert applied == ["0006_accounts", "0007_model_kinds", "0008_conversations",
-                       "0009_fleet_scaling", "0010_contact_and_audit", "0011_node_runs"]
+                       "0009_fleet_scaling", "0010_contact_and_audit", "0011_node_runs",
+                       "0012_report_indexes"]
 
     # Each account is its key's wallet, under the key's id.
     assert sql_query(database, "SELECT id, name, balance, spent, owed, frozen, created_at "

@@ -44,7 +44,8 @@ async def test_upgrading_a_database_with_rows(database: str) -> None:
     assert applied == ["0002_jobs_and_node_health", "0003_chat_and_payments",
                        "0004_installation", "0005_money_survives_redis", "0006_accounts",
                        "0007_model_kinds", "0008_conversations", "0009_fleet_scaling",
-                       "0010_contact_and_audit", "0011_node_runs"]
+                       "0010_contact_and_audit", "0011_node_runs",
+                       "0012_report_indexes"]
     # A model offered before kinds existed generated text; one offered before scaling
     # policies keeps its min_warm as min_nodes and scales as it did: one node at most.
     assert sql_query(database, "SELECT name, kind, min_nodes, max_nodes, load_metric, spot "
