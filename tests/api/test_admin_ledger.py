@@ -10,26 +10,12 @@ import pytest
 
 from edge.billing import credits
 from edge.db.models import ApiKey
+from tests.chat.test_conversations_postgres import migrated_postgres  # noqa: F401 (a fixture)
 from tests.support.inprocess import InProcessPortal, open_portal
 from tests.support.services import postgres_database
 
 TOKEN = "ledger-admin-token"
 ADMIN = {"authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def migrated_postgres() -> Iterator[str]:
-    """A PostgreSQL database migrated once, that each test copies."""
-    import asyncio
-
-    from tortoise.backends.base.executor import EXECUTOR_CACHE
-
-    from edge.db import migrate
-
-    with postgres_database() as url:
-        asyncio.run(migrate(url))
-        EXECUTOR_CACHE.clear()
-        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
