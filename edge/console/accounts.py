@@ -10,14 +10,11 @@ key for the account (``POST /admin/keys``, its secret shown once on the page).
 
 from __future__ import annotations
 
-from typing import Any
-
 from sanic import HTTPResponse, Request
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 
-from edge.api.shapes import account_view, key_view, money
-from edge.billing.money import format_usd
+from edge.api.shapes import account_view, key_view, ledger_view, money
 from edge.console.common import bp, page_limit, render
 from edge.db.models import (
     MAX_ID,
@@ -73,13 +70,6 @@ async def live_balances(request: Request, accounts: list[Account]) -> dict[int, 
             for account, value in zip(accounts, raw, strict=True)}
 
 
-def ledger_row(entry: LedgerEntry) -> dict[str, Any]:
-    """A ledger row as the page shows it (amount in USD, negative for charges)."""
-    return {"id": entry.id, "kind": str(entry.kind), "amount": format_usd(entry.amount),
-            "amount_micros": entry.amount, "reference": entry.reference, "note": entry.note,
-            "created_at": entry.created_at.isoformat(timespec="seconds")}
-
-
 @bp.get("/accounts")
 async def accounts_page(request: Request) -> HTTPResponse:
     search = (request.args.get("q") or "").strip()[:SEARCH_LENGTH]
@@ -107,6 +97,6 @@ async def account_page(request: Request, account_id: int) -> HTTPResponse:
              **money("owed", account.owed), "open_disputes": disputes}
     return await render(request, "console/account.html", section="accounts",
                         account=shown, keys=keys,
-                        ledger=[ledger_row(entry) for entry in ledger],
+                        ledger=[ledger_view(entry) for entry in ledger],
                         ledger_rows=LEDGER_ROWS, scopes=[str(s) for s in KeyScope],
                         cap_resets=[str(c) for c in CapReset])
