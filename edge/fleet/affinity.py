@@ -21,15 +21,18 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["EPSILON", "PREFIX_CHARS", "PREFIX_MESSAGES", "prefix_affinity", "room_affinity"]
+__all__ = ["EPSILON", "PREFIX_CHARS", "PREFIX_TOKENS", "leading_messages", "prefix_affinity",
+           "room_affinity"]
 
 #: Headroom over the mean load that the affine node may carry.
 EPSILON = 0.25
-#: Messages of a conversation that make its prefix: the system prompt and the first
-#: question are what every later turn of the same conversation starts with.
-PREFIX_MESSAGES = 2
 #: Characters of a plain prompt that make its prefix.
 PREFIX_CHARS = 1024
+#: Token ids of a prompt given as ids that make its prefix (16 of vLLM's blocks).
+PREFIX_TOKENS = 256
+#: The roles of the instructions a conversation starts with (OpenAI's ``developer``
+#: is the newer name of ``system``).
+_INSTRUCTION_ROLES = ("system", "developer")
 
 
 def _number(text: str) -> int:
@@ -41,11 +44,34 @@ def room_affinity(room: str) -> int:
     return _number("room\0" + room)
 
 
+def leading_messages(messages: list[Any]) -> list[Any]:
+    """What every turn of a conversation starts with: its leading system (or developer)
+    messages and the first message after them, usually the first question.
+
+    vLLM caches a prompt in blocks of tokens, chained from the first, so a later turn
+    hits as far as its rendered messages agree with an earlier one: the instructions
+    and the first question always, the rest only on the node that served the turn
+    before. A fixed count of messages would not do: without a system prompt the first
+    turn's two messages would be [question] and the second's [question, answer], two
+    keys for one conversation; with two system messages every conversation would share
+    one key.
+    """
+    count = 0
+    while count < len(messages) and isinstance(messages[count], Mapping) and \
+            messages[count].get("role") in _INSTRUCTION_ROLES:
+        count += 1
+    return messages[:count + 1]
+
+
 def prefix_affinity(body: Mapping[str, Any]) -> int | None:
     """The affinity of an API call from what its prompt starts with (None: no prompt
-    worth keeping a node for, as for embeddings).
+    worth keeping a node for, as for embeddings of a list of texts).
 
     OpenAI's ``prompt_cache_key`` names the prefix outright when the client gives it.
+    Otherwise: the instructions (Anthropic's ``system``, the Responses API's
+    ``instructions``) and the conversation's :func:`leading_messages`; or the first
+    :data:`PREFIX_CHARS` characters of a plain prompt (:data:`PREFIX_TOKENS` of one
+    given as token ids).
     """
     given = body.get("prompt_cache_key")
     if isinstance(given, str) and given:
@@ -58,10 +84,14 @@ def prefix_affinity(body: Mapping[str, Any]) -> int | None:
     messages = body.get("messages")
     if not isinstance(messages, list):
         messages = body.get("input") if isinstance(body.get("input"), list) else None
-    if isinstance(messages, list) and messages:
-        parts.extend(messages[:PREFIX_MESSAGES])
-    elif isinstance(body.get("prompt"), str):
-        parts.append(body["prompt"][:PREFIX_CHARS])
+    prompt = body.get("prompt")
+    if isinstance(messages, list) and messages and isinstance(messages[0], Mapping):
+        parts.extend(leading_messages(messages))
+    elif isinstance(prompt, str):
+        parts.append(prompt[:PREFIX_CHARS])
+    elif isinstance(prompt, list) and prompt and all(
+            isinstance(token, int) and not isinstance(token, bool) for token in prompt):
+        parts.append(prompt[:PREFIX_TOKENS])
     elif isinstance(body.get("input"), str) and parts:
         parts.append(body["input"][:PREFIX_CHARS])
     if not parts:
