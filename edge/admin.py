@@ -14,7 +14,7 @@ from sanic.response import json as json_response
 
 from edge import audit
 from edge.billing.money import format_usd
-from edge.db.models import LLM, MAX_ID, ApiKey, Job, JobStatus, Node
+from edge.db.models import LLM, MAX_ID, JobStatus, Node
 from edge.errors import InvalidAPIKey, InvalidRequest, NotFound, PermissionDenied
 from edge.fleet import policies
 from edge.fleet.scaling import policy_view
@@ -22,7 +22,7 @@ from edge.identity import console_sessions
 from edge.identity.auth import same_secret
 from edge.identity.csrf import form_csrf
 from edge.identity.sessions import same_token
-from edge.jobs.store import job_view
+from edge.jobs import listing
 from edge.jsonbody import json_object
 from edge.tasks import enqueue
 
@@ -221,38 +221,26 @@ async def fleet_event(request: Request):
 
 @bp.get("/jobs")
 async def list_jobs(request: Request):
-    """Query: ``status``, ``account`` (an id: its keys' jobs), ``model``, ``limit`` (≤ 500)."""
-    query = Job.all().order_by("-created_at")
+    """Query: ``status``, ``account`` (an id: its keys' jobs), ``model``, ``limit`` (≤ 500);
+    as :func:`edge.jobs.listing.list_jobs` finds them."""
     status = request.args.get("status")
     if status:
         statuses = [s.value for s in JobStatus]
         if status not in statuses:
             raise InvalidRequest(f"'status' must be one of {', '.join(statuses)}.",
                                  param="status")
-        query = query.filter(status=status)
     account = request.args.get("account")
-    if account is not None:
-        if not (account.isascii() and account.isdigit() and len(account) < 20
-                and 0 < int(account) <= MAX_ID):
-            raise InvalidRequest("'account' must be an account's id.", param="account")
-        query = query.filter(key__account_id=int(account))
+    if account is not None and not (account.isascii() and account.isdigit()
+                                    and len(account) < 20 and 0 < int(account) <= MAX_ID):
+        raise InvalidRequest("'account' must be an account's id.", param="account")
     model = request.args.get("model")
-    if model is not None:
-        if len(model) > 128:
-            raise InvalidRequest("'model' is a model's name.", param="model")
-        query = query.filter(model=model)
+    if model is not None and len(model) > 128:
+        raise InvalidRequest("'model' is a model's name.", param="model")
     try:
         limit = min(500, max(1, int(request.args.get("limit", 100))))
     except ValueError:
         raise InvalidRequest("'limit' must be a number.", param="limit") from None
-    jobs = await query.limit(limit)
-    owners = dict(await ApiKey.filter(id__in={job.key_id for job in jobs}).values_list(
-        "id", "account_id"))
-    data = []
-    for job in jobs:
-        entry = job_view(job)
-        entry.pop("result", None)
-        entry["key_id"] = job.key_id
-        entry["account"] = owners.get(job.key_id)
-        data.append(entry)
+    data = await listing.list_jobs(status=JobStatus(status) if status else None,
+                                   account=int(account) if account is not None else None,
+                                   model=model, limit=limit)
     return json_response({"data": data})

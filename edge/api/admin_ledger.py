@@ -1,5 +1,6 @@
 """``/admin/ledger``: the ledger's rows for the operator, newest first (bearer
-``PORTAL_ADMIN_TOKEN``).
+``PORTAL_ADMIN_TOKEN``), as :func:`edge.billing.ledger_search.search_ledger` finds them
+(the console's ledger page reads the same).
 
 Read-only: the ledger is append-only, and every row of it came through the settle
 script or the one credit function (:func:`edge.billing.credits.credit`). What a
@@ -16,7 +17,8 @@ from sanic.response import json as json_response
 from edge.admin import require_admin
 from edge.api.fields import query_id, query_limit, query_text
 from edge.api.shapes import ledger_view
-from edge.db.models import LedgerEntry, LedgerKind
+from edge.billing.ledger_search import search_ledger
+from edge.db.models import LedgerKind
 from edge.errors import InvalidRequest
 
 __all__ = ["bp"]
@@ -32,31 +34,19 @@ _REFERENCE_LENGTH = 200
 async def ledger(request: Request):
     """Query: ``reference`` (exact) or ``reference_prefix``, ``account`` (an id), ``kind``,
     ``before`` (a row's id: older rows only, the cursor), ``limit`` (at most 500)."""
-    query = LedgerEntry.all().order_by("-id")
     reference = query_text(request, "reference", _REFERENCE_LENGTH)
     prefix = query_text(request, "reference_prefix", _REFERENCE_LENGTH)
     if reference is not None and prefix is not None:
         raise InvalidRequest("Give 'reference' or 'reference_prefix', not both.",
                              param="reference_prefix")
-    if reference is not None:
-        query = query.filter(reference=reference)
-    if prefix is not None:
-        query = query.filter(reference__startswith=prefix)
-    account = query_id(request, "account")
-    if account is not None:
-        query = query.filter(account_id=account)
     kind = request.args.get("kind")
-    if kind is not None:
-        kinds = [k.value for k in LedgerKind]
-        if kind not in kinds:
-            raise InvalidRequest(f"'kind' must be one of {', '.join(kinds)}.", param="kind")
-        query = query.filter(kind=LedgerKind(kind))
-    before = query_id(request, "before")
-    if before is not None:
-        query = query.filter(id__lt=before)
-    limit = query_limit(request)
-    rows = list(await query.limit(limit + 1))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return json_response({"object": "list", "data": [ledger_view(r) for r in rows],
-                          "has_more": more, "next_before": rows[-1].id if more else None})
+    kinds = [k.value for k in LedgerKind]
+    if kind is not None and kind not in kinds:
+        raise InvalidRequest(f"'kind' must be one of {', '.join(kinds)}.", param="kind")
+    page = await search_ledger(reference=reference, reference_prefix=prefix,
+                               account=query_id(request, "account"),
+                               kind=LedgerKind(kind) if kind is not None else None,
+                               before=query_id(request, "before"),
+                               limit=query_limit(request))
+    return json_response({"object": "list", "data": [ledger_view(r) for r in page.rows],
+                          "has_more": page.has_more, "next_before": page.next_before})

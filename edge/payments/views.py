@@ -18,7 +18,7 @@ from sanic.response import json as json_response
 from edge import metrics
 from edge.admin import require_admin
 from edge.api.fields import query_id, query_limit, query_text
-from edge.db.models import MAX_ID, Payment, PaymentStatus, WebhookEvent
+from edge.db.models import PaymentStatus
 from edge.errors import InvalidRequest, NotFound
 from edge.identity.auth import authenticate, credentials, require_usable
 from edge.identity.keys import KeyRecord
@@ -27,6 +27,7 @@ from edge.payments.checkout import parse_topup_amount, start_checkout
 from edge.payments.config import PaymentSettings, PaymentsOff, close_stripe_clients
 from edge.payments.events import WebhookRefused, verify_event
 from edge.payments.history import event_view, list_payments, payment_story, payment_views
+from edge.payments.records import find_payment, recent_events
 from edge.payments.webhook import handle_event
 
 __all__ = ["admin_bp", "api_bp", "webhook_bp"]
@@ -34,9 +35,6 @@ __all__ = ["admin_bp", "api_bp", "webhook_bp"]
 api_bp = Blueprint("payments_api")
 webhook_bp = Blueprint("payments_webhook")
 admin_bp = Blueprint("payments_admin", url_prefix="/admin")
-
-#: How the outcome of an event the portal ignored begins (:mod:`edge.payments.handlers`).
-IGNORED = "ignored"
 
 
 @api_bp.get("/api/payments/config")
@@ -123,28 +121,19 @@ async def admin_payment_events(request: Request):
     """Query: ``type`` (``charge.refunded``), ``ignored`` (true: only events the portal
     ignored, false: only the others), ``limit`` (at most 500). A delivery that failed
     is not recorded: Stripe delivers it again (``portal_webhooks_total`` counts it)."""
-    query = WebhookEvent.all().order_by("-received_at")
-    kind = query_text(request, "type", 100)
-    if kind is not None:
-        query = query.filter(type=kind)
     ignored = request.args.get("ignored")
-    if ignored is not None:
-        if ignored not in ("true", "false"):
-            raise InvalidRequest("'ignored' is true or false.", param="ignored")
-        query = query.filter(outcome__startswith=IGNORED) if ignored == "true" else \
-            query.exclude(outcome__startswith=IGNORED)
-    events = await query.limit(query_limit(request))
+    if ignored is not None and ignored not in ("true", "false"):
+        raise InvalidRequest("'ignored' is true or false.", param="ignored")
+    events = await recent_events(event_type=query_text(request, "type", 100),
+                                 ignored=None if ignored is None else ignored == "true",
+                                 limit=query_limit(request))
     return json_response({"object": "list", "data": [event_view(e) for e in events]})
 
 
 @admin_bp.get("/payments/<payment:str>")
 async def admin_payment(request: Request, payment: str):
     """A payment by its id (``payment_id``) or its Checkout Session's (``cs_…``)."""
-    found = None
-    if payment.isascii() and payment.isdigit() and len(payment) < 20:
-        found = await Payment.get_or_none(id=int(payment)) if int(payment) <= MAX_ID else None
-    elif len(payment) <= 255:
-        found = await Payment.get_or_none(session_id=payment)
+    found = await find_payment(payment)
     if found is None:
         raise NotFound(f"No payment '{payment[:80]}'.")
     return json_response(await payment_story(found))

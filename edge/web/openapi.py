@@ -1039,7 +1039,10 @@ def _admin_fleet_paths() -> Json:
         "/admin/jobs": {"get": _admin(
             "adminListJobs", "Every job, newest first (without results)",
             {"200": _answer("The jobs", _object({"data": {"type": "array", "items": {
-                "allOf": [_schema("Job"), _object({"key_id": _INTEGER, "account": _INTEGER})]}}},
+                "allOf": [_schema("Job"), _object({
+                    "key_id": _INTEGER, "account": _INTEGER,
+                    "node_id": {"type": ["integer", "null"],
+                                "description": "The node that ran it last"}})]}}},
                 "data"))}, 400,
             parameters=[_query("status", _enum(JobStatus), "Only jobs in this status"),
                         _query("account", _ID, "Only the jobs of this account's keys"),
