@@ -20,11 +20,10 @@ from typing import Any
 
 from sanic import Blueprint, Request
 from sanic.response import json as json_response
-from tortoise.expressions import Q
 
 from edge import audit
 from edge.admin import admin_actor, require_admin
-from edge.api.fields import usd
+from edge.api.fields import query_limit, usd
 from edge.api.shapes import account_view, key_view, money
 from edge.billing.credits import CreditNotDurable, credit
 from edge.db.models import MAX_ID, Account, ApiKey, LedgerKind, Payment, PaymentStatus
@@ -33,6 +32,7 @@ from edge.identity.accounts import (
     KeySettings,
     KeySettingsError,
     create_key,
+    matching_accounts,
     revoke_key,
     rotate_key,
     set_frozen,
@@ -186,23 +186,13 @@ async def _adjust(request: Request, account_id: int, *, debit: bool) -> dict[str
 
 @bp.get("/accounts")
 async def list_accounts(request: Request):
-    """Query: ``q`` (a name's part, an account id or a key prefix), ``limit`` (≤ 500)."""
-    query = Account.all().order_by("id")
-    search = (request.args.get("q") or "").strip()[:128]
-    if search:
-        matches = Q(name__icontains=search)
-        if search.isascii() and search.isdigit() and int(search) <= MAX_ID:
-            matches |= Q(id=int(search))
-        owners = await ApiKey.filter(prefix__startswith=search).values_list("account_id",
-                                                                            flat=True)
-        if owners:
-            matches |= Q(id__in=list(owners))
-        query = query.filter(matches)
-    raw_limit = request.args.get("limit", "100")
-    if not (raw_limit.isascii() and raw_limit.isdigit() and len(raw_limit) < 6):
-        raise InvalidRequest("'limit' must be a number.", param="limit")
-    accounts = await query.limit(max(1, min(500, int(raw_limit))))
-    return json_response({"object": "list", "data": [account_view(a) for a in accounts]})
+    """Query: ``q`` (a name's part, an account id or a key prefix), ``limit`` (≤ 500).
+    Balances are live (what open calls hold is taken off), as the account shows them."""
+    search = request.args.get("q") or ""
+    accounts = await (await matching_accounts(search)).limit(query_limit(request))
+    balances = await request.app.ctx.portal.billing.balances(accounts)
+    return json_response({"object": "list", "data": [
+        account_view(a, balance=balances[a.id]) for a in accounts]})
 
 
 @bp.get("/accounts/<account_id:int>")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from edge.store.hotstore import RedisUnavailable
 
 if TYPE_CHECKING:
     from edge.billing.spool import Spool
+    from edge.db.models import Account
     from edge.identity.keys import KeyRecord
     from edge.store.hotstore import HotStore
 
@@ -498,6 +499,16 @@ class Billing:
         if raw is None:
             return await self.load_balance(account_id)
         return int(raw)
+
+    async def balances(self, accounts: Sequence[Account]) -> dict[int, int]:
+        """Many accounts' live balances in one round trip, by account id; the SQL balance
+        of one Redis does not hold yet (nothing is pending for it then, see
+        :meth:`load_balance`)."""
+        if not accounts:
+            return {}
+        raw = await self.store.client.mget([self.store.balance(a.id) for a in accounts])
+        return {account.id: int(value) if value is not None else account.balance
+                for account, value in zip(accounts, raw, strict=True)}
 
     async def load_balance(self, account_id: int) -> int:
         """Seed Redis with the SQL balance of an account it does not hold yet.

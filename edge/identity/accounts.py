@@ -18,17 +18,31 @@ import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from tortoise.expressions import Q
+from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
-from edge.db.models import LLM, Account, ApiKey, CapReset, KeyScope, LedgerEntry, LedgerKind
+from edge.db.models import (
+    LLM,
+    MAX_ID,
+    Account,
+    ApiKey,
+    CapReset,
+    KeyScope,
+    LedgerEntry,
+    LedgerKind,
+)
 from edge.identity.keys import ROUTES, generate_key, hash_key, publish_account, publish_key
 
 if TYPE_CHECKING:
     from edge.store.hotstore import HotStore
 
 __all__ = ["MAX_CAP", "MAX_GRACE", "MAX_RPM", "MAX_TPM", "CreatedKey", "KeySettings",
-           "KeySettingsError", "create_key", "revoke_key", "rotate_key", "set_frozen",
-           "update_key"]
+           "KeySettingsError", "create_key", "matching_accounts", "revoke_key", "rotate_key",
+           "set_frozen", "update_key"]
+
+#: The longest account search, in characters.
+SEARCH_LENGTH = 128
 
 #: Largest limits a key may be given: beyond them a number is a typo, not a plan.
 MAX_RPM = 1_000_000_000
@@ -310,3 +324,26 @@ async def set_frozen(account_id: int, frozen: bool, store: HotStore | None) -> N
         await account.save(update_fields=["frozen"])
     if store is not None:
         await publish_account(store, account)
+
+
+async def matching_accounts(search: str) -> QuerySet[Account]:
+    """The accounts a search names, by id: a part of the account's name, its id, or the
+    start of one of its keys' prefixes (every account for an empty search), as
+    ``GET /admin/accounts?q=`` and the console's accounts page find them.
+
+    A search that is not printable text matches nothing: it names no account, and
+    PostgreSQL refuses a NUL in a string.
+    """
+    query = Account.all().order_by("id")
+    search = search.strip()[:SEARCH_LENGTH]
+    if not search:
+        return query
+    if not search.isprintable():
+        return query.filter(id__in=[])
+    matches = Q(name__icontains=search)
+    if search.isascii() and search.isdigit() and int(search) <= MAX_ID:
+        matches |= Q(id=int(search))
+    owners = await ApiKey.filter(prefix__startswith=search).values_list("account_id", flat=True)
+    if owners:
+        matches |= Q(id__in=list(owners))
+    return query.filter(matches)

@@ -231,3 +231,22 @@ async def test_unknown_accounts_and_a_missing_token(inprocess_portal: InProcessP
         assert wrong.status_code == 401, action
     assert await inprocess_portal.assert_books_balance(key_id) == 5_000_000
     assert not (await Account.get(id=account)).frozen and not await AuditEntry.exists()
+
+
+async def test_the_account_search_is_the_consoles_and_shows_live_balances(
+        inprocess_portal: InProcessPortal) -> None:
+    http = inprocess_portal.client
+    account, _key = await inprocess_portal.create_key("3")
+    await inprocess_portal.ctx.store.client.set(inprocess_portal.ctx.store.balance(account),
+                                                2_500_000)  # as if a call held 0.50
+    found = await http.get("/admin/accounts", params={"q": str(account)}, headers=ADMIN)
+    assert found.status_code == 200
+    (row,) = [a for a in found.json()["data"] if a["id"] == account]
+    assert row["balance_micros"] == 2_500_000  # live, not SQL's 3.00
+    for hostile in ("\x00", "%", "_", "'; drop table accounts; --", "x" * 5000):
+        answer = await http.get("/admin/accounts", params={"q": hostile}, headers=ADMIN)
+        assert answer.status_code == 200, hostile
+        assert account not in [a["id"] for a in answer.json()["data"]]
+    for limit in ("0", "501", "ten", "-1"):
+        refused = await http.get("/admin/accounts", params={"limit": limit}, headers=ADMIN)
+        assert refused.status_code == 400 and refused.json()["error"]["param"] == "limit"
