@@ -99,3 +99,13 @@ def test_only_the_audit_module_touches_the_table() -> None:
     called = {node.func.attr for node in ast.walk(tree)
               if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)}
     assert not called & {"update", "delete", "save", "bulk_update", "update_or_create"}
+
+
+async def test_bad_filters_are_refused_by_name(inprocess_portal: InProcessPortal) -> None:
+    http = inprocess_portal.client
+    for query, param in (({"target": "node:\x00"}, "target"), ({"action": "x" * 65}, "action"),
+                         ({"limit": "0"}, "limit"), ({"limit": "lots"}, "limit")):
+        for path in ("/admin/audit", "/admin/contact") if param == "limit" else ("/admin/audit",):
+            answer = await http.get(path, params=query, headers=ADMIN)
+            assert answer.status_code == 400, (path, query)
+            assert answer.json()["error"]["param"] == param
