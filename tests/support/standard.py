@@ -10,7 +10,7 @@ test also proves the edge rewrites model names both ways.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -19,8 +19,11 @@ from edge.billing.money import parse_usd, token_cost
 from edge.db import close_database, migrate, open_database
 from tests.support.deployment import Deployment
 from tests.support.deployment import deploy as deployment_of
+from tests.support.services import postgres_database
+from tests.support.templates import copy_sqlite_template, postgres_template_of
 
-__all__ = ["MODEL", "SERVED", "Deployment", "database", "deploy", "deployment", "expected_cost"]
+__all__ = ["MODEL", "SERVED", "Deployment", "database", "deploy", "deployment", "expected_cost",
+           "postgres_template"]
 
 MODEL = "m1"
 SERVED = "sim-m1"
@@ -51,18 +54,33 @@ def deployment(tmp_path_factory: pytest.TempPathFactory,
         yield made
 
 
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A migrated PostgreSQL database without an identity, that ``database`` copies."""
+    with postgres_database() as url:
+        yield postgres_template_of(url)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 async def database(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """This process's database, migrated and open, on SQLite and on PostgreSQL."""
+    """This process's database, migrated and open, on SQLite and on PostgreSQL.
+
+    It starts as a copy of a migrated template (tests/support/templates.py); ``migrate``
+    then applies nothing and gives it its own identity, as on a fresh database.
+    """
     from tortoise.backends.base.executor import EXECUTOR_CACHE
 
-    if request.param == "sqlite":
-        url = f"sqlite://{tmp_path / 'portal.sqlite3'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    await migrate(url)
-    await open_database(url)
-    yield url
-    await close_database()
-    # Tortoise caches compiled INSERTs by table, not by dialect: one process, one database.
-    EXECUTOR_CACHE.clear()
+    with ExitStack() as dropped:
+        if request.param == "sqlite":
+            path = tmp_path / "portal.sqlite3"
+            copy_sqlite_template(path)
+            url = f"sqlite://{path}"
+        else:
+            url = dropped.enter_context(
+                postgres_database(template=request.getfixturevalue("postgres_template")))
+        await migrate(url)
+        await open_database(url)
+        yield url
+        await close_database()
+        # Tortoise caches compiled INSERTs by table, not by dialect: one process, one database.
+        EXECUTOR_CACHE.clear()
