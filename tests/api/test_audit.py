@@ -101,6 +101,7 @@ def test_only_the_audit_module_touches_the_table() -> None:
     assert not called & {"update", "delete", "save", "bulk_update", "update_or_create"}
 
 
+@pytest.mark.portal_settings(admin_token=TOKEN)
 async def test_bad_filters_are_refused_by_name(inprocess_portal: InProcessPortal) -> None:
     http = inprocess_portal.client
     for query, param in (({"target": "node:\x00"}, "target"), ({"action": "x" * 65}, "action"),
