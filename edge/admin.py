@@ -164,12 +164,12 @@ async def node_action(request: Request, node_id: int, action: str):
                           "message_id": message}, status=202)
 
 
-@bp.get("/models/<name:str>/policy")
+@bp.get("/models/<name:path>/policy")
 async def get_policy(request: Request, name: str):
     return json_response(policy_view(await _model(name)))
 
 
-@bp.patch("/models/<name:str>/policy")
+@bp.patch("/models/<name:path>/policy")
 async def change_policy(request: Request, name: str):
     """Change the settings the body names (``launch`` is replaced whole)."""
     llm = await _model(name)

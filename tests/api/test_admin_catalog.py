@@ -198,3 +198,18 @@ async def test_bodies_unknown_models_and_the_token(inprocess_portal: InProcessPo
                                    headers={"authorization": "Bearer not-the-token"})
         assert wrong.status_code == 401, (method, path)
     assert [m.name for m in await LLM.all()] == ["m"] and (await LLM.get(name="m")).enabled
+
+
+async def test_a_model_named_with_a_slash_has_its_policy_too(
+        inprocess_portal: InProcessPortal) -> None:
+    """Hub-style names (``org/model``) reach the policy routes as they reach the model's."""
+    await inprocess_portal.add_model("org/x")
+    http = inprocess_portal.client
+    assert (await http.get("/admin/models/org/x", headers=ADMIN)).json()["name"] == "org/x"
+    changed = await http.patch("/admin/models/org/x/policy", headers=ADMIN,
+                               json={"max_nodes": 2})
+    assert changed.status_code == 200 and changed.json()["model"] == "org/x"
+    assert (await LLM.get(name="org/x")).max_nodes == 2
+    shown = await http.get("/admin/models/org/x/policy", headers=ADMIN)
+    assert shown.json()["max_nodes"] == 2
+    assert (await http.get("/admin/models/org/y/policy", headers=ADMIN)).status_code == 404
