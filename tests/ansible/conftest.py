@@ -155,6 +155,25 @@ def playbooks() -> Sequence[Path]:
     return [REPO / "site.yml", *sorted((REPO / "playbooks").glob("*.yml"))]
 
 
+#: Where the suites that converge THIS machine install (test_site_local.py,
+#: test_monitoring_local.py); their variables put every directory under it.
+TEST_ROOT = Path("/opt/inference-portal-test")
+
+
+def prepare_test_root() -> Path:
+    """Make :data:`TEST_ROOT` (root's, 0755) before a converge of this machine.
+
+    Ansible's ``file`` module makes missing parents with the owner and mode of the
+    directory it was asked for: a monitoring converge on a fresh machine made it
+    ``root:prometheus 0750``, and the site converge that followed could not start its
+    node (user ``vllm`` could not enter its home below it).
+    """
+    TEST_ROOT.mkdir(parents=True, exist_ok=True)
+    os.chown(TEST_ROOT, 0, 0)
+    TEST_ROOT.chmod(0o755)
+    return TEST_ROOT
+
+
 #: Taken by each suite that converges THIS machine (test_site_local.py,
 #: test_monitoring_local.py): they share its supervisord, which each starts when it is
 #: not running and stops afterwards, so they take turns, across test processes too.

@@ -34,7 +34,16 @@ import pytest
 import yaml
 
 from simnode.testing import SimnodeProcess, free_port, start_simnode
-from tests.ansible.conftest import REPO, MachineLock, Run, ansible_env, run_ansible, which
+from tests.ansible.conftest import (
+    REPO,
+    TEST_ROOT,
+    MachineLock,
+    Run,
+    ansible_env,
+    prepare_test_root,
+    run_ansible,
+    which,
+)
 from tests.ansible.test_site_local import require_machine, service_running
 from tests.support.portal import PortalServer
 
@@ -43,7 +52,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 VARS_FILE = REPO / "tests" / "ansible" / "vars" / "monitoring_converge.yml"
 VARS = yaml.safe_load(VARS_FILE.read_text())
-LOGS = Path("/opt/inference-portal-test/logs")
+LOGS = TEST_ROOT / "logs"
 SUPERVISOR_CONF = "/etc/supervisor/supervisord.conf"
 PROGRAMS_DIR = Path("/etc/supervisor/conf.d")
 PREFIX = VARS["monitoring_program_prefix"]
@@ -149,6 +158,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory,
         # log that would hold back this run's alert as already sent.
         remove_programs()
         shutil.rmtree(VARS["monitoring_data_dir"], ignore_errors=True)
+        prepare_test_root()  # else the role would make it, closed to the site's services
         portal.start()
         portal.add_model(MODEL)
         portal.add_node(MODEL, node.url)

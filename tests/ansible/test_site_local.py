@@ -29,9 +29,11 @@ from websockets.sync.client import connect
 
 from tests.ansible.conftest import (
     REPO,
+    TEST_ROOT,
     MachineLock,
     Run,
     ansible_env,
+    prepare_test_root,
     run_ansible,
     strict,
     which,
@@ -42,7 +44,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 #: The extra variables of this test (directories, ports, programs turned off).
 VARS_FILE = REPO / "tests" / "ansible" / "vars" / "local_converge.yml"
 VARS = yaml.safe_load(VARS_FILE.read_text())
-ROOT = Path("/opt/inference-portal-test")
+ROOT = TEST_ROOT
 LOGS = ROOT / "logs"
 SUPERVISOR_CONF = "/etc/supervisor/supervisord.conf"
 NGINX = f"http://127.0.0.1:{VARS['portal_nginx_listen_port']}"
@@ -85,7 +87,7 @@ def snapshot_source() -> Path:
     """Freeze the code the roles install, so both converges see the same source."""
     target = ROOT / "source"
     archive = ROOT / "source.tar.gz"
-    ROOT.mkdir(parents=True, exist_ok=True)
+    prepare_test_root()
     subprocess.run([sys.executable, str(REPO / "roles/project_package/files/pack_source.py"),
                     str(REPO), str(archive), "pyproject.toml", "README.md", "LICENSE", "edge",
                     "dramatiq_actors", "simnode"], check=True, capture_output=True)
