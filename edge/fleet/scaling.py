@@ -8,7 +8,10 @@ SQL and Redis say and carries out its decision; the fleet simulator
   their queues, plus calls waiting in the edge and queued jobs) stays above the
   target for ``scale_out_after`` seconds, one more node: a stopped one booted, or a
   new one launched (spot above the on-demand floor). A cold model with work, or a
-  model under ``min_nodes``, gets one at once. One node on its way at a time.
+  model under ``min_nodes``, gets one at once. Nodes on their way count as capacity
+  already: another is added, a window later, only while the load per node would still
+  be over the target with them (a burst that needs four nodes does not wait for three
+  boots in a row).
 - **In.** When the load would still be under 80 % of the target with one node fewer
   for ``scale_in_after`` seconds, or the model has had no request for its idle
   TTL, the dearest idle node is drained (never one with open calls or queued work,
@@ -270,8 +273,6 @@ def _decide(policy: Policy, seen: Observation, memory: Memory, now: float) -> De
         if len(active) >= policy.max_nodes:
             return Decision("hold", f"load {per_node:.1f} per node over the target "
                                     f"{policy.target_load:g}, at max_nodes {policy.max_nodes}")
-        if any(n.coming for n in active):
-            return Decision("hold", "a node is on its way")
         if now - since < policy.scale_out_after:
             return Decision("hold", f"load {per_node:.1f} per node over the target for "
                                     f"{now - since:.0f} of {policy.scale_out_after:g} s")

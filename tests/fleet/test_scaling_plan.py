@@ -44,8 +44,24 @@ def test_load_over_the_target_for_long_enough_adds_one_node() -> None:
     assert decide(POLICY, busy, memory, 30) == "launch"
     # The decision is being carried out: nothing more for a while, even over the target.
     assert decide(POLICY, busy, memory, 31) == "hold"
-    coming = [*busy, NodeView(id=2, state="pending")]
-    assert decide(POLICY, coming, memory, 30 + ACT_GRACE + 100) == "hold"  # one on its way
+    # The node on its way is capacity: 7 calls over two nodes are under the target.
+    coming = [running(1, in_flight=7), NodeView(id=2, state="pending")]
+    assert decide(POLICY, coming, memory, 30 + ACT_GRACE + 100) == "hold"
+    assert memory.above_since is None
+
+
+def test_while_nodes_are_on_their_way_more_come_if_the_load_still_needs_them() -> None:
+    memory = Memory()
+    # 9 calls, one node serving and one booting: 4.5 per node, still over 4.
+    coming = [running(1, in_flight=9), NodeView(id=2, state="pending")]
+    assert decide(POLICY, coming, memory, 0) == "hold"  # over since now
+    assert decide(POLICY, coming, memory, 30) == "launch"  # a third, not after the boot
+    more = [*coming, NodeView(id=3, state="pending")]  # 3 per node: enough
+    assert decide(POLICY, more, memory, 30 + ACT_GRACE + 100) == "hold"
+    # Booting nodes count toward max_nodes too.
+    full = [running(1, in_flight=20), NodeView(id=2, state="pending"),
+            NodeView(id=3, state="pending")]
+    assert decide(POLICY, full, Memory(above_since=0), 1000) == "hold"
 
 
 def test_a_burst_shorter_than_the_window_adds_nothing() -> None:
