@@ -67,7 +67,7 @@ from moto import mock_aws
 
 from dramatiq_actors.fleet import Fleet, LaunchSpec, hourly_price
 from edge.fleet.affinity import room_affinity
-from edge.fleet.registry import ModelInfo, NodeInfo, Registry
+from edge.fleet.registry import ModelInfo, NodeInfo, Registry, keep_for
 from edge.fleet.scaling import LaunchPlan, Memory, NodeView, Observation, Policy, plan
 from edge.fleet.slots import Slots
 from edge.store.hotstore import HotStore, connect_redis
@@ -158,12 +158,14 @@ class ModelResult:
 
     node_hours: float = 0.0
     idle_hours: float = 0.0
+    alone_idle_hours: float = 0.0  # of which with no other node of the model up
     boot_hours: float = 0.0
     chat: int = 0
     chat_hits: int = 0
 
     def row(self) -> dict[str, Any]:
         return {"node_hours": round(self.node_hours, 1), "idle_hours": round(self.idle_hours, 1),
+                "alone_idle_hours": round(self.alone_idle_hours, 1),
                 "boot_hours": round(self.boot_hours, 1),
                 "chat_prefix_hit_pct": round(100 * self.chat_hits / self.chat, 1)
                 if self.chat else 0.0}
@@ -201,6 +203,9 @@ class Result:
         return {"policy": self.policy, "node_hours_on_demand": round(self.on_demand_hours, 1),
                 "node_hours_spot": round(self.spot_hours, 1),
                 "idle_share_pct": round(100 * self.idle_hours / billed, 1) if billed else 0.0,
+                "alone_idle_share_pct": round(100 * sum(
+                    m.alone_idle_hours for m in self.models.values()) / billed, 1)
+                if billed else 0.0,
                 "boot_share_pct": round(100 * self.boot_hours / billed, 1) if billed else 0.0,
                 "gpu_cost_usd": round(self.cost_usd, 2), "served": self.served,
                 "waited": len(ordered), "wait_p50_s": pct(ordered, 0.5),
@@ -233,6 +238,7 @@ class Simulation:
         self.memory = {m: Memory() for m in MODELS}
         self.queue: dict[str, collections.deque[Call]] = {m: collections.deque() for m in MODELS}
         self.last_call = {m: -math.inf for m in MODELS}
+        self.accounted = {m: 0.0 for m in MODELS}  # idle counted up to then
         self.events: list[tuple[float, int, str, Any]] = []
         self.counter = itertools.count()
         self.ids = itertools.count(1)
@@ -243,11 +249,14 @@ class Simulation:
         heapq.heappush(self.events, (when, next(self.counter), kind, payload))
 
     def launch(self, model: str, spot: bool, ready_now: bool = False) -> None:
+        self.account(model)
         (instance,) = self.fleet.launch(LaunchSpec(model=model, instance_type=INSTANCE,
                                                    region="us-east-1", image_id=IMAGE,
                                                    spot=spot))
+        policy = self.policies.get(model, Policy())  # a catalogue row's, if it has none
         info = NodeInfo(id=next(self.ids), model_id=self.models[model].id, url="", state="pending",
-                        healthy=False, slots=SLOTS)
+                        healthy=False, slots=SLOTS,
+                        keep=keep_for(policy.target_load, policy.load_metric))
         node = SimNode(info, instance.id, spot, billed_from=self.now,
                        ready_at=self.now if ready_now else self.now + self.boot)
         self.nodes[model].append(node)
@@ -255,15 +264,22 @@ class Simulation:
         if ready_now:
             self.ready(node)
         else:
-            self.result.cold_starts += not any(n.state == "running" for n in self.nodes[model])
+            self.count_cold_start(model, node)
             self.at(node.ready_at, "ready", (model, node))
 
     def boot_again(self, model: str, node: SimNode) -> None:
+        self.account(model)
         self.fleet.start("us-east-1", node.instance_id)
         node.state, node.info.state, node.billed_from = "pending", "pending", self.now
         node.ready_at = self.now + self.boot
-        self.result.cold_starts += not any(n.state == "running" for n in self.nodes[model])
+        self.count_cold_start(model, node)
         self.at(node.ready_at, "ready", (model, node))
+
+    def count_cold_start(self, model: str, node: SimNode) -> None:
+        """A boot is a cold start when the model has no other node serving or on its way
+        (several booted at once for one cold model are one cold start)."""
+        self.result.cold_starts += not any(n.state in ("pending", "running")
+                                           for n in self.nodes[model] if n is not node)
 
     def model_policy(self, model: str) -> Policy | None:
         return self.policies.get(model)
@@ -279,12 +295,27 @@ class Simulation:
         if stopped:
             self.boot_again(model, stopped[0])
 
+    def account(self, model: str) -> None:
+        """Count the idle time of ``model``'s nodes since the last change (call it before
+        each): on a node that is the model's only one up, the price of keeping the model
+        warm at all; on one of several, capacity kept beyond the load."""
+        elapsed, self.accounted[model] = self.now - self.accounted[model], self.now
+        up = [n for n in self.nodes[model] if n.state in ("pending", "running", "draining")]
+        if len(up) == 1 and up[0].state != "pending" and up[0].info.in_flight == 0:
+            self.result.models[model].alone_idle_hours += elapsed / 3600
+
     def ready(self, node: SimNode) -> None:
+        self.account(self.model_of(node))
         node.booting += self.now - node.billed_from if node.state == "pending" else 0.0
         node.state, node.info.state, node.info.healthy = "running", "running", True
         node.cache.clear()  # a booted node starts with an empty KV cache
 
+    def model_of(self, node: SimNode) -> str:
+        return next(model for model, info in self.models.items()
+                    if info.id == node.info.model_id)
+
     def stop(self, node: SimNode) -> None:
+        self.account(self.model_of(node))
         if node.spot:
             self.fleet.terminate("us-east-1", node.instance_id)
         else:
@@ -323,6 +354,7 @@ class Simulation:
         if info is None:
             return False
         node = next(n for n in self.nodes[call.model] if n.info is info)
+        self.account(call.model)
         info.in_flight += 1
         if info.in_flight == 1:
             node.busy_since = self.now
@@ -353,6 +385,7 @@ class Simulation:
     async def done(self, call: Call, node: SimNode) -> None:
         self.slots.give(call.id)
         await self.slots.drain()  # the edge's waiters see the slot free once Redis does
+        self.account(call.model)
         node.info.in_flight -= 1
         if node.info.in_flight == 0 and node.busy_since is not None:
             node.busy += self.now - node.busy_since
@@ -422,6 +455,7 @@ class Simulation:
                     await self.decide(model)
         self.now = max(self.now, hours * 3600)
         for model, nodes in self.nodes.items():
+            self.account(model)
             figures = self.result.models[model]
             for node in nodes:
                 if node.state == "pending":  # still booting at the end

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 
 from edge import metrics
 
-__all__ = ["ModelInfo", "NodeInfo", "Registry"]
+__all__ = ["ModelInfo", "NodeInfo", "Registry", "keep_for"]
 
 #: Seconds a node that refused a call is skipped by this process.
 PASSIVE_DOWN_SECONDS = 5.0
@@ -50,6 +50,10 @@ class NodeInfo:
     down_until: float = 0.0  # monotonic time until which this worker skips it
     static: bool = False  # no EC2 instance: the portal never boots it on demand
     slots: int = 256  # calls it takes at once, over every worker (admission control)
+    #: Open calls under which it keeps serving the prefixes it holds, however lightly
+    #: the model's other nodes are loaded: the model's target load per node (0: only
+    #: the bounded-load rule of ``take_slot.lua`` decides).
+    keep: int = 0
 
     @property
     def routable(self) -> bool:
@@ -152,6 +156,7 @@ class Registry:
         """Replace the table with SQL's, keeping this worker's in-flight counters."""
         from edge.db.models import LLM, Node
 
+        rows = await LLM.all()
         models = {
             row.name: ModelInfo(
                 id=row.id, name=row.name, served_name=row.served_name,
@@ -159,9 +164,10 @@ class Registry:
                 context_length=row.context_length, enabled=row.enabled,
                 boot_seconds=row.boot_seconds, created=int(row.created_at.timestamp()),
                 kind=str(row.kind), node_slots=row.node_slots)
-            for row in await LLM.all()
+            for row in rows
         }
         slots_of = {model.id: model.node_slots for model in models.values()}
+        keep_of = {row.id: keep_for(row.target_load, row.load_metric) for row in rows}
         previous = {node.id: node for nodes in self.nodes.values() for node in nodes}
         nodes: dict[int, list[NodeInfo]] = {}
         for row in await Node.all():
@@ -170,18 +176,26 @@ class Registry:
                             state=str(row.state), healthy=row.healthy,
                             queue_depth=row.queue_depth, static=row.static,
                             slots=slots_of.get(row.model_id) or row.learned_slots
-                            or self.default_slots,
+                            or self.default_slots, keep=keep_of.get(row.model_id, 0),
                             in_flight=old.in_flight if old else 0,
                             down_until=old.down_until if old else 0.0)
             if old is not None:
                 old.url, old.state, old.healthy = info.url, info.state, info.healthy
-                old.queue_depth, old.slots = info.queue_depth, info.slots
+                old.queue_depth, old.slots, old.keep = info.queue_depth, info.slots, info.keep
                 info = old  # keep the object: open requests hold a reference to it
             nodes.setdefault(row.model_id, []).append(info)
         self.models = models
         self.nodes = nodes
         reloaded, self._reloaded = self._reloaded, asyncio.Event()
         reloaded.set()
+
+
+def keep_for(target_load: float, load_metric: str) -> int:
+    """:attr:`NodeInfo.keep` of a model's nodes: its target load per node when that
+    counts open calls (a node under it is not overloaded by the policy's own measure,
+    so a conversation need not leave it for a node added since); 0 when the target
+    counts vLLM's queue instead."""
+    return int(target_load) if load_metric == "in_flight" else 0
 
 
 def _load(node: NodeInfo) -> int:

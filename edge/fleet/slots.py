@@ -53,8 +53,9 @@ class Slots:
     async def take(self, candidates: Sequence[NodeInfo], request_id: str,
                    affinity: int | None = None) -> NodeInfo | None:
         """A slot on one of ``candidates`` (least loaded first, as this worker sees them):
-        the node that last served ``affinity`` while it has room within the bound, else
-        the one with the fewest open calls. None: all are full."""
+        the node that last served ``affinity`` while it has a free slot and its open
+        calls are under its :attr:`~edge.fleet.registry.NodeInfo.keep` or within the
+        bound, else the one with the fewest open calls. None: all are full."""
         if not candidates:
             return None
         ns = self.store.ns
@@ -66,7 +67,8 @@ class Slots:
         index = await self._take(
             keys=slot_keys,
             args=[request_id, int(self.lease * 1000), remember, EPSILON,
-                  *(node.id for node in candidates), *(node.slots for node in candidates)])
+                  *(node.id for node in candidates), *(node.slots for node in candidates),
+                  *(node.keep for node in candidates)])
         if not index:
             return None
         node = candidates[int(index) - 1]

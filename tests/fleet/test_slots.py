@@ -1,6 +1,6 @@
 """Admission slots and cache-affine routing on a real Redis: limits held over several
 processes' worth of :class:`Slots`, leases that free a dead holder's slots, and a
-prefix kept on its node until that node is full."""
+prefix kept on its node until that node is full, past its bound or over its keep."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from edge.store import keys
 from edge.store.hotstore import HotStore
 
 
-def node(node_id: int, slots: int = 2) -> NodeInfo:
+def node(node_id: int, slots: int = 2, keep: int = 0) -> NodeInfo:
     return NodeInfo(id=node_id, model_id=1, url=f"http://n{node_id}", state="running",
-                    healthy=True, slots=slots)
+                    healthy=True, slots=slots, keep=keep)
 
 
 @pytest.fixture
@@ -99,6 +99,22 @@ async def test_a_prefix_stays_on_its_node_until_its_load_is_past_the_bound(store
     assert await store.client.get(keys.affinity(store.ns, 1, 77)) == b"3"
     # Another prefix is its own: it goes to the least loaded, b.
     assert await slots.take([a, b, c], "other", affinity=78) is b
+
+
+async def test_a_prefix_keeps_its_node_under_its_keep_however_many_nodes_join(store) -> None:
+    slots = Slots(store, lease=30, affinity_ttl=60)
+    a = node(1, slots=8, keep=6)  # the model's target load per node is 6
+    assert [await slots.take([a], f"r{i}", affinity=5) for i in range(4)] == [a] * 4
+    # Two nodes join, empty. With 4 open on a, the bound alone, ceil(5 x 1.25 / 3) + 1,
+    # would be 4 and send the prefix to a node that does not hold it; a is under its
+    # keep, so it stays there up to 6 open.
+    b, c = node(2, slots=8, keep=6), node(3, slots=8, keep=6)
+    assert await slots.take([b, c, a], "r4", affinity=5) is a
+    assert await slots.take([b, c, a], "r5", affinity=5) is a
+    assert await open_calls(store, [1, 2, 3]) == {1: 6, 2: 0, 3: 0}
+    # At its keep the bound decides again (4 for 7 calls over 3 nodes): the prefix moves.
+    assert await slots.take([b, c, a], "r6", affinity=5) is b
+    assert await slots.take([c, a, b], "r7", affinity=5) is b
 
 
 async def test_a_full_affine_node_is_passed_over(store) -> None:

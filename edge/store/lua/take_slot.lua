@@ -7,8 +7,10 @@
 --
 -- Cache-affine routing (consistent hashing with bounded loads, by memory rather than
 -- by hash): a call that shares a prefix with an earlier one goes to the node that
--- served it last, while that node's open calls stay within (1 + epsilon) times the
--- mean over the candidates, this call included, plus one; otherwise, and for a prefix not seen
+-- served it last while that node has a free slot and its open calls are under its
+-- keep (the model's target load per node: a node under it is not overloaded, however
+-- many nodes were added since) or within (1 + epsilon) times the mean over the
+-- candidates, this call included, plus one; otherwise, and for a prefix not seen
 -- before, to the candidate with the fewest open calls (the caller's order breaks
 -- ties). The prefix is then remembered on the node chosen.
 --
@@ -21,6 +23,8 @@
 -- ARGV[4]     epsilon, the affine node's headroom over the mean
 -- ARGV[5..4+n]     each candidate's node id, in the order of KEYS
 -- ARGV[5+n..4+2n]  each candidate's limit
+-- ARGV[5+2n..4+3n] each candidate's keep: open calls under which it keeps a prefix
+--                  whatever the others carry (0: the bound alone decides)
 --
 -- Returns the 1-based index of the node whose slot was taken, or 0 when all are full.
 
@@ -28,7 +32,7 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local lease = tonumber(ARGV[2])
 local remember = tonumber(ARGV[3])
-local n = (#ARGV - 4) / 2
+local n = (#ARGV - 4) / 3
 local open = {}
 local total = 0
 for i = 1, n do
@@ -45,7 +49,8 @@ if remember > 0 then
     local bound = math.ceil((total + 1) * (1 + tonumber(ARGV[4])) / n) + 1
     for i = 1, n do
       if ARGV[4 + i] == last then
-        if open[i] < tonumber(ARGV[4 + n + i]) and open[i] < bound then
+        local keep = math.max(bound, tonumber(ARGV[4 + 2 * n + i]))
+        if open[i] < tonumber(ARGV[4 + n + i]) and open[i] < keep then
           chosen = i
         end
         break
