@@ -6,12 +6,13 @@ on the same node. A call's *affinity* is a number drawn from what its prompt sta
 with (:func:`prefix_affinity`), or from a chat room's name (:func:`room_affinity`).
 
 Which node gets it is decided where its slot is taken (``take_slot.lua``, through
-:class:`edge.fleet.slots.Slots`): the node that served the affinity last, while its
-open calls stay within ``1 + EPSILON`` times the mean, plus one call of slack
-(consistent hashing with bounded loads, Mirrokni, Thorup and Zadimoghaddam), else
-the least loaded. The
-memory is Redis's, shared by every worker, and forgotten after ``PORTAL_AFFINITY_TTL``
-seconds without a call, about as long as vLLM keeps an idle prefix.
+:class:`edge.fleet.slots.Slots`): the node that served the affinity last, while it has
+a free slot and its open calls are under the model's target load per node
+(:attr:`edge.fleet.registry.NodeInfo.keep`) or within ``1 + EPSILON`` times the mean,
+plus one call of slack (consistent hashing with bounded loads, Mirrokni, Thorup and
+Zadimoghaddam); else the least loaded, and the affinity moves there. The memory is
+Redis's, shared by every worker, and forgotten after ``PORTAL_AFFINITY_TTL`` seconds
+without a call, about as long as vLLM keeps an idle prefix.
 """
 
 from __future__ import annotations
