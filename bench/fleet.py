@@ -1,6 +1,7 @@
 """A day of traffic on a simulated fleet: what each scaling policy costs and serves.
 
     python bench/fleet.py [--short] [--seed 7] [--boot 180] [--hours 24]
+                          [--idle-ttl 300] [--scale-in-after 120] [--target-load 6]
 
 Replays a seeded day (a diurnal curve with bursts; three models of different
 popularity; chat rooms whose histories grow turn by turn, and one-off API calls) on
@@ -82,6 +83,8 @@ ADMISSION_WAIT = 10.0
 COLD_WAIT = 600.0
 TICK = 15.0  # seconds between two scaling decisions
 INSTANCE = "g5.xlarge"
+#: The policies compared, in the order printed.
+POLICIES = ("always-on at peak", "idle TTL, one node", "autoscaler", "autoscaler, least-loaded")
 #: Models: share of the traffic, share of it that is chat, conversations open at once.
 MODELS = {"big": (0.6, 0.6, 40), "mid": (0.3, 0.5, 20), "small": (0.1, 0.3, 8)}
 
@@ -485,17 +488,21 @@ async def simulate(args: argparse.Namespace, redis_url: str) -> list[dict[str, A
     IMAGE = fleet.client("us-east-1").describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
     launch = LaunchPlan(instance_types=(INSTANCE,), image_id=IMAGE)
     peak = {"big": 6, "mid": 3, "small": 2}
-    autoscaler = {m: Policy(min_nodes=0, max_nodes=peak[m], target_load=SLOTS * 0.75,
+    # Each model's boot time as the catalogue measures it (LLM.boot_seconds).
+    autoscaler = {m: Policy(min_nodes=0, max_nodes=peak[m], target_load=args.target_load,
                             scale_out_after=30, scale_in_after=args.scale_in_after,
-                            idle_ttl=args.idle_ttl,
-                            spot=True, on_demand_floor=1, launch=launch) for m in MODELS}
+                            idle_ttl=args.idle_ttl, spot=True, on_demand_floor=1,
+                            launch=launch, boot_seconds=args.boot) for m in MODELS}
     setups = [
         ("always-on at peak", {}, 3600.0, True),
-        ("idle TTL, one node", {m: Policy(max_nodes=1, idle_ttl=1800, launch=launch)
+        ("idle TTL, one node", {m: Policy(max_nodes=1, idle_ttl=1800, launch=launch,
+                                          boot_seconds=args.boot)
                                 for m in MODELS}, 3600.0, False),
         ("autoscaler", autoscaler, 3600.0, False),
         ("autoscaler, least-loaded", autoscaler, 0.0, False),
     ]
+    if args.policy:
+        setups = [setup for setup in setups if setup[0] in args.policy]
     rows = []
     for name, policies, affinity_ttl, always_on in setups:
         store = HotStore(connect_redis(redis_url), f"fleetsim{uuid.uuid4().hex[:8]}")
@@ -540,6 +547,10 @@ def main() -> int:
                         help="the autoscaler's idle TTL, seconds")
     parser.add_argument("--scale-in-after", type=float, default=120.0,
                         help="the autoscaler's scale_in_after, seconds")
+    parser.add_argument("--target-load", type=float, default=SLOTS * 0.75,
+                        help="the autoscaler's target_load, open calls per node")
+    parser.add_argument("--policy", action="append", choices=POLICIES,
+                        help="run only this policy (repeatable; default: all of them)")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args()
     with redis_service() as redis_url, mock_aws():

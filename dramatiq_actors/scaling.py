@@ -16,6 +16,7 @@ node is drained in the two minutes EC2 gives before it takes the instance back.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import time
@@ -50,6 +51,8 @@ log = logging.getLogger(__name__)
 MEMORY_TTL = 3600
 #: Seconds EC2 gives between a spot interruption notice and taking the instance.
 INTERRUPTION_NOTICE = 120
+#: What a decision leaves for the next, each a number of seconds or a time stamp.
+_MEMORY_FIELDS = tuple(field.name for field in dataclasses.fields(Memory))
 
 
 @dramatiq.actor(queue_name=QUEUE_MAINTENANCE, time_limit=120_000, max_retries=0)
@@ -122,8 +125,7 @@ async def _recall(model: str) -> Memory:
     store = runtime().store
     raw = await store.client.hgetall(keys.scale_memory(store.ns, model))
     values = {_text(k): float(v) for k, v in raw.items() if v}
-    return Memory(above_since=values.get("above_since"), below_since=values.get("below_since"),
-                  acted_until=values.get("acted_until"))
+    return Memory(**{name: values.get(name) for name in _MEMORY_FIELDS})
 
 
 def _text(value: bytes | str) -> str:
@@ -133,8 +135,7 @@ def _text(value: bytes | str) -> str:
 async def _remember(model: str, memory: Memory) -> None:
     store = runtime().store
     key = keys.scale_memory(store.ns, model)
-    fields = {"above_since": memory.above_since, "below_since": memory.below_since,
-              "acted_until": memory.acted_until}
+    fields = {name: getattr(memory, name) for name in _MEMORY_FIELDS}
     async with store.client.pipeline(transaction=True) as pipe:
         pipe.delete(key)
         for name, value in fields.items():

@@ -16,6 +16,12 @@ SQL and Redis say and carries out its decision; the fleet simulator
   for ``scale_in_after`` seconds, or the model has had no request for its idle
   TTL, the dearest idle node is drained (never one with open calls or queued work,
   never below ``min_nodes``, never below the on-demand floor while spot remains).
+- **To zero, sooner.** A model whose quiet spells (the time between its requests, as
+  the scaler sees it) have lately lasted more than twice its measured boot time
+  stops once it has been quiet for one boot time, without waiting for the idle TTL:
+  keeping a node idle for longer than a boot costs more than the boot it saves,
+  when the next request is likely that far off. A model called every minute with a
+  three-minute boot keeps its node warm.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 __all__ = ["LOAD_METRICS", "POLICY_FIELDS", "Decision", "LaunchPlan", "Memory", "NodeView",
-           "Observation", "Policy", "plan", "policy_changes", "policy_view"]
+           "Observation", "Policy", "plan", "policy_changes", "policy_view", "sparse"]
 
 #: What a model's load counts: calls open on its nodes, or calls in their own queues.
 LOAD_METRICS = ("in_flight", "waiting")
@@ -36,6 +42,12 @@ SCALE_IN_HEADROOM = 0.8
 #: Seconds after a decision during which no other is taken: the actors carrying it
 #: out need a moment before the fleet shows its effect (a node pending or draining).
 ACT_GRACE = 20.0
+#: A model is sparse, and stops once quiet for its boot time, when its quiet spells
+#: last this many boot times (twice: the node it stops is then off, on average, for
+#: at least as long as it takes to boot again).
+SPARSE_GAPS = 2.0
+#: Weight of the newest quiet spell in the model's running mean of them.
+QUIET_WEIGHT = 0.3
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -111,6 +123,7 @@ class Policy:
     spot: bool = False
     on_demand_floor: int = 0
     launch: LaunchPlan = LaunchPlan()
+    boot_seconds: float = 0.0  # measured (LLM.boot_seconds), not set; 0: not known yet
 
     @classmethod
     def of(cls, llm: Any, default_idle_ttl: float) -> Policy:
@@ -120,7 +133,7 @@ class Policy:
                    scale_out_after=llm.scale_out_after, scale_in_after=llm.scale_in_after,
                    idle_ttl=default_idle_ttl if llm.idle_ttl is None else llm.idle_ttl,
                    spot=llm.spot, on_demand_floor=llm.on_demand_floor,
-                   launch=LaunchPlan.parse(llm.launch))
+                   launch=LaunchPlan.parse(llm.launch), boot_seconds=llm.boot_seconds or 0.0)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -168,6 +181,8 @@ class Memory:
     above_since: float | None = None
     below_since: float | None = None
     acted_until: float | None = None  # a decision is being carried out until then
+    quiet: float | None = None  # running mean of the model's quiet spells, seconds
+    quiet_now: float | None = None  # how long it had been quiet at the last look
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -245,6 +260,7 @@ def demand(policy: Policy, seen: Observation) -> int:
 
 def plan(policy: Policy, seen: Observation, memory: Memory, now: float) -> Decision:
     """The one thing to do for a model now; updates ``memory`` for the next call."""
+    _note_quiet(seen, memory)
     if memory.acted_until is not None and now < memory.acted_until:
         return Decision("hold", "carrying out the last decision")
     memory.acted_until = None
@@ -252,6 +268,27 @@ def plan(policy: Policy, seen: Observation, memory: Memory, now: float) -> Decis
     if decision.action != "hold":
         memory.acted_until = now + ACT_GRACE
     return decision
+
+
+def _note_quiet(seen: Observation, memory: Memory) -> None:
+    """Fold the quiet spell that ended since the last look (a request came: the model is
+    quiet for less time than it was then) into the model's running mean of them.
+
+    The scaler looks every few seconds, so a busy model's spells count as about that
+    long; what matters is telling spells of minutes from spells of seconds.
+    """
+    before, memory.quiet_now = memory.quiet_now, (
+        seen.idle_for if math.isfinite(seen.idle_for) else None)
+    if before is None or memory.quiet_now is None or memory.quiet_now >= before:
+        return
+    memory.quiet = before if memory.quiet is None else (
+        QUIET_WEIGHT * before + (1 - QUIET_WEIGHT) * memory.quiet)
+
+
+def sparse(policy: Policy, memory: Memory) -> bool:
+    """Does the model go longer between requests than it is worth keeping a node for?"""
+    return policy.boot_seconds > 0 and memory.quiet is not None and \
+        memory.quiet >= SPARSE_GAPS * policy.boot_seconds
 
 
 def _decide(policy: Policy, seen: Observation, memory: Memory, now: float) -> Decision:
@@ -287,6 +324,13 @@ def _decide(policy: Policy, seen: Observation, memory: Memory, now: float) -> De
     if work == 0 and policy.idle_ttl > 0 and seen.idle_for >= policy.idle_ttl:
         memory.below_since = None
         return _scale_in(policy, active, f"no request for {seen.idle_for:.0f} s")
+    if work == 0 and policy.idle_ttl > 0 and sparse(policy, memory) and \
+            seen.idle_for >= policy.boot_seconds:
+        memory.below_since = None
+        return _scale_in(policy, active, f"no request for {seen.idle_for:.0f} s, and its "
+                                         f"quiet spells last about {memory.quiet:.0f} s, "
+                                         f"more than twice its boot of "
+                                         f"{policy.boot_seconds:.0f} s")
     fits = len(active) > 1 and work <= SCALE_IN_HEADROOM * policy.target_load * (
         len(active) - 1)
     if not fits:

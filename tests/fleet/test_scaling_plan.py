@@ -17,6 +17,7 @@ from edge.fleet.scaling import (
     Policy,
     plan,
     policy_changes,
+    sparse,
 )
 
 LAUNCH = LaunchPlan(instance_types=("g5.xlarge", "g6.xlarge"), image_id="ami-1")
@@ -146,6 +147,32 @@ def test_an_idle_model_stops_its_last_nodes_after_its_ttl_but_keeps_min_nodes() 
     assert decide(kept, one, Memory(), 0, idle_for=10_000) == "hold"
     never = Policy(max_nodes=1, idle_ttl=0)
     assert decide(never, one, Memory(), 0, idle_for=10_000) == "hold"
+
+
+def test_a_sparse_model_stops_after_a_boot_of_quiet_without_waiting_for_its_ttl() -> None:
+    policy = dataclasses.replace(POLICY, idle_ttl=1800, boot_seconds=100)
+    memory, one = Memory(), [running(1)]
+    # A quiet spell of 250 s, seen as it goes; nothing says yet that the model is sparse.
+    for now, idle in [(0, 0), (50, 50), (250, 250)]:
+        assert decide(policy, one, memory, now, idle_for=idle) == "hold"
+    assert decide(policy, one, memory, 260, idle_for=5) == "hold"  # a request ended it
+    assert memory.quiet == 250  # over twice its boot
+    assert decide(policy, one, memory, 300, idle_for=45) == "hold"  # quiet for less than a boot
+    assert decide(policy, one, memory, 360, idle_for=105) == "drain:1"
+
+
+def test_a_model_called_more_often_than_its_boot_keeps_its_node_until_its_ttl() -> None:
+    policy = dataclasses.replace(POLICY, idle_ttl=600, boot_seconds=100)
+    memory, one = Memory(), [running(1)]
+    for look, idle in enumerate([3, 9, 1, 12, 4, 7, 2]):  # calls every few seconds
+        assert decide(policy, one, memory, 15 * look, idle_for=idle) == "hold"
+    assert memory.quiet is not None and memory.quiet < 15
+    assert decide(policy, one, memory, 500, idle_for=400) == "hold"  # a lull, not a habit
+    assert decide(policy, one, memory, 700, idle_for=600) == "drain:1"
+    # Without a measured boot the rule has nothing to weigh; idle_ttl 0 still means never.
+    assert not sparse(dataclasses.replace(policy, boot_seconds=0), Memory(quiet=10_000))
+    never = dataclasses.replace(policy, idle_ttl=0)
+    assert decide(never, one, Memory(quiet=10_000), 0, idle_for=10_000) == "hold"
 
 
 def test_static_nodes_are_never_booted_nor_drained() -> None:

@@ -101,6 +101,29 @@ def test_load_boots_a_second_node_and_its_fall_drains_one(cluster: Cluster) -> N
     assert sorted(cluster.node(n)["state"] for n in (first_id, second_id)) == states
 
 
+def test_a_model_quiet_for_longer_than_twice_its_boot_stops_before_its_idle_ttl(
+        cluster: Cluster) -> None:
+    policy(cluster, "--idle-ttl", "1800", "--node-slots", "8")
+    cluster.sql("UPDATE llm_models SET boot_seconds = 2 WHERE name = ?", MODEL)  # measured
+    instance = cluster.moto.run_node(MODEL)
+    port = free_port()
+    node_id = cluster.register(instance, port)
+    cluster.nodes.append(start_simnode("--model", MODEL, port=port))
+    cluster.portal.spawn("scheduler", "scheduler")  # decides every second
+    cluster.wait_node(node_id, state="running", healthy=True, timeout=15)
+    _, key = cluster.portal.create_key("10")
+
+    # Six quiet seconds, then a call: a spell of three boots, as the scaler saw it.
+    time.sleep(6)
+    assert cluster.node(node_id)["state"] == "running"  # no habit known yet: kept
+    assert asyncio.run(_streams(cluster, key, 1, 4)) == [200]
+    # Quiet again for a boot's time: the node goes, 30 minutes before its idle TTL would
+    # have stopped it; the scaler's log says why.
+    cluster.wait_node(node_id, state="stopped", timeout=30)
+    assert cluster.moto.state(instance) == "stopped"
+    assert "its quiet spells last about" in (cluster.portal.root / "worker.log").read_text()
+
+
 def test_work_for_a_cold_model_launches_from_its_plan_trying_the_next_type(
         gated: Cluster, gate: Ec2Gate) -> None:
     image = gated.moto.image()
