@@ -31,9 +31,17 @@ def test_the_short_day_prints_a_row_per_policy(tmp_path: Path) -> None:
         # Every call is served or refused; none is lost to a node stopped under it.
         assert row["served"] + row["refused"] == row["calls"], row
         assert row["lost"] == 0, row
-        assert 0 <= row["idle_share_pct"] <= 100
+        # Idle (up, no call) and booting are apart, and each model's hours add up.
+        assert 0 <= row["idle_share_pct"] + row["boot_share_pct"] <= 100
+        assert 0 <= row["alone_idle_share_pct"] <= row["idle_share_pct"]
+        billed = row["node_hours_on_demand"] + row["node_hours_spot"]
+        assert abs(sum(m["node_hours"] for m in row["models"].values()) - billed) < 0.2
+        assert row["chat_prefix_token_hit_pct"] > 0
     always, scaled = rows["always-on at peak"], rows["autoscaler"]
     assert always["node_hours_spot"] == 0 and always["cold_starts"] == 0
     # Scaling with the load bills fewer node-hours than holding the peak all day.
     assert scaled["node_hours_on_demand"] + scaled["node_hours_spot"] < \
         always["node_hours_on_demand"]
+    # Affinity finds conversations in the cache more often than least-loaded routing.
+    assert scaled["chat_prefix_hit_pct"] > rows["autoscaler, least-loaded"][
+        "chat_prefix_hit_pct"]
