@@ -31,9 +31,12 @@ boots shows it); calls served, waited (p50/p99 of the waits), refused, lost (cut
 a stop: none should be), cold starts; and the chat calls' prefix-cache hit rate:
 the share of chat calls that found an earlier prefix of their conversation in the
 KV cache of the node they went to (the tokens' share, as vLLM's
-``prefix_cache_hits / prefix_cache_queries`` counts it, is in the JSON). The JSON
-also has each model's own figures. ``--short`` replays the two busiest hours, from
-13:00, with a burst (under a minute).
+``prefix_cache_hits / prefix_cache_queries`` counts it, is in the JSON, with the
+misses by cause: a conversation's first call, one evicted from the node it went to
+last, one sent to another node). The JSON also has the idle share on a model's only
+node up (the price of keeping a model warm at all, which no scale-in removes) and
+each model's own figures. ``--short`` replays the two busiest hours, from 13:00,
+with a burst (under a minute).
 
 A node's cache holds what that node served: a conversation's prefix up to the
 prompt and answer of its last call there (an older one, if its later turns went
@@ -191,6 +194,8 @@ class Result:
     chat_hits: int = 0
     chat_tokens: int = 0  # prompt tokens of chat calls
     chat_cached_tokens: int = 0  # of which found in the node's cache
+    chat_misses: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter)
     cost_usd: float = 0.0
     models: dict[str, ModelResult] = dataclasses.field(
         default_factory=lambda: {model: ModelResult() for model in MODELS})
@@ -219,6 +224,10 @@ class Result:
                 "chat_prefix_token_hit_pct": round(
                     100 * self.chat_cached_tokens / self.chat_tokens, 1) if self.chat_tokens
                 else 0.0,
+                # Chat calls that missed, as a share of all chat calls, by cause.
+                "chat_miss_pct": {why: round(100 * self.chat_misses[why] / self.chat, 1)
+                                  if self.chat else 0.0
+                                  for why in ("first", "evicted", "elsewhere")},
                 "models": {model: figures.row() for model, figures in self.models.items()}}
 
 
@@ -242,6 +251,7 @@ class Simulation:
         self.queue: dict[str, collections.deque[Call]] = {m: collections.deque() for m in MODELS}
         self.last_call = {m: -math.inf for m in MODELS}
         self.accounted = {m: 0.0 for m in MODELS}  # idle counted up to then
+        self.served_on: dict[str, SimNode] = {}  # conversation -> node of its last call
         self.events: list[tuple[float, int, str, Any]] = []
         self.counter = itertools.count()
         self.ids = itertools.count(1)
@@ -371,6 +381,11 @@ class Simulation:
                 self.result.chat_hits += 1
                 figures.chat_hits += 1
                 cached = min(held, call.prompt - 1)  # vLLM computes the last token again
+            else:  # why not: its first call, evicted where it went last, or sent elsewhere
+                last = self.served_on.get(call.room)
+                why = "first" if last is None else "evicted" if last is node else "elsewhere"
+                self.result.chat_misses[why] += 1
+            self.served_on[call.room] = node
             self.result.chat_tokens += call.prompt
             self.result.chat_cached_tokens += cached
             node.cache[call.room] = call.prompt + call.output
