@@ -16,10 +16,26 @@ from tests.support.services import postgres_database, redis_service
 pytest_plugins = ["tests.support.hot", "tests.support.inprocess", "tests.support.standard"]
 
 
-#: Modules that converge this machine with Ansible. They take turns on it (one
-#: supervisord: ``MachineLock``), so they share one xdist worker: spread over two, one
-#: worker would sit idle for minutes waiting for the other's converge.
-MACHINE_MODULES = ("tests/ansible/test_site_local.py", "tests/ansible/test_monitoring_local.py")
+#: Modules that converge this machine with Ansible, and the one that checks rendered
+#: Nginx sites with the Nginx the first installs. The two converges take turns on it
+#: (one supervisord: ``MachineLock``), so they share one xdist worker (spread over two,
+#: one worker would sit idle for minutes waiting for the other's converge), and run in
+#: this order: site.yml installs Nginx before test_templates.py needs it, and on a
+#: fresh machine it makes /opt/inference-portal-test as its services need it.
+MACHINE_MODULES = ("tests/ansible/test_site_local.py", "tests/ansible/test_monitoring_local.py",
+                   "tests/ansible/test_templates.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The machine's modules together, in :data:`MACHINE_MODULES`' order (xdist or not)."""
+    rank = {module: order for order, module in enumerate(MACHINE_MODULES)}
+    machine = [item for item in items if item.nodeid.split("::")[0] in rank]
+    if not machine:
+        return
+    first = items.index(machine[0])
+    rest = [item for item in items if item.nodeid.split("::")[0] not in rank]
+    machine.sort(key=lambda item: rank[item.nodeid.split("::")[0]])  # stable: each module's order
+    items[:] = rest[:first] + machine + rest[first:]
 
 
 @pytest.hookimpl(optionalhook=True)  # xdist's hook: absent when run with -p no:xdist
