@@ -58,7 +58,8 @@ one Redis can hold several portals, and tests each get their own::
     $ns:waiting:<model>       zset: calls held in the edge for a free slot (member: request
                               id, score: when it gives up, ms)
     $ns:scale:<model>         hash: what the scaler's last decision left for the next
-                              (above_since, below_since)
+                              (edge.fleet.scaling.Memory: above_since, below_since,
+                              acted_until, quiet, quiet_now)
     $ns:scalelock:<model>     one scaling decision at a time for a model
     $ns:dramatiq:*            Dramatiq's own broker keys (its namespace, :func:`dramatiq`)
 
