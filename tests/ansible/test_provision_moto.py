@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.ansible.conftest import BIN, Run, ansible_env, run_ansible, unwrap
+from tests.support.templates import copy_sqlite_template
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -88,6 +89,7 @@ def portal_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     data = tmp_path_factory.mktemp("portal")
     env = {"PORTAL_DATA_DIR": str(data), "PORTAL_REDIS_URL": "redis://127.0.0.1:1/0",
            "PORTAL_EMBEDDED_REDIS": "auto"}
+    copy_sqlite_template(data / "portal.sqlite3")  # migrate then only makes its identity
     subprocess.run([str(BIN / "portal"), "migrate"], env=ansible_env(**env), check=True,
                    capture_output=True, cwd=data, timeout=60)
     return env
