@@ -196,8 +196,12 @@ def test_a_node_serving_a_longer_context_bounds_jobs_then_raises_the_catalogue(
     while time.monotonic() < deadline and not cluster.sql(
             "SELECT 1 FROM ledger WHERE account_id=? AND kind='usage'", key_id):
         time.sleep(0.1)
+    # The job answers "succeeded" as soon as its result is stored; its charge is settled
+    # just after: read it again once the ledger has it.
+    settled = httpx.get(cluster.url + f"/v1/jobs/{job['id']}", headers=headers).json()
+    assert settled["cost_micros"] > 0, settled
     assert cluster.sql("SELECT amount FROM ledger WHERE account_id=? AND kind='usage'",
-                       key_id) == [(-job["cost_micros"],)]
+                       key_id) == [(-settled["cost_micros"],)]
 
 
 def test_jobs_waiting_for_a_node_do_not_starve_its_boot(cluster: Cluster) -> None:
