@@ -23,6 +23,7 @@ def test_portal_dev_serves_the_demo_key_with_the_openai_sdk(tmp_path) -> None:
            "PORTAL_EMBEDDED_REDIS": "always", "PORTAL_DATABASE_URL": "",
            "PORTAL_LOG_LEVEL": "WARNING"}
     env.pop("PORTAL_REDIS_URL", None)
+    env.pop("PORTAL_ADMIN_TOKEN", None)
     log = (tmp_path / "dev.log").open("w+")
     process = subprocess.Popen([PORTAL_BIN, "dev"], env=env, cwd=tmp_path, stdout=log,
                                stderr=subprocess.STDOUT, start_new_session=True)
@@ -61,6 +62,19 @@ def test_portal_dev_serves_the_demo_key_with_the_openai_sdk(tmp_path) -> None:
         assert job["status"] == "succeeded", job  # the dev worker answers queued jobs
         balance = httpx.get(url + "/v1/key", headers=headers).json()
         assert 0 < balance["data"]["balance_micros"] < 5_000_000
+
+        # The console opens with the admin token the banner shows for this run.
+        token = re.search(r"with the admin token\s+(\S+)", banner)
+        assert token, banner
+        with httpx.Client(base_url=url) as browser:
+            form = browser.get("/admin/console/login")
+            csrf = re.search(r'name="csrf" value="([^"]+)"', form.text)
+            assert csrf, form.text
+            signed = browser.post("/admin/console/login", data={
+                "csrf": csrf.group(1), "token": token.group(1)})
+            assert signed.status_code == 302, signed.text
+            models = browser.get("/admin/console/models")
+            assert models.status_code == 200 and "demo-large" in models.text
 
         # Another command in another shell finds the embedded Redis too: an enqueued
         # stop reaches the dev worker, which stops the (static) node.
