@@ -19,7 +19,7 @@ from edge.db.models import LLM, ModelKind
 from edge.fleet.scaling import Policy, policy_changes
 
 __all__ = ["ADD_POLICY_FIELDS", "FIELDS", "MAX_CONTEXT", "MAX_PRICE", "CatalogueError",
-           "add_model", "catalogue_entry", "check_changes", "update_model"]
+           "add_model", "apply_changes", "catalogue_entry", "check_changes", "update_model"]
 
 #: A model's catalogue fields besides its name (prices: micro-dollars per 1M tokens).
 FIELDS = ("served_name", "input_price", "output_price", "context_length", "kind", "enabled")
@@ -36,6 +36,26 @@ _DEFAULT_CONTEXT = 8192
 _NAME_LENGTH, _SERVED_LENGTH = 128, 256
 
 Publish = Callable[[str], Awaitable[None]]
+
+
+async def apply_changes(llm: LLM, wanted: Mapping[str, Any], *, action: str,
+                        view: Callable[[LLM], Any], publish: Publish, actor: str) -> bool:
+    """Save the fields of ``wanted`` (checked already) that differ from ``llm``'s, tell
+    every worker (``publish("models")``) and append ``action`` to the audit log with
+    ``view`` of the model before and after; nothing at all when none differs. The one
+    way a model's row changes, for its catalogue fields and its policy alike.
+
+    Returns:
+      Whether anything changed.
+    """
+    changed = {field: value for field, value in wanted.items() if getattr(llm, field) != value}
+    if not changed:
+        return False
+    before = view(llm)
+    await llm.update_from_dict(changed).save(update_fields=list(changed))
+    await publish("models")
+    await audit.record(actor, action, f"model:{llm.name}", before, view(llm))
+    return True
 
 
 class CatalogueError(ValueError):
@@ -172,15 +192,10 @@ async def add_model(name: str, given: Mapping[str, Any], *, default_idle_ttl: fl
         await audit.record(actor, "model.add", f"model:{name}", None,
                            catalogue_entry(row, also=shown))
         return row, "created"
-    changed = {field: value for field, value in wanted.items() if getattr(row, field) != value}
-    if not changed:
-        return row, "unchanged"
-    before = catalogue_entry(row, also=shown)
-    await row.update_from_dict(changed).save(update_fields=list(changed))
-    await publish("models")
-    await audit.record(actor, "model.update", f"model:{name}", before,
-                       catalogue_entry(row, also=shown))
-    return row, "updated"
+    updated = await apply_changes(row, wanted, action="model.update",
+                                  view=lambda llm: catalogue_entry(llm, also=shown),
+                                  publish=publish, actor=actor)
+    return row, "updated" if updated else "unchanged"
 
 
 async def update_model(llm: LLM, changes: Mapping[str, Any], *, publish: Publish,
@@ -195,12 +210,5 @@ async def update_model(llm: LLM, changes: Mapping[str, Any], *, publish: Publish
       CatalogueError: a field unknown (a scaling setting included), of the wrong type or
         out of range; nothing changed.
     """
-    cleaned = check_changes(changes)
-    changed = {field: value for field, value in cleaned.items() if getattr(llm, field) != value}
-    if not changed:
-        return False
-    before = catalogue_entry(llm)
-    await llm.update_from_dict(changed).save(update_fields=list(changed))
-    await publish("models")
-    await audit.record(actor, "model.update", f"model:{llm.name}", before, catalogue_entry(llm))
-    return True
+    return await apply_changes(llm, check_changes(changes), action="model.update",
+                               view=catalogue_entry, publish=publish, actor=actor)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from edge import audit
+from edge.fleet.catalogue import apply_changes
 from edge.fleet.scaling import Policy, policy_changes, policy_view
 
 if TYPE_CHECKING:
@@ -23,12 +23,6 @@ async def change_policy(llm: LLM, changes: Mapping[str, Any], *, default_idle_tt
     Raises:
       ValueError: a setting unknown, of the wrong type or out of range (:func:`policy_changes`).
     """
-    cleaned = policy_changes(changes, Policy.of(llm, default_idle_ttl))
-    changed = {name: value for name, value in cleaned.items() if getattr(llm, name) != value}
-    if not changed:
-        return False
-    before = policy_view(llm)
-    await llm.update_from_dict(changed).save(update_fields=list(changed))
-    await publish("models")
-    await audit.record(actor, "model.policy", f"model:{llm.name}", before, policy_view(llm))
-    return True
+    return await apply_changes(llm, policy_changes(changes, Policy.of(llm, default_idle_ttl)),
+                               action="model.policy", view=policy_view, publish=publish,
+                               actor=actor)
