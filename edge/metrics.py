@@ -51,6 +51,7 @@ __all__ = [
     "NodeReading",
     "Readings",
     "ReadingsCollector",
+    "families",
     "render",
     "request_series",
 ]
@@ -222,8 +223,8 @@ class _Forward(Collector):
         return self.registry.collect()
 
 
-def render(readings: Readings | None = None) -> bytes:
-    """The exposition text for every process of this server, and ``readings``' gauges."""
+def _registry(readings: Readings | None = None) -> CollectorRegistry:
+    """Every process's series of this server, and ``readings``' gauges."""
     registry = CollectorRegistry()
     directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     if directory:
@@ -234,4 +235,14 @@ def render(readings: Readings | None = None) -> bytes:
         registry.register(_Forward(REGISTRY))
     if readings is not None:
         registry.register(ReadingsCollector(readings))
-    return generate_latest(registry)
+    return registry
+
+
+def render(readings: Readings | None = None) -> bytes:
+    """The exposition text for every process of this server, and ``readings``' gauges."""
+    return generate_latest(_registry(readings))
+
+
+def families() -> Iterable[Metric]:
+    """The series of every process of this server, as :func:`render` writes them out."""
+    return _registry().collect()

@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, Concatenate, ParamSpec
 
-from prometheus_client.parser import text_string_to_metric_families
 from sanic import HTTPResponse, Request
 
 from edge import audit, metrics
@@ -146,7 +145,7 @@ def webhook_deliveries() -> dict[str, int]:
     ``refused``, ``failed``), over every worker: ``portal_webhooks_total`` as ``/metrics``
     exports it."""
     counts = dict.fromkeys(WEBHOOK_OUTCOMES, 0)
-    for family in text_string_to_metric_families(metrics.render().decode()):
+    for family in metrics.families():
         if family.name != "portal_webhooks":
             continue
         for sample in family.samples:
