@@ -21,15 +21,14 @@ from edge.console.common import PATH, bp, page_limit, render
 from edge.console.records import choice_arg, id_arg, refusing, when
 from edge.db.models import LedgerKind
 from edge.errors import InvalidRequest
+from edge.payments.handlers import session_of
 
-__all__ = ["ledger_page", "payment_of"]
+__all__ = ["ledger_page"]
 
 #: The kinds a row may be of, as the filter offers them.
 KINDS = tuple(str(kind) for kind in LedgerKind)
 #: The longest reference a row has (the column's size), in characters.
 REFERENCE_LENGTH = 200
-#: How a reference that belongs to a payment begins (:mod:`edge.payments.handlers`).
-_PAYMENT_REFERENCES = ("checkout:", "refund:", "refund-failed:refund:", "dispute:")
 
 
 @bp.get("/ledger")
@@ -48,7 +47,7 @@ async def ledger_page(request: Request) -> HTTPResponse:
                                kind=LedgerKind(kind) if kind else None, before=before,
                                limit=limit)
     rows = [{**ledger_view(row), "created": when(row.created_at),
-             "payment": payment_of(row.reference)} for row in page.rows]
+             "payment": session_of(row.reference)} for row in page.rows]
     filters: dict[str, Any] = {"reference": reference or prefix or "",
                                "match": "prefix" if prefix else "exact",
                                "account": account or "", "kind": kind or "", "limit": limit}
@@ -59,11 +58,3 @@ async def ledger_page(request: Request) -> HTTPResponse:
     newest = f"{PATH}/ledger?{urlencode(kept)}" if before else None
     return await render(request, "console/ledger.html", section="ledger", rows=rows,
                         kinds=KINDS, older=older, newest=newest, before=before, **filters)
-
-
-def payment_of(reference: str) -> str | None:
-    """The Checkout Session a payment's ledger row names, None for other rows."""
-    for start in _PAYMENT_REFERENCES:
-        if reference.startswith(start):
-            return reference.removeprefix(start).split(":", 1)[0] or None
-    return None

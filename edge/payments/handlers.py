@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HANDLERS", "REFUNDING", "PaymentsContext", "credit_session",
            "give_back_refund", "given_back_reference", "record_refunded", "refund_reference",
-           "take_back_refund", "topup_reference"]
+           "session_of", "take_back_refund", "topup_reference"]
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +327,19 @@ def refund_reference(session_id: str, refund_id: str) -> str:
 def given_back_reference(debit_reference: str) -> str:
     """The reference of the credit that undoes a failed refund's debit."""
     return f"refund-failed:{debit_reference}"
+
+
+def session_of(reference: str) -> str | None:
+    """The Checkout Session a payment's ledger reference names (the forms at the top of
+    this module); None for a reference that is no payment's."""
+    kind, _, rest = reference.partition(":")
+    if kind == "refund-failed":  # refund-failed:refund:<session id>:<refund id>
+        kind, _, rest = rest.partition(":")
+        if kind != "refund":
+            return None
+    if kind not in ("checkout", "refund", "dispute"):
+        return None
+    return rest.split(":", 1)[0] or None
 
 
 async def take_back_refund(payment: Payment, refund: Mapping[str, Any],

@@ -19,7 +19,12 @@ from tortoise.expressions import Q
 
 from edge.api.shapes import ledger_view, money
 from edge.db.models import LedgerEntry, Payment, PaymentStatus, WebhookEvent
-from edge.payments.handlers import given_back_reference, refund_reference, topup_reference
+from edge.payments.handlers import (
+    given_back_reference,
+    refund_reference,
+    session_of,
+    topup_reference,
+)
 
 __all__ = ["list_payments", "payment_story", "payment_views"]
 
@@ -59,11 +64,10 @@ async def payment_views(payments: list[Payment], *, admin: bool = False) -> list
             prefixes, account_id__in={p.account_id for p in payments}, created_at__gte=since,
         ).values_list("reference", "amount")
         for reference, amount in rows:
-            kind, _, rest = reference.partition(":")
-            if kind == "refund-failed":  # refund-failed:refund:<session id>:<refund id>
-                rest = rest.partition(":")[2]
-            session_id = rest.split(":", 1)[0]
-            if kind == "checkout":
+            session_id = session_of(reference)
+            if session_id is None:
+                continue
+            if reference.startswith("checkout:"):
                 credited[session_id] += amount
             else:
                 debited[session_id] -= amount
