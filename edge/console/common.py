@@ -15,6 +15,8 @@ from urllib.parse import quote
 from sanic import Blueprint, HTTPResponse, Request, html, redirect
 
 from edge.admin import console_actor
+from edge.api.fields import query_limit
+from edge.errors import InvalidRequest
 from edge.identity.console_sessions import COOKIE
 from edge.identity.csrf import form_csrf
 from edge.identity.sessions import same_token
@@ -76,8 +78,10 @@ async def render(request: Request, template: str, *, status: int = 200,
 
 
 def page_limit(request: Request, default: int = 100, most: int = 500) -> int:
-    """The ``limit`` query argument, within 1 to ``most``; anything else is the default."""
-    raw = request.args.get("limit", "")
-    if raw.isascii() and raw.isdigit() and len(raw) < 6:
-        return max(1, min(most, int(raw)))
-    return default
+    """The ``limit`` query argument as the admin API reads it
+    (:func:`edge.api.fields.query_limit`), except that a page shows its default rather
+    than refuse one out of range."""
+    try:
+        return query_limit(request, default=default, most=most)
+    except InvalidRequest:
+        return default
